@@ -1,0 +1,154 @@
+//! Hub configuration, validated completely before anything is bound or created.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{HubError, Result};
+
+/// Where the agent listener binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentListen {
+    /// On the agents' network gateway address: reachable from those containers and the host only.
+    Gateway(u16),
+    Addr(SocketAddr),
+}
+
+impl FromStr for AgentListen {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(port) = s.strip_prefix("gateway:") {
+            return port
+                .parse()
+                .map(AgentListen::Gateway)
+                .map_err(|_| format!("{s:?}: the port after gateway: must be a number (0-65535)"));
+        }
+        s.parse()
+            .map(AgentListen::Addr)
+            .map_err(|_| format!("{s:?}: expected gateway:PORT or IP:PORT"))
+    }
+}
+
+impl std::fmt::Display for AgentListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentListen::Gateway(port) => write!(f, "gateway:{port}"),
+            AgentListen::Addr(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub data_dir: PathBuf,
+    /// CLI gRPC; loopback unless the operator says otherwise.
+    pub operator_listen: SocketAddr,
+    pub agent_listen: AgentListen,
+    /// The URL agents dial; default `https://host.docker.internal:<agent port>`.
+    pub agent_url: Option<String>,
+    /// The user-defined bridge network the agents live on.
+    pub network: String,
+    pub agent_binary: Option<PathBuf>,
+    /// `debootstrap` or an image reference present on the engine.
+    pub base_image: String,
+    pub heartbeat_interval: Duration,
+    pub ready_timeout: Duration,
+    pub kill_grace: Duration,
+}
+
+impl HubConfig {
+    /// Defaults for everything but the data dir.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            operator_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080),
+            agent_listen: AgentListen::Gateway(7443),
+            agent_url: None,
+            network: "docker-agent".into(),
+            agent_binary: None,
+            base_image: crate::image::DEBOOTSTRAP_BASE.into(),
+            heartbeat_interval: Duration::from_secs(5),
+            ready_timeout: Duration::from_secs(120),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(HubError::Config(m));
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("the data dir is empty".into());
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return bad(format!("data dir {} is not a directory", self.data_dir.display()));
+        }
+        let network_ok = !self.network.is_empty()
+            && self.network.len() <= 64
+            && self
+                .network
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !network_ok {
+            return bad(format!("invalid network name {:?}", self.network));
+        }
+        if let Some(url) = &self.agent_url {
+            let rest = url.strip_prefix("https://").unwrap_or("");
+            if rest.is_empty() || !rest.contains(':') {
+                return bad(format!("agent URL {url:?} must look like https://HOST:PORT"));
+            }
+        }
+        if let Some(path) = &self.agent_binary
+            && !path.is_file()
+        {
+            return bad(format!("agent binary {} does not exist", path.display()));
+        }
+        if self.base_image.trim().is_empty() {
+            return bad("the base image is empty".into());
+        }
+        for (name, value, min) in [
+            ("heartbeat interval", self.heartbeat_interval, Duration::from_millis(100)),
+            ("ready timeout", self.ready_timeout, Duration::from_secs(1)),
+            ("kill grace", self.kill_grace, Duration::ZERO),
+        ] {
+            if value < min {
+                return bad(format!("{name} must be at least {min:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_listen_forms() {
+        assert_eq!("gateway:7443".parse::<AgentListen>().unwrap(), AgentListen::Gateway(7443));
+        assert_eq!(
+            "0.0.0.0:1".parse::<AgentListen>().unwrap(),
+            AgentListen::Addr("0.0.0.0:1".parse().unwrap())
+        );
+        assert!("gateway:x".parse::<AgentListen>().is_err());
+        assert!("nonsense".parse::<AgentListen>().is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = HubConfig::new(dir.path().into());
+        ok.validate().unwrap();
+        let mut c = ok.clone();
+        c.network = "bad name".into();
+        assert!(c.validate().unwrap_err().to_string().contains("network"));
+        let mut c = ok.clone();
+        c.agent_url = Some("http://x:1".into());
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.heartbeat_interval = Duration::ZERO;
+        assert!(c.validate().is_err());
+        let mut c = ok;
+        c.agent_binary = Some("/nonexistent/agent".into());
+        assert!(c.validate().unwrap_err().to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,417 @@
+//! The Docker implementation of [`Driver`], on bollard. No `docker` CLI anywhere.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    BuildImageOptions, CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    UploadToContainerOptions,
+};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{
+    ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver, DriverError, EventStream,
+    FileSpec, LineStream, NetworkInfo, Result, labels,
+};
+
+/// Talks to one Docker engine through its API socket.
+#[derive(Debug, Clone)]
+pub struct DockerDriver {
+    docker: Docker,
+}
+
+impl DockerDriver {
+    /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket) and agrees on an API version
+    /// the engine supports, so old engines (API 1.41) work.
+    pub async fn connect() -> Result<Self> {
+        let docker = Docker::connect_with_local_defaults().map_err(map_err("the Docker engine"))?;
+        let docker = docker.negotiate_version().await.map_err(map_err("the Docker engine"))?;
+        Ok(Self { docker })
+    }
+}
+
+/// Turns a bollard error into ours, naming the object the call was about.
+fn map_err(what: impl Into<String>) -> impl FnOnce(BollardError) -> DriverError {
+    let what = what.into();
+    move |err| match err {
+        BollardError::DockerResponseServerError { status_code: 404, .. } => DriverError::NotFound(what),
+        BollardError::DockerResponseServerError { status_code: 409, .. } => DriverError::Conflict(what),
+        BollardError::DockerResponseServerError { message, .. } => DriverError::Engine(message),
+        BollardError::DockerStreamError { error } => DriverError::Engine(error),
+        BollardError::IOError { err } => DriverError::Unreachable(err.to_string()),
+        BollardError::SocketNotFoundError(path) => DriverError::Unreachable(format!("no socket at {path}")),
+        BollardError::HyperResponseError { err } => DriverError::Unreachable(err.to_string()),
+        BollardError::RequestTimeoutError => DriverError::Unreachable("request timed out".into()),
+        other => {
+            let text = other.to_string();
+            if text.contains("connect") || text.contains("Connection refused") {
+                DriverError::Unreachable(text)
+            } else {
+                DriverError::Engine(text)
+            }
+        }
+    }
+}
+
+fn label_filter(hub_id: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}=true", labels::MANAGED), format!("{}={hub_id}", labels::HUB)],
+    )])
+}
+
+/// A tar archive of `files`, with absolute paths made relative to `/`.
+fn tar_files(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for f in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(f.contents.len() as u64);
+        header.set_mode(f.mode);
+        header.set_uid(f.uid);
+        header.set_gid(f.gid);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, f.path.trim_start_matches('/'), f.contents.as_slice())?;
+    }
+    builder.into_inner()
+}
+
+#[async_trait::async_trait]
+impl Driver for DockerDriver {
+    async fn ping(&self) -> Result<()> {
+        self.docker.ping().await.map_err(map_err("the Docker engine"))?;
+        Ok(())
+    }
+
+    async fn ensure_network(&self, name: &str, net_labels: HashMap<String, String>) -> Result<NetworkInfo> {
+        let inspect = match self.docker.inspect_network(name, None).await {
+            Ok(n) => n,
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
+                let request = NetworkCreateRequest {
+                    name: name.to_string(),
+                    driver: Some("bridge".into()),
+                    labels: Some(net_labels),
+                    ..Default::default()
+                };
+                match self.docker.create_network(request).await {
+                    // Another hub made it between our inspect and create.
+                    Ok(_) | Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {}
+                    Err(e) => return Err(map_err(format!("network {name}"))(e)),
+                }
+                self.docker
+                    .inspect_network(name, None)
+                    .await
+                    .map_err(map_err(format!("network {name}")))?
+            }
+            Err(e) => return Err(map_err(format!("network {name}"))(e)),
+        };
+        let id = inspect.id.unwrap_or_default();
+        let gateway = inspect
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .filter_map(|g| g.parse::<IpAddr>().ok())
+            .find(IpAddr::is_ipv4)
+            .ok_or_else(|| DriverError::Engine(format!("network {name} has no IPv4 gateway")))?;
+        Ok(NetworkInfo { id, gateway })
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        match self.docker.remove_network(name).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(map_err(format!("network {name}"))(e)),
+        }
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image.id),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(map_err(format!("image {reference}"))(e)),
+        }
+    }
+
+    async fn import_rootfs(&self, reference: &str, tar: ByteStream, changes: Vec<String>) -> Result<()> {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let options = CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some(repo.into()),
+            tag: Some(tag.into()),
+            changes,
+            ..Default::default()
+        };
+        let body = bollard::body_try_stream(tar);
+        let mut progress = self.docker.create_image(Some(options), Some(body), None);
+        while let Some(item) = progress.next().await {
+            item.map_err(map_err(format!("image {reference}")))?;
+        }
+        Ok(())
+    }
+
+    fn build_image<'a>(
+        &'a self,
+        reference: &'a str,
+        context: Bytes,
+        build_args: HashMap<String, String>,
+    ) -> LineStream<'a> {
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(reference.into()),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(build_args),
+            ..Default::default()
+        };
+        let stream = self
+            .docker
+            .build_image(options, None, Some(bollard::body_full(context)))
+            .map_err(move |e| map_err(format!("image {reference}"))(e))
+            .and_then(|info| async move {
+                if let Some(detail) = info.error_detail {
+                    return Err(DriverError::Engine(detail.message.unwrap_or_else(|| "build failed".into())));
+                }
+                Ok(info.stream.or(info.status).unwrap_or_default())
+            })
+            .try_filter(|line| futures::future::ready(!line.trim().is_empty()));
+        Box::pin(stream)
+    }
+
+    async fn create_volume(&self, name: &str, vol_labels: HashMap<String, String>) -> Result<()> {
+        let request = VolumeCreateRequest {
+            name: Some(name.into()),
+            labels: Some(vol_labels),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map_err(map_err(format!("volume {name}")))?;
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        match self.docker.remove_volume(name, None::<RemoveVolumeOptions>).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(map_err(format!("volume {name}"))(e)),
+        }
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(e) => Err(map_err(format!("volume {name}"))(e)),
+        }
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
+        let host_config = HostConfig {
+            network_mode: Some(spec.network.clone()),
+            extra_hosts: Some(spec.extra_hosts.clone()),
+            mounts: Some(vec![Mount {
+                target: Some(spec.volume_target.clone()),
+                source: Some(spec.volume.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
+            nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
+            memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
+            pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(spec.cap_add.clone()),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            init: Some(false),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(map_err(format!("container {}", spec.name)))?;
+        Ok(created.id)
+    }
+
+    async fn upload_files(&self, container: &str, files: &[FileSpec]) -> Result<()> {
+        let archive = tar_files(files).map_err(|e| DriverError::Engine(format!("cannot pack files: {e}")))?;
+        let options = UploadToContainerOptions {
+            path: "/".into(),
+            ..Default::default()
+        };
+        self.docker
+            .upload_to_container(container, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(map_err(format!("container {container}")))
+    }
+
+    async fn start_container(&self, container: &str) -> Result<()> {
+        match self.docker.start_container(container, None).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(map_err(format!("container {container}"))(e)),
+        }
+    }
+
+    async fn stop_container(&self, container: &str, timeout_secs: Option<u32>) -> Result<()> {
+        let options = StopContainerOptions {
+            t: timeout_secs.map(|t| t as i32),
+            ..Default::default()
+        };
+        match self.docker.stop_container(container, Some(options)).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(map_err(format!("container {container}"))(e)),
+        }
+    }
+
+    async fn remove_container(&self, container: &str) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            ..Default::default()
+        };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(map_err(format!("container {container}"))(e)),
+        }
+    }
+
+    async fn inspect_container(&self, container: &str) -> Result<Option<ContainerState>> {
+        let inspect = match self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => i,
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+            Err(e) => return Err(map_err(format!("container {container}"))(e)),
+        };
+        let state = inspect.state.unwrap_or_default();
+        Ok(Some(ContainerState {
+            id: inspect.id.unwrap_or_default(),
+            name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            running: state.running.unwrap_or(false),
+            status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            exit_code: state.exit_code.unwrap_or(0),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            error: state.error.unwrap_or_default(),
+            labels: inspect.config.and_then(|c| c.labels).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_managed(&self, hub_id: &str) -> Result<Vec<ContainerState>> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(label_filter(hub_id)),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(map_err("containers"))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let status = c.state.map(|s| s.to_string()).unwrap_or_default();
+                ContainerState {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    running: status == "running",
+                    status,
+                    exit_code: 0,
+                    oom_killed: false,
+                    error: String::new(),
+                    labels: c.labels.unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    fn events(&self, hub_id: &str) -> EventStream {
+        let mut filters = label_filter(hub_id);
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert(
+            "event".into(),
+            vec!["start".into(), "die".into(), "oom".into(), "destroy".into()],
+        );
+        let options = EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let stream = self.docker.events(Some(options)).filter_map(|item| async move {
+            let msg = match item {
+                Ok(m) => m,
+                Err(e) => return Some(Err(map_err("the Docker event stream")(e))),
+            };
+            let actor = msg.actor.unwrap_or_default();
+            let attributes = actor.attributes.unwrap_or_default();
+            let kind = match msg.action.as_deref()? {
+                "start" => ContainerEventKind::Start,
+                "die" => ContainerEventKind::Die {
+                    exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()).unwrap_or(-1),
+                },
+                "oom" => ContainerEventKind::Oom,
+                "destroy" => ContainerEventKind::Destroy,
+                _ => return None,
+            };
+            Some(Ok(ContainerEvent {
+                container_id: actor.id.unwrap_or_default(),
+                labels: attributes,
+                kind,
+            }))
+        });
+        Box::pin(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_packed_with_modes_and_owners() {
+        let files = vec![FileSpec {
+            path: "/etc/docker-agent/token".into(),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+            contents: b"secret".to_vec(),
+        }];
+        let archive = tar_files(&files).unwrap();
+        let mut reader = tar::Archive::new(archive.as_slice());
+        let entry = reader.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(entry.path().unwrap().to_str().unwrap(), "etc/docker-agent/token");
+        assert_eq!(entry.header().mode().unwrap(), 0o400);
+        assert_eq!(entry.header().uid().unwrap(), 0);
+    }
+}

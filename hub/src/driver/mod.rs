@@ -1,0 +1,140 @@
+//! The container driver: everything the hub asks of a container engine, behind one trait. Docker (bollard) is the one implementation today; a remote engine or Kubernetes would be another.
+
+mod docker;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+
+pub use docker::DockerDriver;
+
+/// Labels on every container the hub makes (brief §3). The hub never touches a container without them.
+pub mod labels {
+    pub const MANAGED: &str = "dev.docker-agent.managed";
+    pub const AGENT: &str = "dev.docker-agent.agent";
+    pub const AGENT_ID: &str = "dev.docker-agent.agent-id";
+    pub const PROFILE: &str = "dev.docker-agent.profile";
+    pub const HUB: &str = "dev.docker-agent.hub";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("the container engine is not reachable ({0})")]
+    Unreachable(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0}")]
+    Engine(String),
+}
+
+pub type Result<T> = std::result::Result<T, DriverError>;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+pub type LineStream<'a> = Pin<Box<dyn Stream<Item = Result<String>> + Send + 'a>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent>> + Send>>;
+
+#[derive(Debug, Clone)]
+pub struct NetworkInfo {
+    pub id: String,
+    /// The host's address on the network; agents reach the hub through it.
+    pub gateway: IpAddr,
+}
+
+/// A file placed into a container before it starts.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// Absolute path inside the container.
+    pub path: String,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub contents: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub network: String,
+    /// `name:ip` entries for the container's /etc/hosts.
+    pub extra_hosts: Vec<String>,
+    /// Named volume mounted at `volume_target`.
+    pub volume: String,
+    pub volume_target: String,
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    pub pids_limit: i64,
+    pub cap_add: Vec<String>,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    /// Docker's status word: created, running, exited, …
+    pub status: String,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub error: String,
+    pub labels: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerEventKind {
+    Start,
+    /// The main process ended.
+    Die { exit_code: i64 },
+    Oom,
+    Destroy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub labels: HashMap<String, String>,
+    pub kind: ContainerEventKind,
+}
+
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync + std::fmt::Debug {
+    /// A cheap call that proves the engine answers.
+    async fn ping(&self) -> Result<()>;
+
+    async fn ensure_network(&self, name: &str, labels: HashMap<String, String>) -> Result<NetworkInfo>;
+    async fn remove_network(&self, name: &str) -> Result<()>;
+
+    /// The image's id, if the engine has it.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>>;
+    /// Imports a root filesystem tarball as an image (`docker import`).
+    async fn import_rootfs(&self, reference: &str, tar: ByteStream, changes: Vec<String>) -> Result<()>;
+    /// Builds an image from a tar build context, yielding the build log line by line.
+    fn build_image<'a>(&'a self, reference: &'a str, context: Bytes, build_args: HashMap<String, String>)
+    -> LineStream<'a>;
+
+    async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()>;
+    async fn remove_volume(&self, name: &str) -> Result<()>;
+    async fn volume_exists(&self, name: &str) -> Result<bool>;
+
+    /// Creates (does not start) a container; returns its id.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String>;
+    /// Writes files into a created or running container.
+    async fn upload_files(&self, container: &str, files: &[FileSpec]) -> Result<()>;
+    async fn start_container(&self, container: &str) -> Result<()>;
+    async fn stop_container(&self, container: &str, timeout_secs: Option<u32>) -> Result<()>;
+    async fn remove_container(&self, container: &str) -> Result<()>;
+    async fn inspect_container(&self, container: &str) -> Result<Option<ContainerState>>;
+    /// Containers carrying `labels::MANAGED` and `labels::HUB == hub_id`, running or not.
+    async fn list_managed(&self, hub_id: &str) -> Result<Vec<ContainerState>>;
+    /// Container events for this hub's containers, from now on.
+    fn events(&self, hub_id: &str) -> EventStream;
+}

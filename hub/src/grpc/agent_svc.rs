@@ -1,0 +1,112 @@
+//! The agent service: authenticates the agent's token, takes its hello, answers welcome and hands the stream to the session loop.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use docker_agent_proto::v1::agent_message::Msg as AgentMsg;
+use docker_agent_proto::v1::agent_service_server::AgentService;
+use docker_agent_proto::v1::hub_message::Msg;
+use docker_agent_proto::v1::{AgentMessage, HubMessage};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::Core;
+use crate::credentials;
+use crate::lifecycle::Lifecycle;
+use crate::registry::RegistryError;
+use crate::store::AgentRecord;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// Outbound queue per agent: task dispatch, stdin and acks.
+const OUTBOUND_QUEUE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct AgentSvc {
+    core: Arc<Core>,
+}
+
+impl AgentSvc {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    /// The agent's id and token must match a live agent; the error never says which part was wrong.
+    fn authenticate(&self, metadata: &MetadataMap) -> Result<AgentRecord, Status> {
+        let refused = || Status::unauthenticated("invalid agent credentials");
+        let id = metadata
+            .get(docker_agent_proto::AGENT_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(refused)?;
+        let token = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(credentials::bearer)
+            .ok_or_else(refused)?;
+        let agent = self
+            .core
+            .store
+            .agent_by_id(id)
+            .map_err(|e| Status::from(crate::error::HubError::from(e)))?
+            .filter(|a| a.lifecycle != Lifecycle::Destroyed);
+        match agent {
+            Some(agent) if credentials::token_matches(token, &agent.token_hash) => Ok(agent),
+            _ => {
+                tracing::warn!(agent_id = id, "agent authentication failed");
+                Err(refused())
+            }
+        }
+    }
+}
+
+type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentSvc {
+    type SessionStream = HubStream;
+
+    async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<HubStream>, Status> {
+        let agent = self.authenticate(request.metadata())?;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                msg: Some(AgentMsg::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message must be hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no hello within 15 s")),
+        };
+        if hello.agent_id != agent.id {
+            return Err(Status::permission_denied("hello names another agent"));
+        }
+        let welcome = self.core.welcome_for(&agent, &hello)?;
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        tx.send(HubMessage {
+            msg: Some(Msg::Welcome(welcome)),
+        })
+        .await
+        .map_err(|_| Status::internal("session closed"))?;
+        let generation = match self.core.registry.register(&agent.id, &hello.instance_id, tx) {
+            Ok(g) => g,
+            Err(RegistryError::Duplicate(other)) => {
+                tracing::warn!(agent = %agent.name, other, "refusing a second agent process with the same identity");
+                return Err(Status::already_exists(
+                    "another process of this agent is connected; only one may be",
+                ));
+            }
+            Err(RegistryError::NotConnected) => return Err(Status::internal("registration failed")),
+        };
+        tracing::info!(agent = %agent.name, generation, instance = %hello.instance_id, tasks = hello.tasks.len(), "agent connected");
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            if let Err(e) = core.agent_registered(&agent).await {
+                tracing::error!(agent = %agent.name, error = %e, "failed to finish registration");
+            }
+            core.run_session(agent, generation, inbound).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+}

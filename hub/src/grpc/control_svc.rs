@@ -1,0 +1,402 @@
+//! The control service the CLI drives: agent lifecycle, listing, exec with live output and stdin, tasks. Every call needs the admin token.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use docker_agent_proto::v1 as pb;
+use docker_agent_proto::v1::control_service_server::ControlService;
+use docker_agent_proto::v1::exec_request::Msg as ExecMsg;
+use docker_agent_proto::v1::hub_message::Msg;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::Interceptor;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use crate::agents::CreateRequest;
+use crate::bus::HubEvent;
+use crate::core::Core;
+use crate::credentials;
+use crate::error::HubError;
+use crate::image::Progress;
+use crate::store::{TaskRecord, TaskState};
+use crate::tasks::WatchItem;
+
+/// Checks the admin bearer token in constant time.
+#[derive(Clone)]
+pub struct AdminAuth {
+    hash: Arc<Vec<u8>>,
+}
+
+impl AdminAuth {
+    pub fn new(token: &str) -> Self {
+        Self {
+            hash: Arc::new(credentials::hash_token(token)),
+        }
+    }
+}
+
+impl Interceptor for AdminAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(credentials::bearer);
+        match presented {
+            Some(token) if credentials::token_matches(token, &self.hash) => Ok(request),
+            _ => Err(Status::unauthenticated("invalid or missing admin token")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlSvc {
+    core: Arc<Core>,
+}
+
+impl ControlSvc {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    fn agent_message(&self, record: crate::store::AgentRecord) -> Result<pb::Agent, HubError> {
+        let running = self.core.store.open_task_counts()?.get(&record.id).copied().unwrap_or(0);
+        Ok(convert::agent(record, running))
+    }
+
+    fn task_message(&self, task: TaskRecord) -> Result<pb::Task, HubError> {
+        let name = self
+            .core
+            .store
+            .agent_by_id(&task.agent_id)?
+            .map(|a| a.name)
+            .unwrap_or_default();
+        Ok(convert::task(task, &name))
+    }
+
+    /// Resolves when the task has left the queue (so the agent knows it and input can follow it) or ended.
+    async fn wait_dispatched(core: &Core, task_id: &str) {
+        let mut events = core.bus.subscribe_events();
+        loop {
+            match core.store.task(task_id) {
+                Ok(Some(t)) if t.state != TaskState::Queued => return,
+                Ok(Some(_)) => {}
+                _ => return,
+            }
+            // Dispatch follows a connection event; the timeout only guards against a missed wake-up.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(ev) = events.recv().await {
+                    if matches!(ev, HubEvent::Connection { .. }) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn required<T>(value: Option<T>, what: &str) -> Result<T, Status> {
+    value.ok_or_else(|| Status::invalid_argument(format!("missing {what}")))
+}
+
+#[tonic::async_trait]
+impl ControlService for ControlSvc {
+    async fn hub_info(&self, _: Request<pb::HubInfoRequest>) -> Result<Response<pb::HubInfoResponse>, Status> {
+        let s = &self.core.settings;
+        Ok(Response::new(pb::HubInfoResponse {
+            hub_id: s.hub_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            agent_endpoint: s.agent_url.clone(),
+            network: s.network.clone(),
+            data_dir: s.data_dir.display().to_string(),
+            connected_agents: self.core.registry.connected_count() as u32,
+        }))
+    }
+
+    type CreateAgentStream = BoxStream<pb::CreateAgentEvent>;
+
+    async fn create_agent(&self, request: Request<pb::CreateAgentRequest>) -> Result<Response<Self::CreateAgentStream>, Status> {
+        let req = request.into_inner();
+        let create = CreateRequest {
+            name: req.name,
+            profile: req.profile,
+            env: req.env.into_iter().collect::<BTreeMap<_, _>>(),
+            ready_timeout: (req.ready_timeout_secs > 0).then(|| Duration::from_secs(req.ready_timeout_secs.into())),
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let core = self.core.clone();
+        let svc = self.clone();
+        // The create runs to completion even if the client goes away, so it never stops half-way.
+        tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let progress = move |p: Progress| {
+                let event = pb::CreateAgentEvent {
+                    event: Some(pb::create_agent_event::Event::Progress(pb::Progress {
+                        stage: p.stage.to_string(),
+                        message: p.message,
+                        current: 0,
+                        total: 0,
+                    })),
+                };
+                let _ = progress_tx.try_send(Ok(event));
+            };
+            let result = core
+                .create_agent(create, &progress)
+                .await
+                .and_then(|agent| svc.agent_message(agent));
+            let item = result
+                .map(|agent| pb::CreateAgentEvent {
+                    event: Some(pb::create_agent_event::Event::Ready(agent)),
+                })
+                .map_err(Status::from);
+            let _ = tx.send(item).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn start_agent(&self, request: Request<pb::AgentRequest>) -> Result<Response<pb::Agent>, Status> {
+        let agent = self.core.start_agent(&request.into_inner().name).await?;
+        Ok(Response::new(self.agent_message(agent)?))
+    }
+
+    async fn stop_agent(&self, request: Request<pb::StopAgentRequest>) -> Result<Response<pb::Agent>, Status> {
+        let req = request.into_inner();
+        let timeout = (req.timeout_secs > 0).then_some(req.timeout_secs);
+        let agent = self.core.stop_agent(&req.name, timeout).await?;
+        Ok(Response::new(self.agent_message(agent)?))
+    }
+
+    async fn restart_agent(&self, request: Request<pb::StopAgentRequest>) -> Result<Response<pb::Agent>, Status> {
+        let req = request.into_inner();
+        let timeout = (req.timeout_secs > 0).then_some(req.timeout_secs);
+        let agent = self.core.restart_agent(&req.name, timeout).await?;
+        Ok(Response::new(self.agent_message(agent)?))
+    }
+
+    async fn destroy_agent(&self, request: Request<pb::DestroyAgentRequest>) -> Result<Response<pb::DestroyAgentResponse>, Status> {
+        let req = request.into_inner();
+        let (container_removed, volume_removed) = self.core.destroy_agent(&req.name, req.purge).await?;
+        Ok(Response::new(pb::DestroyAgentResponse {
+            name: req.name,
+            container_removed,
+            volume_removed,
+        }))
+    }
+
+    async fn get_agent(&self, request: Request<pb::AgentRequest>) -> Result<Response<pb::Agent>, Status> {
+        let agent = self.core.agent(&request.into_inner().name)?;
+        Ok(Response::new(self.agent_message(agent)?))
+    }
+
+    async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let counts = self.core.store.open_task_counts().map_err(HubError::from)?;
+        let agents = self
+            .core
+            .store
+            .list_agents()
+            .map_err(HubError::from)?
+            .into_iter()
+            .map(|a| {
+                let running = counts.get(&a.id).copied().unwrap_or(0);
+                convert::agent(a, running)
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    type ExecStream = BoxStream<pb::ExecEvent>;
+
+    async fn exec(&self, request: Request<Streaming<pb::ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+        let mut inbound = request.into_inner();
+        let start = match inbound.message().await? {
+            Some(pb::ExecRequest {
+                msg: Some(ExecMsg::Start(start)),
+            }) => start,
+            _ => return Err(Status::invalid_argument("exec must begin with a start message")),
+        };
+        let agent = self.core.agent(&start.agent)?;
+        let task = self.core.submit_task(&agent, required(start.spec, "task spec")?).await?;
+        let (tx, rx) = mpsc::channel(256);
+        tx.send(Ok(pb::ExecEvent {
+            event: Some(pb::exec_event::Event::Task(self.task_message(task.clone())?)),
+        }))
+        .await
+        .map_err(|_| Status::cancelled("client went away"))?;
+
+        // Client input → agent. When the client goes away, the task carries on.
+        let core = self.core.clone();
+        let task_id = task.id.clone();
+        let agent_id = agent.id.clone();
+        tokio::spawn(async move {
+            Self::wait_dispatched(&core, &task_id).await;
+            while let Some(Ok(req)) = inbound.next().await {
+                let msg = match req.msg {
+                    Some(ExecMsg::Stdin(data)) => Msg::Stdin(pb::StdinData {
+                        task_id: task_id.clone(),
+                        data,
+                    }),
+                    Some(ExecMsg::CloseStdin(_)) => Msg::CloseStdin(pb::CloseStdin { task_id: task_id.clone() }),
+                    Some(ExecMsg::Signal(signal)) => Msg::Signal(pb::SignalTask {
+                        task_id: task_id.clone(),
+                        signal,
+                    }),
+                    Some(ExecMsg::Resize(size)) => Msg::Resize(pb::ResizePty {
+                        task_id: task_id.clone(),
+                        size: Some(size),
+                    }),
+                    Some(ExecMsg::Start(_)) | None => continue,
+                };
+                core.registry.send_when_connected(&agent_id, msg).await;
+            }
+        });
+
+        // Stored and live output → client, then the final task.
+        let svc = self.clone();
+        let task_id = task.id;
+        tokio::spawn(async move {
+            let (wtx, mut wrx) = mpsc::channel(64);
+            let core = svc.core.clone();
+            let id = task_id.clone();
+            let watcher = tokio::spawn(async move { core.watch_task(&id, true, wtx).await });
+            while let Some(item) = wrx.recv().await {
+                let event = match item {
+                    WatchItem::Output(chunk) => pb::exec_event::Event::Output(convert::chunk(&task_id, chunk)),
+                    WatchItem::Done(task) => match svc.task_message(*task) {
+                        Ok(t) => pb::exec_event::Event::Task(t),
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            break;
+                        }
+                    },
+                };
+                if tx.send(Ok(pb::ExecEvent { event: Some(event) })).await.is_err() {
+                    break;
+                }
+            }
+            drop(wrx);
+            if let Ok(Err(e)) = watcher.await {
+                let _ = tx.send(Err(Status::from(e))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn submit_task(&self, request: Request<pb::SubmitTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let req = request.into_inner();
+        let agent = self.core.agent(&req.agent)?;
+        let task = self.core.submit_task(&agent, required(req.spec, "task spec")?).await?;
+        Ok(Response::new(self.task_message(task)?))
+    }
+
+    async fn get_task(&self, request: Request<pb::TaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let task = self.core.task(&request.into_inner().task_id)?;
+        Ok(Response::new(self.task_message(task)?))
+    }
+
+    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let req = request.into_inner();
+        let agent_id = if req.agent.is_empty() {
+            None
+        } else {
+            Some(self.core.agent(&req.agent)?.id)
+        };
+        let limit = if req.limit == 0 { 50 } else { req.limit.min(10_000) };
+        let tasks = self
+            .core
+            .store
+            .list_tasks(agent_id.as_deref(), limit)
+            .map_err(HubError::from)?
+            .into_iter()
+            .map(|t| self.task_message(t))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListTasksResponse { tasks }))
+    }
+
+    type WatchTaskStream = BoxStream<pb::TaskEvent>;
+
+    async fn watch_task(&self, request: Request<pb::WatchTaskRequest>) -> Result<Response<Self::WatchTaskStream>, Status> {
+        let req = request.into_inner();
+        self.core.task(&req.task_id)?;
+        let (wtx, wrx) = mpsc::channel(64);
+        let core = self.core.clone();
+        let id = req.task_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = core.watch_task(&id, req.follow, wtx).await {
+                tracing::error!(task = %id, error = %e, "watch failed");
+            }
+        });
+        let svc = self.clone();
+        let task_id = req.task_id;
+        let stream = ReceiverStream::new(wrx).map(move |item| {
+            let event = match item {
+                WatchItem::Output(chunk) => pb::task_event::Event::Output(convert::chunk(&task_id, chunk)),
+                WatchItem::Done(task) => pb::task_event::Event::Task(svc.task_message(*task)?),
+            };
+            Ok(pb::TaskEvent { event: Some(event) })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn signal_task(&self, request: Request<pb::SignalTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let req = request.into_inner();
+        if !(1..=64).contains(&req.signal) {
+            return Err(Status::invalid_argument(format!("invalid signal number {}", req.signal)));
+        }
+        let task = self.core.task(&req.task_id)?;
+        if task.state.is_terminal() {
+            return Err(Status::failed_precondition(format!("task {} has already ended", task.id)));
+        }
+        let core = self.core.clone();
+        let msg = Msg::Signal(pb::SignalTask {
+            task_id: task.id.clone(),
+            signal: req.signal,
+        });
+        let agent_id = task.agent_id.clone();
+        tokio::spawn(async move { core.registry.send_when_connected(&agent_id, msg).await });
+        Ok(Response::new(self.task_message(task)?))
+    }
+
+    async fn cancel_task(&self, request: Request<pb::TaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let task = self.core.task(&request.into_inner().task_id)?;
+        if task.state.is_terminal() {
+            return Ok(Response::new(self.task_message(task)?));
+        }
+        if task.state == TaskState::Queued
+            && self
+                .core
+                .store
+                .end_task(&task.id, TaskState::Cancelled, "cancelled before it started")
+                .map_err(HubError::from)?
+        {
+            self.core.bus.publish_end(&task.id);
+        } else {
+            let core = self.core.clone();
+            let msg = Msg::Cancel(pb::CancelTask { task_id: task.id.clone() });
+            let agent_id = task.agent_id.clone();
+            tokio::spawn(async move { core.registry.send_when_connected(&agent_id, msg).await });
+        }
+        let task = self.core.task(&task.id)?;
+        Ok(Response::new(self.task_message(task)?))
+    }
+
+    async fn list_profiles(&self, _: Request<pb::ListProfilesRequest>) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        let profiles = self
+            .core
+            .profiles
+            .iter()
+            .map(|p| pb::ProfileSummary {
+                name: p.name.clone(),
+                description: p.description.clone(),
+                source: p.origin.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListProfilesResponse { profiles }))
+    }
+}

@@ -1,0 +1,355 @@
+//! Agent images: the base root filesystem (debootstrap, offline from any registry) and the per-profile agent image, tagged by content hash so nothing unchanged is rebuilt.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::driver::{Driver, DriverError};
+use crate::profile::Profile;
+
+const ROOTFS_SCRIPT: &str = include_str!("../../images/rootfs.sh");
+const AGENT_DOCKERFILE: &str = include_str!("../../images/agent.Dockerfile");
+
+/// Special `--base-image` value: build the base from Debian's packages with debootstrap.
+pub const DEBOOTSTRAP_BASE: &str = "debootstrap";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "agent binary not found (looked in {0}); build it with `./dev build-agent` or set DOCKER_AGENT_AGENT_BINARY"
+    )]
+    AgentBinaryMissing(String),
+    #[error("agent binary {0} is dynamically linked; build it with -C target-feature=+crt-static (./dev build-agent)")]
+    AgentBinaryNotStatic(PathBuf),
+    #[error("failed to read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "debootstrap is not installed: install it (apt-get install debootstrap) or pass --base-image with an image you have"
+    )]
+    DebootstrapMissing,
+    #[error("building the base root filesystem failed: {0}")]
+    Rootfs(String),
+    #[error("base image {0} is not present on the engine (this engine cannot pull; use --base-image debootstrap)")]
+    BaseMissing(String),
+    #[error("image build failed: {0}")]
+    Build(String),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// One line of build progress.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub stage: &'static str,
+    pub message: String,
+}
+
+pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+
+/// Builds and caches agent images.
+#[derive(Debug)]
+pub struct ImageBuilder {
+    driver: Arc<dyn Driver>,
+    agent_binary: Option<PathBuf>,
+    base_image: String,
+    work_dir: PathBuf,
+    /// One build at a time per hub: concurrent creates of one profile wait for the first build.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl ImageBuilder {
+    pub fn new(driver: Arc<dyn Driver>, agent_binary: Option<PathBuf>, base_image: String, work_dir: PathBuf) -> Self {
+        Self {
+            driver,
+            agent_binary,
+            base_image,
+            work_dir,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The agent binary to bake in: the configured one, else next to this executable or in cargo's
+    /// cross-target output directory.
+    pub fn agent_binary_path(&self) -> Result<PathBuf, ImageError> {
+        if let Some(path) = &self.agent_binary {
+            return if path.is_file() {
+                Ok(path.clone())
+            } else {
+                Err(ImageError::AgentBinaryMissing(path.display().to_string()))
+            };
+        }
+        let candidates = default_agent_binary_candidates();
+        candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+            ImageError::AgentBinaryMissing(
+                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            )
+        })
+    }
+
+    /// The tag the image for `profile` has (or will have) with the current agent binary.
+    pub fn image_tag(&self, profile: &Profile) -> Result<(String, Vec<u8>), ImageError> {
+        let path = self.agent_binary_path()?;
+        let binary = std::fs::read(&path).map_err(|source| ImageError::Io { path: path.clone(), source })?;
+        if !is_static_elf(&binary) {
+            return Err(ImageError::AgentBinaryNotStatic(path));
+        }
+        let mut hash = Sha256::new();
+        for part in [
+            AGENT_DOCKERFILE.as_bytes(),
+            self.base_reference().as_bytes(),
+            profile.source_text.as_bytes(),
+            &binary,
+        ] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+        let digest = hex::encode(hash.finalize());
+        Ok((format!("docker-agent/{}:{}", profile.name, &digest[..12]), binary))
+    }
+
+    fn base_reference(&self) -> String {
+        if self.base_image == DEBOOTSTRAP_BASE {
+            let digest = hex::encode(Sha256::digest(ROOTFS_SCRIPT.as_bytes()));
+            format!("docker-agent/base:bookworm-{}", &digest[..12])
+        } else {
+            self.base_image.clone()
+        }
+    }
+
+    /// Returns the profile's image tag, building the base and the image first if the engine lacks them.
+    pub async fn ensure(&self, profile: &Profile, progress: ProgressFn<'_>) -> Result<String, ImageError> {
+        let (tag, binary) = self.image_tag(profile)?;
+        if self.driver.image_id(&tag).await?.is_some() {
+            return Ok(tag);
+        }
+        let _guard = self.lock.lock().await;
+        if self.driver.image_id(&tag).await?.is_some() {
+            return Ok(tag);
+        }
+        let base = self.ensure_base(progress).await?;
+        progress(Progress {
+            stage: "image",
+            message: format!("building {tag} on {base}"),
+        });
+        let context = build_context(&binary).map_err(|e| ImageError::Build(e.to_string()))?;
+        let args = HashMap::from([("BASE".to_string(), base)]);
+        let mut lines = self.driver.build_image(&tag, context, args);
+        while let Some(line) = lines.next().await {
+            let line = line.map_err(|e| ImageError::Build(e.to_string()))?;
+            progress(Progress {
+                stage: "image",
+                message: line.trim_end().to_string(),
+            });
+        }
+        drop(lines);
+        if self.driver.image_id(&tag).await?.is_none() {
+            return Err(ImageError::Build(format!("the engine reported success but has no {tag}")));
+        }
+        progress(Progress {
+            stage: "image",
+            message: format!("built {tag}"),
+        });
+        Ok(tag)
+    }
+
+    async fn ensure_base(&self, progress: ProgressFn<'_>) -> Result<String, ImageError> {
+        let base = self.base_reference();
+        if self.driver.image_id(&base).await?.is_some() {
+            return Ok(base);
+        }
+        if self.base_image != DEBOOTSTRAP_BASE {
+            return Err(ImageError::BaseMissing(base));
+        }
+        progress(Progress {
+            stage: "image",
+            message: format!("building base {base} from Debian packages (debootstrap, about a minute)"),
+        });
+        if !command_exists("debootstrap") {
+            return Err(ImageError::DebootstrapMissing);
+        }
+        std::fs::create_dir_all(&self.work_dir).map_err(|source| ImageError::Io {
+            path: self.work_dir.clone(),
+            source,
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("rootfs-")
+            .tempdir_in(&self.work_dir)
+            .map_err(|source| ImageError::Io {
+                path: self.work_dir.clone(),
+                source,
+            })?;
+        let rootfs = dir.path().join("rootfs");
+        let script = dir.path().join("rootfs.sh");
+        std::fs::write(&script, ROOTFS_SCRIPT).map_err(|source| ImageError::Io {
+            path: script.clone(),
+            source,
+        })?;
+        run_logged(Command::new("bash").arg(&script).arg(&rootfs), progress).await?;
+
+        progress(Progress {
+            stage: "image",
+            message: format!("importing {base}"),
+        });
+        let mut tar = Command::new("tar")
+            .args(["--numeric-owner", "-C"])
+            .arg(&rootfs)
+            .args(["-cf", "-", "."])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ImageError::Rootfs(format!("cannot run tar: {e}")))?;
+        let stdout = tar.stdout.take().expect("piped stdout");
+        let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024));
+        let changes = vec![
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            "CMD [\"/bin/bash\"]".to_string(),
+        ];
+        let imported = self.driver.import_rootfs(&base, body, changes).await;
+        let output = tar
+            .wait_with_output()
+            .await
+            .map_err(|e| ImageError::Rootfs(format!("tar failed: {e}")))?;
+        if !output.status.success() {
+            return Err(ImageError::Rootfs(format!(
+                "tar failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        imported?;
+        progress(Progress {
+            stage: "image",
+            message: format!("base {base} ready"),
+        });
+        Ok(base)
+    }
+}
+
+/// Runs a command, turning each output line into progress; fails with the last lines of output.
+async fn run_logged(cmd: &mut Command, progress: ProgressFn<'_>) -> Result<(), ImageError> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ImageError::Rootfs(format!("cannot start: {e}")))?;
+    let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut lines = futures::stream::select(
+        tokio_stream::wrappers::LinesStream::new(stdout),
+        tokio_stream::wrappers::LinesStream::new(stderr),
+    );
+    let mut tail: std::collections::VecDeque<String> = Default::default();
+    while let Some(Ok(line)) = lines.next().await {
+        if tail.len() == 5 {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        progress(Progress {
+            stage: "image",
+            message: line,
+        });
+    }
+    let status = child.wait().await.map_err(|e| ImageError::Rootfs(e.to_string()))?;
+    if !status.success() {
+        return Err(ImageError::Rootfs(format!(
+            "{status}: {}",
+            tail.into_iter().collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    Ok(())
+}
+
+fn command_exists(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|dir| dir.join(name).is_file())
+}
+
+/// The build context: the Dockerfile and the agent binary (mode 0755).
+fn build_context(binary: &[u8]) -> std::io::Result<Bytes> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, mode, data) in [
+        ("Dockerfile", 0o644, AGENT_DOCKERFILE.as_bytes()),
+        ("docker-agent-agent", 0o755, binary),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, name, data)?;
+    }
+    Ok(builder.into_inner()?.into())
+}
+
+fn default_agent_binary_candidates() -> Vec<PathBuf> {
+    let Ok(exe) = std::env::current_exe() else {
+        return Vec::new();
+    };
+    let Some(dir) = exe.parent() else {
+        return Vec::new();
+    };
+    let cross = Path::new("x86_64-unknown-linux-gnu/agent/docker-agent-agent");
+    vec![
+        dir.join("docker-agent-agent"),
+        // target/{debug,release}/docker-agent → target/x86_64-unknown-linux-gnu/agent/…
+        dir.join("..").join(cross),
+        // target/debug/deps/<test binary> → the same
+        dir.join("../..").join(cross),
+    ]
+}
+
+/// True for an ELF executable without a PT_INTERP program header, i.e. one that needs no dynamic loader.
+pub fn is_static_elf(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes")) as usize;
+    let phentsize = u16_at(54);
+    let phnum = u16_at(56);
+    (0..phnum).all(|i| {
+        let at = phoff + i * phentsize;
+        match bytes.get(at..at + 4) {
+            Some(t) => u32::from_le_bytes(t.try_into().expect("4 bytes")) != PT_INTERP,
+            None => false,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_executables_are_not_static() {
+        let ls = std::fs::read("/bin/ls").unwrap();
+        assert!(!is_static_elf(&ls));
+        assert!(!is_static_elf(b"#!/bin/sh\necho hi\n"));
+    }
+
+    #[test]
+    fn context_holds_dockerfile_and_executable_agent() {
+        let ctx = build_context(b"\x7fELF...").unwrap();
+        let mut archive = tar::Archive::new(ctx.as_ref());
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path().unwrap().display().to_string(), e.header().mode().unwrap())
+            })
+            .collect();
+        assert_eq!(entries, vec![("Dockerfile".to_string(), 0o644), ("docker-agent-agent".to_string(), 0o755)]);
+    }
+}

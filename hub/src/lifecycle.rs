@@ -1,0 +1,221 @@
+//! The agent's two state axes: the lifecycle state machine (explicit transitions) and the connection state.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Where an agent is in its life. Advanced only through [`Lifecycle::on`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    /// Docker objects (volume, container) are being made.
+    Creating,
+    /// The container runs; the agent has not dialed back yet.
+    Starting,
+    /// The agent registered and takes tasks.
+    Ready,
+    /// The container ran but the agent never registered in time.
+    StartError,
+    Stopping,
+    Stopped,
+    Destroyed,
+}
+
+/// What happened to an agent; the input of the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleEvent {
+    /// The container was started (by us, by Docker's restart policy, or by someone else).
+    ContainerStarted,
+    /// The agent inside completed its hello.
+    AgentRegistered,
+    /// The agent did not register within the ready timeout.
+    ReadyTimeout,
+    StopRequested,
+    /// The container is no longer running.
+    ContainerExited,
+    Destroyed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {event} while the agent is {from}")]
+pub struct InvalidTransition {
+    pub from: Lifecycle,
+    pub event: &'static str,
+}
+
+impl Lifecycle {
+    /// The transition table. Events that do not change the state (a reconnect while ready, a second stop)
+    /// return the same state, so callers can apply Docker events without first checking them.
+    pub fn on(self, event: LifecycleEvent) -> Result<Lifecycle, InvalidTransition> {
+        use Lifecycle::*;
+        use LifecycleEvent as E;
+        let next = match (self, event) {
+            (Lifecycle::Destroyed, _) => return Err(self.invalid(event)),
+            (_, E::Destroyed) => Lifecycle::Destroyed,
+            (Creating | Stopped | StartError | Starting, E::ContainerStarted) => Starting,
+            (Ready, E::ContainerStarted) => Ready,
+            (Stopping, E::ContainerStarted) => Stopping,
+            // A hello proves the container runs, even if Docker's start event has not reached us yet.
+            (Creating | Starting | StartError | Ready | Stopped, E::AgentRegistered) => Ready,
+            // A late hello from an agent we are stopping changes nothing.
+            (Stopping, E::AgentRegistered) => Stopping,
+            (Creating | Starting, E::ReadyTimeout) => StartError,
+            (Ready | StartError | Stopping | Stopped, E::ReadyTimeout) => self,
+            (Creating | Starting | Ready | StartError, E::StopRequested) => Stopping,
+            (Stopping | Stopped, E::StopRequested) => self,
+            (Creating | Starting | Ready | StartError | Stopping | Stopped, E::ContainerExited) => Stopped,
+        };
+        Ok(next)
+    }
+
+    fn invalid(self, event: LifecycleEvent) -> InvalidTransition {
+        let event = match event {
+            LifecycleEvent::ContainerStarted => "start",
+            LifecycleEvent::AgentRegistered => "register",
+            LifecycleEvent::ReadyTimeout => "time out",
+            LifecycleEvent::StopRequested => "stop",
+            LifecycleEvent::ContainerExited => "exit",
+            LifecycleEvent::Destroyed => "destroy",
+        };
+        InvalidTransition { from: self, event }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Creating => "creating",
+            Lifecycle::Starting => "starting",
+            Lifecycle::Ready => "ready",
+            Lifecycle::StartError => "start_error",
+            Lifecycle::Stopping => "stopping",
+            Lifecycle::Stopped => "stopped",
+            Lifecycle::Destroyed => "destroyed",
+        }
+    }
+
+    /// True while the container is expected to run.
+    pub fn is_running(self) -> bool {
+        matches!(self, Lifecycle::Starting | Lifecycle::Ready | Lifecycle::StartError)
+    }
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Lifecycle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "creating" => Lifecycle::Creating,
+            "starting" => Lifecycle::Starting,
+            "ready" => Lifecycle::Ready,
+            "start_error" => Lifecycle::StartError,
+            "stopping" => Lifecycle::Stopping,
+            "stopped" => Lifecycle::Stopped,
+            "destroyed" => Lifecycle::Destroyed,
+            other => return Err(format!("unknown lifecycle state {other:?}")),
+        })
+    }
+}
+
+/// The state of the agent's link to the hub, independent of the lifecycle: a ready agent may be
+/// disconnected for a while without anything being wrong with its workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Connection {
+    /// The container runs; no stream yet.
+    Connecting,
+    Connected,
+    /// The stream ended.
+    Disconnected,
+    /// The stream is open but heartbeats stopped arriving.
+    Timeout,
+}
+
+impl Connection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Connection::Connecting => "connecting",
+            Connection::Connected => "connected",
+            Connection::Disconnected => "disconnected",
+            Connection::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Connection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "connecting" => Connection::Connecting,
+            "connected" => Connection::Connected,
+            "disconnected" => Connection::Disconnected,
+            "timeout" => Connection::Timeout,
+            other => return Err(format!("unknown connection state {other:?}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lifecycle::*;
+    use super::LifecycleEvent as E;
+    use super::*;
+
+    #[test]
+    fn happy_path() {
+        let s = Creating.on(E::ContainerStarted).unwrap();
+        assert_eq!(s, Starting);
+        let s = s.on(E::AgentRegistered).unwrap();
+        assert_eq!(s, Ready);
+        let s = s.on(E::StopRequested).unwrap();
+        assert_eq!(s, Stopping);
+        let s = s.on(E::ContainerExited).unwrap();
+        assert_eq!(s, Stopped);
+        assert_eq!(s.on(E::ContainerStarted).unwrap(), Starting);
+        assert_eq!(s.on(E::Destroyed).unwrap(), Destroyed);
+    }
+
+    #[test]
+    fn timeouts_and_late_registration() {
+        assert_eq!(Starting.on(E::ReadyTimeout).unwrap(), StartError);
+        assert_eq!(StartError.on(E::AgentRegistered).unwrap(), Ready);
+        assert_eq!(Ready.on(E::ReadyTimeout).unwrap(), Ready);
+    }
+
+    #[test]
+    fn destroyed_is_final() {
+        for ev in [E::ContainerStarted, E::AgentRegistered, E::StopRequested, E::ContainerExited, E::Destroyed] {
+            assert!(Lifecycle::Destroyed.on(ev).is_err(), "{ev:?}");
+        }
+    }
+
+    #[test]
+    fn a_hello_proves_the_container_runs() {
+        // The agent can dial back before the hub has recorded the start.
+        assert_eq!(Creating.on(E::AgentRegistered).unwrap(), Ready);
+        assert_eq!(Stopped.on(E::AgentRegistered).unwrap(), Ready);
+        assert_eq!(Stopping.on(E::AgentRegistered).unwrap(), Stopping);
+    }
+
+    #[test]
+    fn errors_read_well() {
+        let err = Lifecycle::Destroyed.on(E::StopRequested).unwrap_err();
+        assert_eq!(err.to_string(), "cannot stop while the agent is destroyed");
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in [Creating, Starting, Ready, StartError, Stopping, Stopped, Destroyed] {
+            assert_eq!(s.as_str().parse::<Lifecycle>().unwrap(), s);
+        }
+        for c in [Connection::Connecting, Connection::Connected, Connection::Disconnected, Connection::Timeout] {
+            assert_eq!(c.as_str().parse::<Connection>().unwrap(), c);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Live agent sessions: which agent is connected on which stream. Generations make sure a late cleanup of an old stream never evicts the new one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use docker_agent_proto::v1::HubMessage;
+use docker_agent_proto::v1::hub_message::Msg;
+use tokio::sync::{Notify, mpsc};
+
+#[derive(Debug)]
+struct Session {
+    generation: u64,
+    instance_id: String,
+    tx: mpsc::Sender<HubMessage>,
+    last_seen: Instant,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("agent is connected from another process (instance {0}); refusing a second session")]
+    Duplicate(String),
+    #[error("agent is not connected")]
+    NotConnected,
+}
+
+/// The table of connected agents.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Session>>,
+    next_generation: AtomicU64,
+    /// Woken on every register and unregister.
+    changed: Notify,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new stream for `agent_id`. The same agent process reconnecting replaces its old stream
+    /// (which may not have noticed it is dead yet); a different process is refused while the old one is live.
+    pub fn register(
+        &self,
+        agent_id: &str,
+        instance_id: &str,
+        tx: mpsc::Sender<HubMessage>,
+    ) -> Result<u64, RegistryError> {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut sessions = self.lock();
+        if let Some(old) = sessions.get(agent_id)
+            && old.instance_id != instance_id
+            && !old.tx.is_closed()
+        {
+            return Err(RegistryError::Duplicate(old.instance_id.clone()));
+        }
+        sessions.insert(
+            agent_id.to_string(),
+            Session {
+                generation,
+                instance_id: instance_id.to_string(),
+                tx,
+                last_seen: Instant::now(),
+            },
+        );
+        drop(sessions);
+        self.changed.notify_waiters();
+        Ok(generation)
+    }
+
+    /// Removes the session only if it is still the one of `generation`. Returns whether it did.
+    pub fn unregister(&self, agent_id: &str, generation: u64) -> bool {
+        let mut sessions = self.lock();
+        let current = sessions.get(agent_id).map(|s| s.generation);
+        let removed = current == Some(generation);
+        if removed {
+            sessions.remove(agent_id);
+        }
+        drop(sessions);
+        if removed {
+            self.changed.notify_waiters();
+        }
+        removed
+    }
+
+    /// Drops the session of an agent being destroyed: its stream ends when the sender goes away.
+    pub fn evict(&self, agent_id: &str) {
+        if self.lock().remove(agent_id).is_some() {
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub fn is_current(&self, agent_id: &str, generation: u64) -> bool {
+        self.lock().get(agent_id).map(|s| s.generation) == Some(generation)
+    }
+
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.lock().get(agent_id).is_some_and(|s| !s.tx.is_closed())
+    }
+
+    pub fn connected_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn touch(&self, agent_id: &str, generation: u64) {
+        if let Some(s) = self.lock().get_mut(agent_id)
+            && s.generation == generation
+        {
+            s.last_seen = Instant::now();
+        }
+    }
+
+    /// Agents whose last message is older than `limit`.
+    pub fn silent_for(&self, limit: std::time::Duration) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| s.last_seen.elapsed() > limit)
+            .map(|(id, s)| (id.clone(), s.generation))
+            .collect()
+    }
+
+    /// Queues a message on the agent's stream. Fails when the agent is not connected.
+    pub async fn send(&self, agent_id: &str, msg: Msg) -> Result<(), RegistryError> {
+        let tx = self.lock().get(agent_id).map(|s| s.tx.clone());
+        let tx = tx.ok_or(RegistryError::NotConnected)?;
+        tx.send(HubMessage { msg: Some(msg) })
+            .await
+            .map_err(|_| RegistryError::NotConnected)
+    }
+
+    /// Like [`send`](Self::send), but waits for the agent to (re)connect instead of failing.
+    pub async fn send_when_connected(&self, agent_id: &str, msg: Msg) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.send(agent_id, msg.clone()).await.is_ok() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_cleanup_does_not_evict_the_new_session() {
+        let reg = Registry::default();
+        let (tx1, _rx1) = mpsc::channel(1);
+        let (tx2, _rx2) = mpsc::channel(1);
+        let g1 = reg.register("a", "inst", tx1).unwrap();
+        let g2 = reg.register("a", "inst", tx2).unwrap();
+        assert_ne!(g1, g2);
+        assert!(!reg.unregister("a", g1), "old generation must not remove the new session");
+        assert!(reg.is_current("a", g2));
+        assert!(reg.unregister("a", g2));
+        assert!(!reg.is_connected("a"));
+    }
+
+    #[test]
+    fn a_second_process_is_refused_while_the_first_is_live() {
+        let reg = Registry::default();
+        let (tx1, rx1) = mpsc::channel(1);
+        reg.register("a", "one", tx1).unwrap();
+        let (tx2, _rx2) = mpsc::channel(1);
+        assert_eq!(
+            reg.register("a", "two", tx2.clone()),
+            Err(RegistryError::Duplicate("one".into()))
+        );
+        // Once the first stream is gone, the second process may take over.
+        drop(rx1);
+        assert!(reg.register("a", "two", tx2).is_ok());
+    }
+
+    #[tokio::test]
+    async fn send_when_connected_waits_for_the_agent() {
+        let reg = std::sync::Arc::new(Registry::default());
+        let r = reg.clone();
+        let waiter = tokio::spawn(async move {
+            r.send_when_connected("a", Msg::Ping(Default::default())).await;
+        });
+        tokio::task::yield_now().await;
+        let (tx, mut rx) = mpsc::channel(1);
+        reg.register("a", "inst", tx).unwrap();
+        let got = rx.recv().await.unwrap();
+        assert!(matches!(got.msg, Some(Msg::Ping(_))));
+        waiter.await.unwrap();
+    }
+}

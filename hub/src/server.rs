@@ -1,0 +1,221 @@
+//! Starting and stopping a hub: config check, data dir, store, Docker, TLS, both listeners, background watchers.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use docker_agent_proto::v1::agent_service_server::AgentServiceServer;
+use docker_agent_proto::v1::control_service_server::ControlServiceServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::config::{AgentListen, HubConfig};
+use crate::core::{Core, Settings};
+use crate::datadir::{DataDir, Endpoint};
+use crate::driver::{DockerDriver, Driver};
+use crate::error::{HubError, Result};
+use crate::grpc::control_svc::AdminAuth;
+use crate::grpc::{AgentSvc, ControlSvc};
+use crate::image::ImageBuilder;
+use crate::profile::ProfileSet;
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::tls::{self, AGENT_HOSTNAME};
+
+/// How long in-flight operator calls get to finish on shutdown. Agent streams never finish by
+/// themselves, so the agent listener is closed at once: agents reconnect and lose nothing.
+const OPERATOR_GRACE: Duration = Duration::from_secs(5);
+
+/// A started hub. Dropping it does not stop it; call [`RunningHub::shutdown`].
+pub struct RunningHub {
+    pub operator_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    pub agent_url: String,
+    pub hub_id: String,
+    core: Arc<Core>,
+    data_dir: DataDir,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    operator: JoinHandle<()>,
+    agent: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| HubError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+fn server_builder(tls: &tls::TlsMaterial) -> Result<Server> {
+    let identity = Identity::from_pem(&tls.server_cert_pem, &tls.server_key_pem);
+    Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity))
+        .map_err(|e| HubError::Internal(format!("TLS configuration: {e}")))
+        .map(|b| {
+            b.http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                .tcp_nodelay(true)
+        })
+}
+
+/// Starts a hub from validated config and returns once both listeners are bound.
+pub async fn start(config: HubConfig) -> Result<RunningHub> {
+    config.validate()?;
+    let data_dir = DataDir::open_for_hub(&config.data_dir)?;
+    let hub_id = data_dir.hub_id()?;
+    let admin_token = data_dir.ensure_admin_token()?;
+    let store = Store::open(&data_dir.db_path())?;
+    let profiles = ProfileSet::builtin()?;
+
+    let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect().await?);
+    driver.ping().await?;
+    let network = driver
+        .ensure_network(&config.network, [("dev.docker-agent.managed".to_string(), "true".to_string())].into())
+        .await?;
+
+    let agent_bind = match config.agent_listen {
+        AgentListen::Gateway(port) => SocketAddr::new(network.gateway, port),
+        AgentListen::Addr(addr) => addr,
+    };
+    let agent_listener = bind(agent_bind).await?;
+    let agent_addr = agent_listener.local_addr().map_err(|e| HubError::Internal(e.to_string()))?;
+    let operator_listener = bind(config.operator_listen).await?;
+    let operator_addr = operator_listener
+        .local_addr()
+        .map_err(|e| HubError::Internal(e.to_string()))?;
+    if !operator_addr.ip().is_loopback() {
+        tracing::warn!(%operator_addr, "the operator listener is reachable from outside this host");
+    }
+    let agent_url = config
+        .agent_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{AGENT_HOSTNAME}:{}", agent_addr.port()));
+
+    let mut ips = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        network.gateway,
+    ];
+    for ip in [agent_addr.ip(), operator_addr.ip()] {
+        if !ip.is_unspecified() && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    let mut names = vec!["localhost".to_string(), AGENT_HOSTNAME.to_string()];
+    if let Some(host) = agent_url
+        .strip_prefix("https://")
+        .and_then(|r| r.rsplit_once(':'))
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        && host.parse::<IpAddr>().is_err()
+        && !names.contains(&host)
+    {
+        names.push(host);
+    }
+    let tls = tls::load_or_create(&data_dir, &hub_id, &names, &ips)?;
+
+    let images = ImageBuilder::new(
+        driver.clone(),
+        config.agent_binary.clone(),
+        config.base_image.clone(),
+        data_dir.path("build"),
+    );
+    let core = Arc::new(Core {
+        settings: Settings {
+            hub_id: hub_id.clone(),
+            network: config.network.clone(),
+            agent_url: agent_url.clone(),
+            heartbeat_interval: config.heartbeat_interval,
+            ready_timeout: config.ready_timeout,
+            kill_grace: config.kill_grace,
+            ca_pem: tls.ca_pem.clone(),
+            data_dir: config.data_dir.clone(),
+        },
+        store,
+        driver,
+        registry: Registry::default(),
+        bus: Default::default(),
+        profiles,
+        images,
+        transitions: Default::default(),
+    });
+    core.reconcile().await?;
+
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let agent_server = server_builder(&tls)?.add_service(AgentServiceServer::new(AgentSvc::new(core.clone())));
+    let agent = tokio::spawn(async move {
+        if let Err(e) = agent_server
+            .serve_with_incoming(TcpListenerStream::new(agent_listener))
+            .await
+        {
+            tracing::error!(error = %e, "agent listener failed");
+        }
+    });
+    let control = ControlServiceServer::with_interceptor(ControlSvc::new(core.clone()), AdminAuth::new(&admin_token));
+    let operator_server = server_builder(&tls)?.add_service(control);
+    let mut rx = shutdown_rx.clone();
+    let operator = tokio::spawn(async move {
+        let signal = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = operator_server
+            .serve_with_incoming_shutdown(TcpListenerStream::new(operator_listener), signal)
+            .await
+        {
+            tracing::error!(error = %e, "operator listener failed");
+        }
+    });
+    let background = vec![
+        tokio::spawn(core.clone().watch_docker()),
+        tokio::spawn(core.clone().sweep_heartbeats()),
+    ];
+
+    data_dir.write_endpoint(&Endpoint {
+        hub_id: hub_id.clone(),
+        operator_addr: operator_addr.to_string(),
+        agent_url: agent_url.clone(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })?;
+    tracing::info!(%operator_addr, %agent_addr, %agent_url, hub_id, data_dir = %config.data_dir.display(), "hub ready");
+    Ok(RunningHub {
+        operator_addr,
+        agent_addr,
+        agent_url,
+        hub_id,
+        core,
+        data_dir,
+        shutdown,
+        operator,
+        agent,
+        background,
+    })
+}
+
+impl RunningHub {
+    /// Stops taking work, lets in-flight operator calls finish (briefly), flushes the store. Containers and
+    /// their tasks keep running; agents reconnect to the next hub.
+    pub async fn shutdown(self) {
+        tracing::info!("hub shutting down");
+        self.data_dir.remove_endpoint();
+        let _ = self.shutdown.send(true);
+        self.agent.abort();
+        for task in &self.background {
+            task.abort();
+        }
+        let mut operator = self.operator;
+        if tokio::time::timeout(OPERATOR_GRACE, &mut operator).await.is_err() {
+            operator.abort();
+        }
+        if let Err(e) = self.core.store.checkpoint() {
+            tracing::error!(error = %e, "failed to checkpoint the store");
+        }
+        tracing::info!("hub stopped");
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+}

@@ -1,0 +1,224 @@
+//! The hub's side of the agent stream: hello/welcome reconciliation, then heartbeats, output, results and acknowledgements.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use docker_agent_proto::v1::agent_message::Msg as AgentMsg;
+use docker_agent_proto::v1::hub_message::Msg;
+use docker_agent_proto::v1::{Ack, AgentMessage, Hello, OutputChunk, ResendFrom, Stream, TaskResult, Welcome};
+use futures::{Stream as FutStream, StreamExt};
+
+use crate::core::Core;
+use crate::error::{HubError, Result};
+use crate::lifecycle::{Connection, LifecycleEvent};
+use crate::store::{AgentRecord, TaskState};
+
+/// How often stored-output acknowledgements go back to the agent, so it can free its spool.
+const ACK_INTERVAL: Duration = Duration::from_millis(200);
+
+impl Core {
+    /// Reconciles what the agent reports with the store and builds the welcome.
+    pub fn welcome_for(&self, agent: &AgentRecord, hello: &Hello) -> Result<Welcome> {
+        if hello.protocol_version != docker_agent_proto::PROTOCOL_VERSION {
+            return Err(HubError::FailedPrecondition(format!(
+                "agent speaks protocol {}, the hub speaks {}",
+                hello.protocol_version,
+                docker_agent_proto::PROTOCOL_VERSION
+            )));
+        }
+        let same_instance = !agent.instance_id.is_empty() && agent.instance_id == hello.instance_id;
+        let mut welcome = Welcome {
+            hub_id: self.settings.hub_id.clone(),
+            heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u32,
+            ..Default::default()
+        };
+        let mut reported = HashSet::new();
+        for report in &hello.tasks {
+            reported.insert(report.task_id.clone());
+            let task = self.store.task(&report.task_id)?.filter(|t| t.agent_id == agent.id);
+            match task {
+                None => {
+                    welcome.cancel.push(report.task_id.clone());
+                    welcome.forget.push(report.task_id.clone());
+                }
+                Some(t) if t.state.is_terminal() => {
+                    if report.running {
+                        welcome.cancel.push(t.id.clone());
+                    }
+                    if t.state == TaskState::Finished || !report.running {
+                        welcome.forget.push(t.id.clone());
+                    }
+                }
+                Some(t) => {
+                    if report.running || report.result.is_some() {
+                        self.store.mark_started(&t.id, if t.started_at > 0 { t.started_at } else { crate::store::now_ms() })?;
+                    }
+                    welcome.resend.push(ResendFrom {
+                        task_id: t.id.clone(),
+                        stdout_offset: t.stdout_len,
+                        stderr_offset: t.stderr_len,
+                    });
+                }
+            }
+        }
+        let open = [TaskState::Dispatched, TaskState::Running];
+        for task in self.store.tasks_in_states(&agent.id, &open)? {
+            if reported.contains(&task.id) {
+                continue;
+            }
+            if task.state == TaskState::Dispatched && same_instance {
+                // The RunTask was lost with the old link; the agent never saw it. Send it again.
+                self.store.requeue(&task.id)?;
+            } else {
+                let why = if same_instance {
+                    "the agent no longer knows this task"
+                } else {
+                    "the agent restarted while the task was running"
+                };
+                if self.store.end_task(&task.id, TaskState::Lost, why)? {
+                    tracing::warn!(task = %task.id, agent = %agent.name, why, "task lost");
+                    self.bus.publish_end(&task.id);
+                }
+            }
+        }
+        let system = hello.system.clone().unwrap_or_default();
+        self.store
+            .set_agent_identity(&agent.id, &hello.instance_id, &hello.agent_version, &system)?;
+        Ok(welcome)
+    }
+
+    /// Marks the agent connected and ready, and sends it its queue. Called once the welcome is queued.
+    pub async fn agent_registered(&self, agent: &AgentRecord) -> Result<()> {
+        self.set_connection(&agent.id, Connection::Connected)?;
+        self.transition(&agent.id, LifecycleEvent::AgentRegistered, "")?;
+        self.dispatch_queued(&agent.id).await
+    }
+
+    /// Handles the agent's messages until the stream ends or this session is replaced.
+    pub async fn run_session<S>(self: Arc<Self>, agent: AgentRecord, generation: u64, mut inbound: S)
+    where
+        S: FutStream<Item = std::result::Result<AgentMessage, tonic::Status>> + Unpin + Send,
+    {
+        let mut acks: HashMap<String, Ack> = HashMap::new();
+        let mut tick = tokio::time::interval(ACK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end = loop {
+            tokio::select! {
+                msg = inbound.next() => {
+                    let msg = match msg {
+                        Some(Ok(m)) => m,
+                        Some(Err(status)) => break format!("stream error: {}", status.message()),
+                        None => break "stream closed by the agent".to_string(),
+                    };
+                    if !self.registry.is_current(&agent.id, generation) {
+                        break "replaced by a newer session".to_string();
+                    }
+                    self.registry.touch(&agent.id, generation);
+                    if let Err(e) = self.on_agent_message(&agent, msg, &mut acks).await {
+                        tracing::error!(agent = %agent.name, error = %e, "failed to handle an agent message");
+                    }
+                }
+                _ = tick.tick() => {
+                    if !self.registry.is_current(&agent.id, generation) {
+                        break "replaced by a newer session".to_string();
+                    }
+                    self.flush_acks(&agent.id, &mut acks).await;
+                }
+            }
+        };
+        self.flush_acks(&agent.id, &mut acks).await;
+        tracing::info!(agent = %agent.name, generation, reason = %end, "agent session ended");
+        if self.registry.unregister(&agent.id, generation)
+            && let Err(e) = self.set_connection(&agent.id, Connection::Disconnected)
+        {
+            tracing::error!(agent = %agent.name, error = %e, "failed to record the disconnect");
+        }
+    }
+
+    async fn flush_acks(&self, agent_id: &str, acks: &mut HashMap<String, Ack>) {
+        for (_, ack) in acks.drain() {
+            // A lost ack only means the agent resends; the store drops the duplicates.
+            let _ = self.registry.send(agent_id, Msg::Ack(ack)).await;
+        }
+    }
+
+    async fn on_agent_message(&self, agent: &AgentRecord, msg: AgentMessage, acks: &mut HashMap<String, Ack>) -> Result<()> {
+        match msg.msg {
+            Some(AgentMsg::Heartbeat(hb)) => {
+                if let Some(health) = &hb.health {
+                    self.store.record_heartbeat(&agent.id, health)?;
+                }
+                let current = self.store.agent_by_id(&agent.id)?.map(|a| a.connection);
+                if current == Some(Connection::Timeout) {
+                    self.set_connection(&agent.id, Connection::Connected)?;
+                }
+            }
+            Some(AgentMsg::Started(started)) => {
+                if self.owns(agent, &started.task_id)? {
+                    self.store.mark_started(&started.task_id, started.started_at_ms)?;
+                }
+            }
+            Some(AgentMsg::Output(chunk)) => self.on_output(agent, chunk, acks)?,
+            Some(AgentMsg::Result(result)) => self.on_result(agent, result, acks).await?,
+            Some(AgentMsg::Hello(_)) => tracing::warn!(agent = %agent.name, "ignoring a second hello"),
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn owns(&self, agent: &AgentRecord, task_id: &str) -> Result<bool> {
+        let owned = self.store.task(task_id)?.is_some_and(|t| t.agent_id == agent.id);
+        if !owned {
+            tracing::warn!(agent = %agent.name, task = task_id, "agent reported a task that is not its own");
+        }
+        Ok(owned)
+    }
+
+    fn on_output(&self, agent: &AgentRecord, chunk: OutputChunk, acks: &mut HashMap<String, Ack>) -> Result<()> {
+        if !self.owns(agent, &chunk.task_id)? {
+            return Ok(());
+        }
+        let stream = Stream::try_from(chunk.stream).unwrap_or(Stream::Unspecified);
+        let appended = self
+            .store
+            .append_output(&chunk.task_id, stream, chunk.offset, &chunk.data)?;
+        if appended.gap > 0 {
+            tracing::warn!(task = %chunk.task_id, bytes = appended.gap, "output missing: the agent's spool overflowed");
+        }
+        if let Some(new) = appended.new {
+            self.bus.publish_output(&chunk.task_id, new);
+        }
+        let ack = acks.entry(chunk.task_id.clone()).or_insert_with(|| Ack {
+            task_id: chunk.task_id.clone(),
+            ..Default::default()
+        });
+        match stream {
+            Stream::Stdout => ack.stdout_offset = ack.stdout_offset.max(appended.end),
+            Stream::Stderr => ack.stderr_offset = ack.stderr_offset.max(appended.end),
+            Stream::Unspecified => {}
+        }
+        Ok(())
+    }
+
+    async fn on_result(&self, agent: &AgentRecord, result: TaskResult, acks: &mut HashMap<String, Ack>) -> Result<()> {
+        if !self.owns(agent, &result.task_id)? {
+            return Ok(());
+        }
+        let task_id = result.task_id.clone();
+        if self.store.finish_task(&task_id, &result)? {
+            tracing::debug!(task = %task_id, outcome = ?result.outcome, "task finished");
+        }
+        self.bus.publish_end(&task_id);
+        let stored = self.task(&task_id)?;
+        acks.remove(&task_id);
+        let ack = Ack {
+            task_id,
+            stdout_offset: stored.stdout_len,
+            stderr_offset: stored.stderr_len,
+            result: true,
+        };
+        let _ = self.registry.send(&agent.id, Msg::Ack(ack)).await;
+        Ok(())
+    }
+}

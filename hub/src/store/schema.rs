@@ -1,0 +1,86 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE agents (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    profile          TEXT NOT NULL,
+    image            TEXT NOT NULL,
+    container_name   TEXT NOT NULL,
+    container_id     TEXT,
+    volume           TEXT NOT NULL,
+    token_hash       BLOB NOT NULL,
+    lifecycle        TEXT NOT NULL,
+    lifecycle_reason TEXT NOT NULL DEFAULT '',
+    lifecycle_at     INTEGER NOT NULL,
+    connection       TEXT NOT NULL,
+    connection_at    INTEGER NOT NULL,
+    connected_since  INTEGER NOT NULL DEFAULT 0,
+    created_at       INTEGER NOT NULL,
+    last_heartbeat   INTEGER NOT NULL DEFAULT 0,
+    health           BLOB,
+    system           BLOB,
+    agent_version    TEXT NOT NULL DEFAULT '',
+    instance_id      TEXT NOT NULL DEFAULT '',
+    cpus             REAL NOT NULL DEFAULT 0,
+    memory_bytes     INTEGER NOT NULL DEFAULT 0,
+    pids             INTEGER NOT NULL DEFAULT 0,
+    env              TEXT NOT NULL DEFAULT '{}'
+);
+-- Destroyed agents stay as tombstones so their tasks and output can still be read; the name is free again.
+CREATE UNIQUE INDEX agents_live_name ON agents(name) WHERE lifecycle != 'destroyed';
+
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY,
+    agent_id         TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    spec             BLOB NOT NULL,
+    state            TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    dispatched_at    INTEGER NOT NULL DEFAULT 0,
+    started_at       INTEGER NOT NULL DEFAULT 0,
+    finished_at      INTEGER NOT NULL DEFAULT 0,
+    result           BLOB,
+    error            TEXT NOT NULL DEFAULT '',
+    stdout_len       INTEGER NOT NULL DEFAULT 0,
+    stderr_len       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_by_agent ON tasks(agent_id, created_at);
+CREATE INDEX tasks_by_state ON tasks(state);
+
+-- Output in arrival order (rowid), so stdout and stderr interleave on replay as they were produced.
+CREATE TABLE task_output (
+    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    stream  INTEGER NOT NULL,
+    offset  INTEGER NOT NULL,
+    data    BLOB NOT NULL
+);
+CREATE INDEX task_output_by_task ON task_output(task_id);
+
+CREATE TABLE events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    agent    TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    detail   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX events_by_agent ON events(agent, at);
+"#];
+
+pub(super) fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew { found: version, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! Task rows and their output. A task is written here before it is dispatched; output is appended by byte offset so a resent chunk is stored once.
+
+use docker_agent_proto::v1::{Stream, TaskResult, TaskSpec};
+use prost::Message;
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Result, Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Queued,
+    Dispatched,
+    Running,
+    Finished,
+    Lost,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Dispatched => "dispatched",
+            TaskState::Running => "running",
+            TaskState::Finished => "finished",
+            TaskState::Lost => "lost",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Finished | TaskState::Lost | TaskState::Cancelled)
+    }
+
+    fn parse(s: &str) -> std::result::Result<Self, StoreError> {
+        Ok(match s {
+            "queued" => TaskState::Queued,
+            "dispatched" => TaskState::Dispatched,
+            "running" => TaskState::Running,
+            "finished" => TaskState::Finished,
+            "lost" => TaskState::Lost,
+            "cancelled" => TaskState::Cancelled,
+            other => return Err(StoreError::Corrupt(format!("unknown task state {other:?}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: String,
+    pub agent_id: String,
+    pub spec: TaskSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub id: String,
+    pub agent_id: String,
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    pub created_at: i64,
+    pub dispatched_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub result: Option<TaskResult>,
+    pub error: String,
+    pub stdout_len: u64,
+    pub stderr_len: u64,
+}
+
+/// One stored piece of output, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub seq: i64,
+    pub stream: Stream,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// What an append did: the part of the chunk that was new (empty for a duplicate) and the stream's new end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputAppend {
+    pub new: Option<StoredChunk>,
+    pub end: u64,
+    /// Bytes between the stored end and the chunk that the agent no longer had (its spool overflowed).
+    pub gap: u64,
+}
+
+const COLUMNS: &str = "id, agent_id, spec, state, created_at, dispatched_at, started_at, finished_at, result, error, \
+    stdout_len, stderr_len";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRecord, StoreError>> {
+    let spec: Vec<u8> = row.get(2)?;
+    let state: String = row.get(3)?;
+    let result: Option<Vec<u8>> = row.get(8)?;
+    let parsed = (|| {
+        Ok(TaskRecord {
+            id: row.get(0)?,
+            agent_id: row.get(1)?,
+            spec: TaskSpec::decode(spec.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            state: TaskState::parse(&state)?,
+            created_at: row.get(4)?,
+            dispatched_at: row.get(5)?,
+            started_at: row.get(6)?,
+            finished_at: row.get(7)?,
+            result: result
+                .map(|b| TaskResult::decode(b.as_slice()))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            error: row.get(9)?,
+            stdout_len: row.get::<_, i64>(10)? as u64,
+            stderr_len: row.get::<_, i64>(11)? as u64,
+        })
+    })();
+    Ok(parsed)
+}
+
+fn len_column(stream: Stream) -> Result<&'static str> {
+    match stream {
+        Stream::Stdout => Ok("stdout_len"),
+        Stream::Stderr => Ok("stderr_len"),
+        Stream::Unspecified => Err(StoreError::Corrupt("output chunk without a stream".into())),
+    }
+}
+
+impl Store {
+    pub fn insert_task(&self, t: &NewTask) -> Result<TaskRecord> {
+        self.conn().execute(
+            "INSERT INTO tasks (id, agent_id, spec, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![t.id, t.agent_id, t.spec.encode_to_vec(), TaskState::Queued.as_str(), now_ms()],
+        )?;
+        self.task(&t.id)?
+            .ok_or_else(|| StoreError::Corrupt("inserted task vanished".into()))
+    }
+
+    pub fn task(&self, id: &str) -> Result<Option<TaskRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?;
+        stmt.query_row([id], from_row).optional()?.transpose()
+    }
+
+    /// Newest first.
+    pub fn list_tasks(&self, agent_id: Option<&str>, limit: u32) -> Result<Vec<TaskRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE (?1 IS NULL OR agent_id = ?1) ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![agent_id, limit], from_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// Tasks of an agent in the given states, oldest first (dispatch order).
+    pub fn tasks_in_states(&self, agent_id: &str, states: &[TaskState]) -> Result<Vec<TaskRecord>> {
+        let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE agent_id = ?1 AND state IN ({}) ORDER BY created_at, rowid",
+            names.join(",")
+        ))?;
+        let rows = stmt.query_map([agent_id], from_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    pub fn mark_dispatched(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tasks SET state = 'dispatched', dispatched_at = ?2 WHERE id = ?1 AND state = 'queued'",
+            params![id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Puts dispatched-but-unconfirmed tasks back in the queue (the link dropped before the agent said anything).
+    pub fn requeue(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tasks SET state = 'queued' WHERE id = ?1 AND state = 'dispatched'",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_started(&self, id: &str, started_at: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tasks SET state = 'running', started_at = ?2 WHERE id = ?1 AND state IN ('queued', 'dispatched')",
+            params![id, started_at],
+        )?;
+        Ok(())
+    }
+
+    /// Stores the result. Returns false when the task had already ended (a resent result).
+    pub fn finish_task(&self, id: &str, result: &TaskResult) -> Result<bool> {
+        let finished_at = if result.finished_at_ms > 0 { result.finished_at_ms } else { now_ms() };
+        let changed = self.conn().execute(
+            "UPDATE tasks SET state = 'finished', finished_at = ?2, result = ?3, \
+             started_at = CASE WHEN started_at = 0 THEN ?2 - ?4 ELSE started_at END \
+             WHERE id = ?1 AND state NOT IN ('finished', 'lost', 'cancelled')",
+            params![id, finished_at, result.encode_to_vec(), result.duration_ms as i64],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Ends a task that will never report (the agent restarted or was destroyed) or was cancelled before it ran.
+    pub fn end_task(&self, id: &str, state: TaskState, error: &str) -> Result<bool> {
+        let changed = self.conn().execute(
+            "UPDATE tasks SET state = ?2, error = ?3, finished_at = ?4 \
+             WHERE id = ?1 AND state NOT IN ('finished', 'lost', 'cancelled')",
+            params![id, state.as_str(), error, now_ms()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Appends the part of a chunk the store does not have yet. Chunks that end at or before the stored end
+    /// are duplicates from a resend and change nothing.
+    pub fn append_output(&self, task_id: &str, stream: Stream, offset: u64, data: &[u8]) -> Result<OutputAppend> {
+        let column = len_column(stream)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let end: i64 = tx
+            .query_row(&format!("SELECT {column} FROM tasks WHERE id = ?1"), [task_id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::Corrupt(format!("output for unknown task {task_id}")))?;
+        let end = end as u64;
+        let chunk_end = offset + data.len() as u64;
+        if chunk_end <= end {
+            return Ok(OutputAppend { new: None, end, gap: 0 });
+        }
+        let (start, gap) = if offset >= end { (offset, offset - end) } else { (end, 0) };
+        let fresh = &data[(start - offset) as usize..];
+        tx.execute(
+            "INSERT INTO task_output (task_id, stream, offset, data) VALUES (?1, ?2, ?3, ?4)",
+            params![task_id, stream as i32, start as i64, fresh],
+        )?;
+        let seq = tx.last_insert_rowid();
+        tx.execute(
+            &format!("UPDATE tasks SET {column} = ?2 WHERE id = ?1"),
+            params![task_id, chunk_end as i64],
+        )?;
+        tx.commit()?;
+        Ok(OutputAppend {
+            new: Some(StoredChunk {
+                seq,
+                stream,
+                offset: start,
+                data: fresh.to_vec(),
+            }),
+            end: chunk_end,
+            gap,
+        })
+    }
+
+    /// Running (or dispatched) task counts per agent id.
+    pub fn open_task_counts(&self) -> Result<std::collections::HashMap<String, u32>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT agent_id, COUNT(*) FROM tasks WHERE state IN ('dispatched', 'running') GROUP BY agent_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Stored output after `after_seq` (0: from the start), in arrival order, at most `limit` chunks.
+    pub fn output_after(&self, task_id: &str, after_seq: i64, limit: u32) -> Result<Vec<StoredChunk>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT rowid, stream, offset, data FROM task_output WHERE task_id = ?1 AND rowid > ?2 \
+             ORDER BY rowid LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![task_id, after_seq, limit], |r| {
+            Ok(StoredChunk {
+                seq: r.get(0)?,
+                stream: Stream::try_from(r.get::<_, i32>(1)?).unwrap_or(Stream::Unspecified),
+                offset: r.get::<_, i64>(2)? as u64,
+                data: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::agents::tests::new_agent;
+
+    fn store_with_task() -> (Store, String) {
+        let store = Store::open_in_memory().unwrap();
+        let a = store.insert_agent(&new_agent("demo")).unwrap();
+        let t = store
+            .insert_task(&NewTask {
+                id: "t1".into(),
+                agent_id: a.id,
+                spec: TaskSpec {
+                    argv: vec!["true".into()],
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+        assert_eq!(t.state, TaskState::Queued);
+        (store, t.id)
+    }
+
+    #[test]
+    fn resent_output_is_stored_once() {
+        let (store, id) = store_with_task();
+        let a = store.append_output(&id, Stream::Stdout, 0, b"hello ").unwrap();
+        assert_eq!(a.end, 6);
+        // A resend overlapping what we have: only "world" is new.
+        let b = store.append_output(&id, Stream::Stdout, 3, b"lo world").unwrap();
+        assert_eq!(b.new.as_ref().unwrap().data, b"world");
+        assert_eq!(b.new.as_ref().unwrap().offset, 6);
+        // A pure duplicate.
+        let c = store.append_output(&id, Stream::Stdout, 0, b"hello").unwrap();
+        assert!(c.new.is_none());
+        store.append_output(&id, Stream::Stderr, 0, b"err").unwrap();
+        let all = store.output_after(&id, 0, 100).unwrap();
+        let stdout: Vec<u8> = all
+            .iter()
+            .filter(|c| c.stream == Stream::Stdout)
+            .flat_map(|c| c.data.clone())
+            .collect();
+        assert_eq!(stdout, b"hello world");
+        let t = store.task(&id).unwrap().unwrap();
+        assert_eq!((t.stdout_len, t.stderr_len), (11, 3));
+        // Arrival order is kept across streams.
+        assert_eq!(all.last().unwrap().stream, Stream::Stderr);
+    }
+
+    #[test]
+    fn a_gap_is_reported() {
+        let (store, id) = store_with_task();
+        let a = store.append_output(&id, Stream::Stdout, 10, b"x").unwrap();
+        assert_eq!(a.gap, 10);
+        assert_eq!(a.end, 11);
+    }
+
+    #[test]
+    fn state_changes_and_idempotent_finish() {
+        let (store, id) = store_with_task();
+        store.mark_dispatched(&id).unwrap();
+        store.mark_started(&id, 1000).unwrap();
+        assert_eq!(store.task(&id).unwrap().unwrap().state, TaskState::Running);
+        let result = TaskResult {
+            task_id: id.clone(),
+            outcome: Some(docker_agent_proto::v1::task_result::Outcome::ExitCode(3)),
+            ..Default::default()
+        };
+        assert!(store.finish_task(&id, &result).unwrap());
+        assert!(!store.finish_task(&id, &result).unwrap());
+        assert!(!store.end_task(&id, TaskState::Lost, "x").unwrap());
+        let t = store.task(&id).unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Finished);
+        assert_eq!(t.result.unwrap().outcome, result.outcome);
+    }
+
+    #[test]
+    fn listing_by_state() {
+        let (store, id) = store_with_task();
+        let agent = store.task(&id).unwrap().unwrap().agent_id;
+        assert_eq!(store.tasks_in_states(&agent, &[TaskState::Queued]).unwrap().len(), 1);
+        store.mark_dispatched(&id).unwrap();
+        assert!(store.tasks_in_states(&agent, &[TaskState::Queued]).unwrap().is_empty());
+        store.requeue(&id).unwrap();
+        assert_eq!(store.tasks_in_states(&agent, &[TaskState::Queued]).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,227 @@
+//! Tasks: validation, storing before dispatch, idempotent dispatch, and watching a task's output from the store and then live.
+
+use docker_agent_proto::v1::hub_message::Msg;
+use docker_agent_proto::v1::{RunTask, TaskSpec};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::bus::TaskUpdate;
+use crate::core::Core;
+use crate::error::{HubError, Result};
+use crate::store::{AgentRecord, NewTask, StoredChunk, TaskRecord, TaskState};
+
+/// The longest timeout a task may ask for: a year. Zero means none.
+const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// Checks a task and turns the shell form into argv, so the agent only ever sees argv.
+pub fn normalise_spec(mut spec: TaskSpec) -> Result<TaskSpec> {
+    let invalid = |m: &str| Err(HubError::InvalidArgument(m.to_string()));
+    match (spec.argv.is_empty(), spec.shell.trim().is_empty()) {
+        (true, true) => return invalid("the task has no command"),
+        (false, false) => return invalid("give either a command (argv) or a shell script, not both"),
+        (true, false) => {
+            spec.argv = vec!["/bin/sh".into(), "-c".into(), spec.shell.clone()];
+        }
+        (false, true) => {}
+    }
+    if spec.argv[0].is_empty() {
+        return invalid("the command is empty");
+    }
+    if !spec.cwd.is_empty() && !spec.cwd.starts_with('/') {
+        return invalid("cwd must be an absolute path");
+    }
+    for key in spec.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(HubError::InvalidArgument(format!("invalid environment variable name {key:?}")));
+        }
+    }
+    if spec.timeout_ms > MAX_TIMEOUT_MS {
+        return invalid("timeout is longer than a year");
+    }
+    if spec.kind.is_empty() {
+        spec.kind = "exec".into();
+    }
+    Ok(spec)
+}
+
+impl Core {
+    /// Stores the task, then dispatches it if the agent is connected; otherwise it waits in the queue
+    /// and goes out when the agent says hello.
+    pub async fn submit_task(&self, agent: &AgentRecord, spec: TaskSpec) -> Result<TaskRecord> {
+        let spec = normalise_spec(spec)?;
+        if !(agent.lifecycle.is_running() || agent.lifecycle == crate::lifecycle::Lifecycle::Creating) {
+            return Err(HubError::FailedPrecondition(format!(
+                "agent {:?} is {}; start it with `docker-agent start {}`",
+                agent.name, agent.lifecycle, agent.name
+            )));
+        }
+        let task = self.store.insert_task(&NewTask {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            agent_id: agent.id.clone(),
+            spec,
+        })?;
+        self.dispatch(&task).await?;
+        Ok(self.store.task(&task.id)?.unwrap_or(task))
+    }
+
+    fn run_message(&self, task: &TaskRecord) -> RunTask {
+        let grace = if task.spec.kill_grace_ms > 0 {
+            task.spec.kill_grace_ms
+        } else {
+            self.settings.kill_grace.as_millis() as u64
+        };
+        RunTask {
+            task_id: task.id.clone(),
+            argv: task.spec.argv.clone(),
+            env: task.spec.env.clone(),
+            cwd: task.spec.cwd.clone(),
+            stdin: task.spec.stdin,
+            timeout_ms: task.spec.timeout_ms,
+            pty: task.spec.pty,
+            kill_grace_ms: grace,
+        }
+    }
+
+    /// Sends a queued task to its agent. Safe to repeat: the agent runs a task id at most once.
+    pub async fn dispatch(&self, task: &TaskRecord) -> Result<()> {
+        if task.state != TaskState::Queued {
+            return Ok(());
+        }
+        let msg = Msg::Run(self.run_message(task));
+        if self.registry.send(&task.agent_id, msg).await.is_ok() {
+            self.store.mark_dispatched(&task.id)?;
+        }
+        Ok(())
+    }
+
+    /// Dispatches everything queued for an agent, oldest first.
+    pub async fn dispatch_queued(&self, agent_id: &str) -> Result<()> {
+        for task in self.store.tasks_in_states(agent_id, &[TaskState::Queued])? {
+            self.dispatch(&task).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every unfinished task of an agent (it is being destroyed).
+    pub fn lose_tasks(&self, agent_id: &str, why: &str) -> Result<()> {
+        let open = [TaskState::Queued, TaskState::Dispatched, TaskState::Running];
+        for task in self.store.tasks_in_states(agent_id, &open)? {
+            let state = if task.state == TaskState::Queued {
+                TaskState::Cancelled
+            } else {
+                TaskState::Lost
+            };
+            if self.store.end_task(&task.id, state, why)? {
+                self.bus.publish_end(&task.id);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn task(&self, id: &str) -> Result<TaskRecord> {
+        self.store.task(id)?.ok_or_else(|| HubError::TaskNotFound(id.to_string()))
+    }
+
+    /// Streams a task's output into `tx`: everything stored, then (when `follow`) live output until the
+    /// task ends, then the final record. Returns when done or when the receiver is gone.
+    pub async fn watch_task(&self, task_id: &str, follow: bool, tx: mpsc::Sender<WatchItem>) -> Result<()> {
+        let mut live = follow.then(|| self.bus.subscribe_task(task_id));
+        let result = self.watch_inner(task_id, &mut live, tx).await;
+        drop(live);
+        self.bus.release_task(task_id);
+        result
+    }
+
+    async fn watch_inner(
+        &self,
+        task_id: &str,
+        live: &mut Option<broadcast::Receiver<TaskUpdate>>,
+        tx: mpsc::Sender<WatchItem>,
+    ) -> Result<()> {
+        let mut last_seq = 0;
+        if !self.send_stored(task_id, &mut last_seq, &tx).await? {
+            return Ok(());
+        }
+        if let Some(rx) = live {
+            // The task may have ended before we subscribed; then the store already has everything.
+            while !self.task(task_id)?.state.is_terminal() {
+                match rx.recv().await {
+                    Ok(TaskUpdate::Output(chunk)) => {
+                        if chunk.seq > last_seq {
+                            last_seq = chunk.seq;
+                            if tx.send(WatchItem::Output(chunk)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Ok(TaskUpdate::Ended) | Err(broadcast::error::RecvError::Closed) => break,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.send_stored(task_id, &mut last_seq, &tx).await? {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            if !self.send_stored(task_id, &mut last_seq, &tx).await? {
+                return Ok(());
+            }
+        }
+        let _ = tx.send(WatchItem::Done(Box::new(self.task(task_id)?))).await;
+        Ok(())
+    }
+
+    /// Sends stored output after `last_seq`. Returns false when the receiver is gone.
+    async fn send_stored(&self, task_id: &str, last_seq: &mut i64, tx: &mpsc::Sender<WatchItem>) -> Result<bool> {
+        loop {
+            let page = self.store.output_after(task_id, *last_seq, 256)?;
+            if page.is_empty() {
+                return Ok(true);
+            }
+            for chunk in page {
+                *last_seq = chunk.seq;
+                if tx.send(WatchItem::Output(chunk)).await.is_err() {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// What a watcher receives.
+#[derive(Debug)]
+pub enum WatchItem {
+    Output(StoredChunk),
+    Done(Box<TaskRecord>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(argv: &[&str], shell: &str) -> TaskSpec {
+        TaskSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            shell: shell.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shell_form_becomes_argv() {
+        let s = normalise_spec(spec(&[], "echo hi")).unwrap();
+        assert_eq!(s.argv, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(s.kind, "exec");
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        assert!(normalise_spec(spec(&[], "")).is_err());
+        assert!(normalise_spec(spec(&["ls"], "ls")).is_err());
+        assert!(normalise_spec(spec(&[""], "")).is_err());
+        let mut s = spec(&["ls"], "");
+        s.cwd = "relative".into();
+        assert_eq!(normalise_spec(s).unwrap_err().to_string(), "cwd must be an absolute path");
+        let mut s = spec(&["ls"], "");
+        s.env.insert("A=B".into(), "x".into());
+        assert!(normalise_spec(s).is_err());
+    }
+}
