@@ -21,13 +21,22 @@ const WORKSPACE: &str = "/workspace";
 
 /// Capabilities the agent needs after `cap-drop ALL`: switch to the task user, signal its processes,
 /// and prepare /workspace. Task processes run as uid 1000 and keep none of them.
-const AGENT_CAPS: &[&str] = &["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"];
+const AGENT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "KILL",
+];
 
 /// Agent names become container names and hostnames: lower-case DNS labels.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
@@ -72,7 +81,12 @@ impl Core {
     }
 
     /// Applies a lifecycle event: the state machine decides, the store records, the bus announces.
-    pub fn transition(&self, agent_id: &str, event: LifecycleEvent, reason: &str) -> Result<Option<Lifecycle>> {
+    pub fn transition(
+        &self,
+        agent_id: &str,
+        event: LifecycleEvent,
+        reason: &str,
+    ) -> Result<Option<Lifecycle>> {
         let _serial = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
         let Some(agent) = self.store.agent_by_id(agent_id)? else {
             return Ok(None);
@@ -105,7 +119,8 @@ impl Core {
             return Ok(());
         }
         self.store.set_connection(agent_id, state)?;
-        self.store.record_event(&agent.name, "connection", state.as_str())?;
+        self.store
+            .record_event(&agent.name, "connection", state.as_str())?;
         tracing::info!(agent = %agent.name, from = %agent.connection, to = %state, "connection");
         self.bus.publish_event(HubEvent::Connection {
             agent_id: agent_id.to_string(),
@@ -117,7 +132,11 @@ impl Core {
 
     /// Creates an agent and waits until it is ready. On any failure before the container runs, every
     /// Docker object it made and its store row are removed again.
-    pub async fn create_agent(&self, req: CreateRequest, progress: ProgressFn<'_>) -> Result<AgentRecord> {
+    pub async fn create_agent(
+        &self,
+        req: CreateRequest,
+        progress: ProgressFn<'_>,
+    ) -> Result<AgentRecord> {
         validate_name(&req.name)?;
         for key in req.env.keys() {
             if key.is_empty() || key.contains('=') || key.starts_with("DOCKER_AGENT_") {
@@ -157,7 +176,9 @@ impl Core {
         // The row claims the name first, so two concurrent creates of one name cannot both proceed.
         let record = match self.store.insert_agent(&new) {
             Ok(r) => r,
-            Err(_) if self.store.agent_by_name(&req.name)?.is_some() => return Err(HubError::AgentExists(req.name)),
+            Err(_) if self.store.agent_by_name(&req.name)?.is_some() => {
+                return Err(HubError::AgentExists(req.name));
+            }
             Err(e) => return Err(e.into()),
         };
         let mut undo = Undo {
@@ -175,13 +196,26 @@ impl Core {
         self.wait_ready(&record.id, timeout, progress).await
     }
 
-    async fn provision(&self, record: &AgentRecord, token: &str, progress: ProgressFn<'_>, undo: &mut Undo) -> Result<()> {
+    async fn provision(
+        &self,
+        record: &AgentRecord,
+        token: &str,
+        progress: ProgressFn<'_>,
+        undo: &mut Undo,
+    ) -> Result<()> {
         let profile = self.profiles.get(&record.profile)?.clone();
         let image = self.images.ensure(&profile, progress).await?;
         if image != record.image {
-            return Err(HubError::Internal(format!("image tag changed during create ({} → {image})", record.image)));
+            return Err(HubError::Internal(format!(
+                "image tag changed during create ({} → {image})",
+                record.image
+            )));
         }
-        if let Some(existing) = self.driver.inspect_container(&record.container_name).await? {
+        if let Some(existing) = self
+            .driver
+            .inspect_container(&record.container_name)
+            .await?
+        {
             return Err(HubError::Conflict(format!(
                 "a container named {} already exists ({}); remove it or choose another name",
                 existing.name,
@@ -200,10 +234,15 @@ impl Core {
                 message: format!("reusing volume {}", record.volume),
             });
         } else {
-            self.driver.create_volume(&record.volume, labels.clone()).await?;
+            self.driver
+                .create_volume(&record.volume, labels.clone())
+                .await?;
             undo.volume = Some(record.volume.clone());
         }
-        let network = self.driver.ensure_network(&self.settings.network, HashMap::new()).await?;
+        let network = self
+            .driver
+            .ensure_network(&self.settings.network, HashMap::new())
+            .await?;
         progress(Progress {
             stage: "container",
             message: format!("creating container {}", record.container_name),
@@ -220,7 +259,11 @@ impl Core {
             ],
             env: record.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             network: self.settings.network.clone(),
-            extra_hosts: vec![format!("{}:{}", crate::tls::AGENT_HOSTNAME, network.gateway)],
+            extra_hosts: vec![format!(
+                "{}:{}",
+                crate::tls::AGENT_HOSTNAME,
+                network.gateway
+            )],
             volume: record.volume.clone(),
             volume_target: WORKSPACE.into(),
             nano_cpus: (record.cpus * 1e9) as i64,
@@ -233,22 +276,25 @@ impl Core {
         undo.container = Some(id.clone());
         self.store.set_container_id(&record.id, &id)?;
         self.driver
-            .upload_files(&id, &[
-                FileSpec {
-                    path: TOKEN_PATH.into(),
-                    mode: 0o400,
-                    uid: 0,
-                    gid: 0,
-                    contents: token.as_bytes().to_vec(),
-                },
-                FileSpec {
-                    path: CA_PATH.into(),
-                    mode: 0o444,
-                    uid: 0,
-                    gid: 0,
-                    contents: self.settings.ca_pem.as_bytes().to_vec(),
-                },
-            ])
+            .upload_files(
+                &id,
+                &[
+                    FileSpec {
+                        path: TOKEN_PATH.into(),
+                        mode: 0o400,
+                        uid: 0,
+                        gid: 0,
+                        contents: token.as_bytes().to_vec(),
+                    },
+                    FileSpec {
+                        path: CA_PATH.into(),
+                        mode: 0o444,
+                        uid: 0,
+                        gid: 0,
+                        contents: self.settings.ca_pem.as_bytes().to_vec(),
+                    },
+                ],
+            )
             .await?;
         progress(Progress {
             stage: "start",
@@ -290,7 +336,12 @@ impl Core {
     }
 
     /// Waits for the agent to become ready; after `timeout` it is marked start_error.
-    async fn wait_ready(&self, agent_id: &str, timeout: Duration, _progress: ProgressFn<'_>) -> Result<AgentRecord> {
+    async fn wait_ready(
+        &self,
+        agent_id: &str,
+        timeout: Duration,
+        _progress: ProgressFn<'_>,
+    ) -> Result<AgentRecord> {
         let mut events = self.bus.subscribe_events();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -314,7 +365,11 @@ impl Core {
                     return Err(HubError::Internal("event bus closed".into()));
                 }
                 Err(_) => {
-                    self.transition(agent_id, LifecycleEvent::ReadyTimeout, "the agent did not connect in time")?;
+                    self.transition(
+                        agent_id,
+                        LifecycleEvent::ReadyTimeout,
+                        "the agent did not connect in time",
+                    )?;
                     return Err(HubError::Timeout(format!(
                         "agent {:?} did not connect within {}s (now start_error); see `docker logs {}`",
                         agent.name,
@@ -332,10 +387,15 @@ impl Core {
             Lifecycle::Ready | Lifecycle::Starting => return Ok(agent),
             Lifecycle::Stopped | Lifecycle::StartError => {}
             other => {
-                return Err(HubError::FailedPrecondition(format!("agent {name:?} is {other}; cannot start it now")));
+                return Err(HubError::FailedPrecondition(format!(
+                    "agent {name:?} is {other}; cannot start it now"
+                )));
             }
         }
-        let container = agent.container_id.clone().unwrap_or_else(|| agent.container_name.clone());
+        let container = agent
+            .container_id
+            .clone()
+            .unwrap_or_else(|| agent.container_name.clone());
         match self.driver.start_container(&container).await {
             Err(DriverError::NotFound(_)) => {
                 return Err(HubError::FailedPrecondition(format!(
@@ -345,7 +405,8 @@ impl Core {
             other => other?,
         }
         self.transition(&agent.id, LifecycleEvent::ContainerStarted, "")?;
-        self.wait_ready(&agent.id, self.settings.ready_timeout, &|_| {}).await
+        self.wait_ready(&agent.id, self.settings.ready_timeout, &|_| {})
+            .await
     }
 
     pub async fn stop_agent(&self, name: &str, timeout_secs: Option<u32>) -> Result<AgentRecord> {
@@ -354,17 +415,28 @@ impl Core {
             return Ok(agent);
         }
         self.transition(&agent.id, LifecycleEvent::StopRequested, "stopped by user")?;
-        let container = agent.container_id.clone().unwrap_or_else(|| agent.container_name.clone());
+        let container = agent
+            .container_id
+            .clone()
+            .unwrap_or_else(|| agent.container_name.clone());
         match self.driver.stop_container(&container, timeout_secs).await {
             Ok(()) | Err(DriverError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.transition(&agent.id, LifecycleEvent::ContainerExited, "stopped by user")?;
+        self.transition(
+            &agent.id,
+            LifecycleEvent::ContainerExited,
+            "stopped by user",
+        )?;
         self.set_connection(&agent.id, Connection::Disconnected)?;
         self.agent(name)
     }
 
-    pub async fn restart_agent(&self, name: &str, timeout_secs: Option<u32>) -> Result<AgentRecord> {
+    pub async fn restart_agent(
+        &self,
+        name: &str,
+        timeout_secs: Option<u32>,
+    ) -> Result<AgentRecord> {
         self.stop_agent(name, timeout_secs).await?;
         self.start_agent(name).await
     }
@@ -373,7 +445,10 @@ impl Core {
     /// its tasks and their output remain readable; unfinished tasks end as lost.
     pub async fn destroy_agent(&self, name: &str, purge: bool) -> Result<(bool, bool)> {
         let agent = self.agent(name)?;
-        let container = agent.container_id.clone().unwrap_or_else(|| agent.container_name.clone());
+        let container = agent
+            .container_id
+            .clone()
+            .unwrap_or_else(|| agent.container_name.clone());
         // Never remove a container that lacks our labels, even if the name matches.
         let container_removed = match self.driver.inspect_container(&container).await? {
             Some(state) if state.labels.get(labels::AGENT_ID) == Some(&agent.id) => {
@@ -392,7 +467,15 @@ impl Core {
         } else {
             false
         };
-        self.transition(&agent.id, LifecycleEvent::Destroyed, if purge { "destroyed (purged)" } else { "destroyed" })?;
+        self.transition(
+            &agent.id,
+            LifecycleEvent::Destroyed,
+            if purge {
+                "destroyed (purged)"
+            } else {
+                "destroyed"
+            },
+        )?;
         self.registry.evict(&agent.id);
         self.lose_tasks(&agent.id, "the agent was destroyed")?;
         self.bus.publish_event(HubEvent::Removed {
@@ -412,7 +495,17 @@ mod tests {
         for good in ["demo", "a", "build-01", "x".repeat(63).as_str()] {
             assert!(validate_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "Demo", "-a", "a-", "a_b", "a.b", "a b", &"x".repeat(64), "../x"] {
+        for bad in [
+            "",
+            "Demo",
+            "-a",
+            "a-",
+            "a_b",
+            "a.b",
+            "a b",
+            &"x".repeat(64),
+            "../x",
+        ] {
             let err = validate_name(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid agent name"), "{bad}: {err}");
         }

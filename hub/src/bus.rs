@@ -11,17 +11,29 @@ use crate::store::StoredChunk;
 /// A change to an agent, for waiters (`create` waiting for ready) and live views.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubEvent {
-    Lifecycle { agent_id: String, name: String, state: Lifecycle, reason: String },
-    Connection { agent_id: String, name: String, state: Connection },
-    Removed { agent_id: String, name: String },
+    Lifecycle {
+        agent_id: String,
+        name: String,
+        state: Lifecycle,
+        reason: String,
+    },
+    Connection {
+        agent_id: String,
+        name: String,
+        state: Connection,
+    },
+    Removed {
+        agent_id: String,
+        name: String,
+    },
 }
 
 impl HubEvent {
     pub fn agent_id(&self) -> &str {
         match self {
-            HubEvent::Lifecycle { agent_id, .. } | HubEvent::Connection { agent_id, .. } | HubEvent::Removed { agent_id, .. } => {
-                agent_id
-            }
+            HubEvent::Lifecycle { agent_id, .. }
+            | HubEvent::Connection { agent_id, .. }
+            | HubEvent::Removed { agent_id, .. } => agent_id,
         }
     }
 }
@@ -88,7 +100,10 @@ impl Bus {
     /// Forgets a task's channel when its last watcher is gone.
     pub fn release_task(&self, task_id: &str) {
         let mut tasks = self.tasks();
-        if tasks.get(task_id).is_some_and(|tx| tx.receiver_count() == 0) {
+        if tasks
+            .get(task_id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
             tasks.remove(task_id);
         }
     }

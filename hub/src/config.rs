@@ -80,7 +80,10 @@ impl HubConfig {
             return bad("the data dir is empty".into());
         }
         if self.data_dir.exists() && !self.data_dir.is_dir() {
-            return bad(format!("data dir {} is not a directory", self.data_dir.display()));
+            return bad(format!(
+                "data dir {} is not a directory",
+                self.data_dir.display()
+            ));
         }
         let network_ok = !self.network.is_empty()
             && self.network.len() <= 64
@@ -94,7 +97,9 @@ impl HubConfig {
         if let Some(url) = &self.agent_url {
             let rest = url.strip_prefix("https://").unwrap_or("");
             if rest.is_empty() || !rest.contains(':') {
-                return bad(format!("agent URL {url:?} must look like https://HOST:PORT"));
+                return bad(format!(
+                    "agent URL {url:?} must look like https://HOST:PORT"
+                ));
             }
         }
         if let Some(path) = &self.agent_binary
@@ -106,7 +111,11 @@ impl HubConfig {
             return bad("the base image is empty".into());
         }
         for (name, value, min) in [
-            ("heartbeat interval", self.heartbeat_interval, Duration::from_millis(100)),
+            (
+                "heartbeat interval",
+                self.heartbeat_interval,
+                Duration::from_millis(100),
+            ),
             ("ready timeout", self.ready_timeout, Duration::from_secs(1)),
             ("kill grace", self.kill_grace, Duration::ZERO),
         ] {
@@ -124,7 +133,10 @@ mod tests {
 
     #[test]
     fn agent_listen_forms() {
-        assert_eq!("gateway:7443".parse::<AgentListen>().unwrap(), AgentListen::Gateway(7443));
+        assert_eq!(
+            "gateway:7443".parse::<AgentListen>().unwrap(),
+            AgentListen::Gateway(7443)
+        );
         assert_eq!(
             "0.0.0.0:1".parse::<AgentListen>().unwrap(),
             AgentListen::Addr("0.0.0.0:1".parse().unwrap())
@@ -149,6 +161,11 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = ok;
         c.agent_binary = Some("/nonexistent/agent".into());
-        assert!(c.validate().unwrap_err().to_string().contains("does not exist"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
     }
 }

@@ -121,11 +121,17 @@ impl DataDir {
     pub fn ensure_admin_token(&self) -> Result<String, DataDirError> {
         let path = self.path(ADMIN_TOKEN_FILE);
         if let Some(token) = read_trimmed(&path)? {
-            let mode = fs::metadata(&path).map_err(io("stat", &path))?.permissions().mode();
+            let mode = fs::metadata(&path)
+                .map_err(io("stat", &path))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
                 return Err(DataDirError::Invalid {
                     path,
-                    reason: format!("mode is {:o}; it must be readable by its owner only (chmod 600)", mode & 0o777),
+                    reason: format!(
+                        "mode is {:o}; it must be readable by its owner only (chmod 600)",
+                        mode & 0o777
+                    ),
                 });
             }
             return Ok(token);
@@ -221,7 +227,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("docker-agent");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".local/share/docker-agent")
 }
 
@@ -237,7 +245,10 @@ mod tests {
         let b = dd.ensure_admin_token().unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
-        let mode = fs::metadata(dd.path(ADMIN_TOKEN_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dd.path(ADMIN_TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

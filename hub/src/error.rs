@@ -41,7 +41,10 @@ pub enum HubError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("failed to bind {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Internal(String),
 }

@@ -26,17 +26,24 @@ pub enum ImageError {
         "agent binary not found (looked in {0}); build it with `./dev build-agent` or set DOCKER_AGENT_AGENT_BINARY"
     )]
     AgentBinaryMissing(String),
-    #[error("agent binary {0} is dynamically linked; build it with -C target-feature=+crt-static (./dev build-agent)")]
+    #[error(
+        "agent binary {0} is dynamically linked; build it with -C target-feature=+crt-static (./dev build-agent)"
+    )]
     AgentBinaryNotStatic(PathBuf),
     #[error("failed to read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "debootstrap is not installed: install it (apt-get install debootstrap) or pass --base-image with an image you have"
     )]
     DebootstrapMissing,
     #[error("building the base root filesystem failed: {0}")]
     Rootfs(String),
-    #[error("base image {0} is not present on the engine (this engine cannot pull; use --base-image debootstrap)")]
+    #[error(
+        "base image {0} is not present on the engine (this engine cannot pull; use --base-image debootstrap)"
+    )]
     BaseMissing(String),
     #[error("image build failed: {0}")]
     Build(String),
@@ -65,7 +72,12 @@ pub struct ImageBuilder {
 }
 
 impl ImageBuilder {
-    pub fn new(driver: Arc<dyn Driver>, agent_binary: Option<PathBuf>, base_image: String, work_dir: PathBuf) -> Self {
+    pub fn new(
+        driver: Arc<dyn Driver>,
+        agent_binary: Option<PathBuf>,
+        base_image: String,
+        work_dir: PathBuf,
+    ) -> Self {
         Self {
             driver,
             agent_binary,
@@ -85,18 +97,34 @@ impl ImageBuilder {
                 Err(ImageError::AgentBinaryMissing(path.display().to_string()))
             };
         }
+        // A cargo tree holds a dynamic debug build of the agent next to the CLI too; take the first static one.
         let candidates = default_agent_binary_candidates();
-        candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-            ImageError::AgentBinaryMissing(
-                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-            )
-        })
+        let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.is_file()).collect();
+        if let Some(found) = existing
+            .iter()
+            .find(|p| std::fs::read(p).is_ok_and(|b| is_static_elf(&b)))
+        {
+            return Ok((*found).clone());
+        }
+        match existing.first() {
+            Some(dynamic) => Err(ImageError::AgentBinaryNotStatic((*dynamic).clone())),
+            None => Err(ImageError::AgentBinaryMissing(
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+        }
     }
 
     /// The tag the image for `profile` has (or will have) with the current agent binary.
     pub fn image_tag(&self, profile: &Profile) -> Result<(String, Vec<u8>), ImageError> {
         let path = self.agent_binary_path()?;
-        let binary = std::fs::read(&path).map_err(|source| ImageError::Io { path: path.clone(), source })?;
+        let binary = std::fs::read(&path).map_err(|source| ImageError::Io {
+            path: path.clone(),
+            source,
+        })?;
         if !is_static_elf(&binary) {
             return Err(ImageError::AgentBinaryNotStatic(path));
         }
@@ -111,7 +139,10 @@ impl ImageBuilder {
             hash.update(part);
         }
         let digest = hex::encode(hash.finalize());
-        Ok((format!("docker-agent/{}:{}", profile.name, &digest[..12]), binary))
+        Ok((
+            format!("docker-agent/{}:{}", profile.name, &digest[..12]),
+            binary,
+        ))
     }
 
     fn base_reference(&self) -> String {
@@ -124,7 +155,11 @@ impl ImageBuilder {
     }
 
     /// Returns the profile's image tag, building the base and the image first if the engine lacks them.
-    pub async fn ensure(&self, profile: &Profile, progress: ProgressFn<'_>) -> Result<String, ImageError> {
+    pub async fn ensure(
+        &self,
+        profile: &Profile,
+        progress: ProgressFn<'_>,
+    ) -> Result<String, ImageError> {
         let (tag, binary) = self.image_tag(profile)?;
         if self.driver.image_id(&tag).await?.is_some() {
             return Ok(tag);
@@ -150,7 +185,9 @@ impl ImageBuilder {
         }
         drop(lines);
         if self.driver.image_id(&tag).await?.is_none() {
-            return Err(ImageError::Build(format!("the engine reported success but has no {tag}")));
+            return Err(ImageError::Build(format!(
+                "the engine reported success but has no {tag}"
+            )));
         }
         progress(Progress {
             stage: "image",
@@ -169,7 +206,9 @@ impl ImageBuilder {
         }
         progress(Progress {
             stage: "image",
-            message: format!("building base {base} from Debian packages (debootstrap, about a minute)"),
+            message: format!(
+                "building base {base} from Debian packages (debootstrap, about a minute)"
+            ),
         });
         if !command_exists("debootstrap") {
             return Err(ImageError::DebootstrapMissing);
@@ -207,7 +246,10 @@ impl ImageBuilder {
             .spawn()
             .map_err(|e| ImageError::Rootfs(format!("cannot run tar: {e}")))?;
         let stdout = tar.stdout.take().expect("piped stdout");
-        let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024));
+        let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            stdout,
+            256 * 1024,
+        ));
         let changes = vec![
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
             "CMD [\"/bin/bash\"]".to_string(),
@@ -257,7 +299,10 @@ async fn run_logged(cmd: &mut Command, progress: ProgressFn<'_>) -> Result<(), I
             message: line,
         });
     }
-    let status = child.wait().await.map_err(|e| ImageError::Rootfs(e.to_string()))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| ImageError::Rootfs(e.to_string()))?;
     if !status.success() {
         return Err(ImageError::Rootfs(format!(
             "{status}: {}",
@@ -300,11 +345,10 @@ fn default_agent_binary_candidates() -> Vec<PathBuf> {
     };
     let cross = Path::new("x86_64-unknown-linux-gnu/agent/docker-agent-agent");
     vec![
+        // An installed layout: both binaries side by side.
         dir.join("docker-agent-agent"),
         // target/{debug,release}/docker-agent → target/x86_64-unknown-linux-gnu/agent/…
         dir.join("..").join(cross),
-        // target/debug/deps/<test binary> → the same
-        dir.join("../..").join(cross),
     ]
 }
 
@@ -347,9 +391,18 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.path().unwrap().display().to_string(), e.header().mode().unwrap())
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap(),
+                )
             })
             .collect();
-        assert_eq!(entries, vec![("Dockerfile".to_string(), 0o644), ("docker-agent-agent".to_string(), 0o755)]);
+        assert_eq!(
+            entries,
+            vec![
+                ("Dockerfile".to_string(), 0o644),
+                ("docker-agent-agent".to_string(), 0o755)
+            ]
+        );
     }
 }

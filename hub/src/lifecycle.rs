@@ -61,7 +61,9 @@ impl Lifecycle {
             (Ready | StartError | Stopping | Stopped, E::ReadyTimeout) => self,
             (Creating | Starting | Ready | StartError, E::StopRequested) => Stopping,
             (Stopping | Stopped, E::StopRequested) => self,
-            (Creating | Starting | Ready | StartError | Stopping | Stopped, E::ContainerExited) => Stopped,
+            (Creating | Starting | Ready | StartError | Stopping | Stopped, E::ContainerExited) => {
+                Stopped
+            }
         };
         Ok(next)
     }
@@ -92,7 +94,10 @@ impl Lifecycle {
 
     /// True while the container is expected to run.
     pub fn is_running(self) -> bool {
-        matches!(self, Lifecycle::Starting | Lifecycle::Ready | Lifecycle::StartError)
+        matches!(
+            self,
+            Lifecycle::Starting | Lifecycle::Ready | Lifecycle::StartError
+        )
     }
 }
 
@@ -190,7 +195,13 @@ mod tests {
 
     #[test]
     fn destroyed_is_final() {
-        for ev in [E::ContainerStarted, E::AgentRegistered, E::StopRequested, E::ContainerExited, E::Destroyed] {
+        for ev in [
+            E::ContainerStarted,
+            E::AgentRegistered,
+            E::StopRequested,
+            E::ContainerExited,
+            E::Destroyed,
+        ] {
             assert!(Lifecycle::Destroyed.on(ev).is_err(), "{ev:?}");
         }
     }
@@ -211,10 +222,17 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in [Creating, Starting, Ready, StartError, Stopping, Stopped, Destroyed] {
+        for s in [
+            Creating, Starting, Ready, StartError, Stopping, Stopped, Destroyed,
+        ] {
             assert_eq!(s.as_str().parse::<Lifecycle>().unwrap(), s);
         }
-        for c in [Connection::Connecting, Connection::Connected, Connection::Disconnected, Connection::Timeout] {
+        for c in [
+            Connection::Connecting,
+            Connection::Connected,
+            Connection::Disconnected,
+            Connection::Timeout,
+        ] {
             assert_eq!(c.as_str().parse::<Connection>().unwrap(), c);
         }
     }

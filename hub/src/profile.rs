@@ -12,7 +12,10 @@ const BUILTIN: &[(&str, &str)] = &[("minimal", include_str!("../../profiles/mini
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("profile {source_name}: {message}")]
-    Invalid { source_name: String, message: String },
+    Invalid {
+        source_name: String,
+        message: String,
+    },
     #[error("unknown profile {name:?} (available: {available})")]
     Unknown { name: String, available: String },
 }
@@ -55,7 +58,9 @@ pub struct Profile {
 /// Parses `512m`, `4g`, `1.5G`, `1024k` or a plain byte count.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number
         .parse()
@@ -84,19 +89,25 @@ fn validate(raw: RawProfile, source_text: &str, origin: &str) -> Result<Profile,
         return Err(invalid("field `name` is empty".into()));
     }
     let cpus = raw.resources.cpus.unwrap_or(0.0);
-    if !(cpus.is_finite() && cpus >= 0.0 && cpus <= 1024.0) {
-        return Err(invalid(format!("field `resources.cpus`: {cpus} is not a CPU count between 0 and 1024")));
+    if !(0.0..=1024.0).contains(&cpus) {
+        return Err(invalid(format!(
+            "field `resources.cpus`: {cpus} is not a CPU count between 0 and 1024"
+        )));
     }
     let memory_bytes = match &raw.resources.memory {
         Some(m) => parse_size(m).map_err(|e| invalid(format!("field `resources.memory`: {e}")))?,
         None => 0,
     };
     if memory_bytes != 0 && memory_bytes < 6 << 20 {
-        return Err(invalid("field `resources.memory`: Docker needs at least 6m".into()));
+        return Err(invalid(
+            "field `resources.memory`: Docker needs at least 6m".into(),
+        ));
     }
     let pids = raw.resources.pids.unwrap_or(0);
     if pids < 0 {
-        return Err(invalid(format!("field `resources.pids`: {pids} is negative")));
+        return Err(invalid(format!(
+            "field `resources.pids`: {pids} is negative"
+        )));
     }
     for key in raw.environment.keys() {
         if key.is_empty() || key.contains('=') || key.starts_with("DOCKER_AGENT_") {
@@ -137,19 +148,24 @@ impl ProfileSet {
         let mut profiles = BTreeMap::new();
         for (name, text) in BUILTIN {
             let p = parse(text, &format!("builtin {name}"))?;
-            profiles.insert(p.name.clone(), Profile {
-                origin: "builtin".into(),
-                ..p
-            });
+            profiles.insert(
+                p.name.clone(),
+                Profile {
+                    origin: "builtin".into(),
+                    ..p
+                },
+            );
         }
         Ok(Self { profiles })
     }
 
     pub fn get(&self, name: &str) -> Result<&Profile, ProfileError> {
-        self.profiles.get(name).ok_or_else(|| ProfileError::Unknown {
-            name: name.to_string(),
-            available: self.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.profiles
+            .get(name)
+            .ok_or_else(|| ProfileError::Unknown {
+                name: name.to_string(),
+                available: self.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Profile> {
@@ -182,14 +198,18 @@ mod tests {
 
     #[test]
     fn errors_name_the_source_and_field() {
-        let err = parse("name = \"x\"\nbogus = 1\n", "p.toml").unwrap_err().to_string();
+        let err = parse("name = \"x\"\nbogus = 1\n", "p.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("profile p.toml:"), "{err}");
         assert!(err.contains("bogus"), "{err}");
         let err = parse("name = \"x\"\n[resources]\nmemory = \"4q\"\n", "p.toml")
             .unwrap_err()
             .to_string();
         assert!(err.contains("resources.memory"), "{err}");
-        let err = parse("name = \"x\"\n[resources]\ncpus = -1\n", "p.toml").unwrap_err().to_string();
+        let err = parse("name = \"x\"\n[resources]\ncpus = -1\n", "p.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("resources.cpus"), "{err}");
     }
 

@@ -155,7 +155,10 @@ mod tests {
         let g1 = reg.register("a", "inst", tx1).unwrap();
         let g2 = reg.register("a", "inst", tx2).unwrap();
         assert_ne!(g1, g2);
-        assert!(!reg.unregister("a", g1), "old generation must not remove the new session");
+        assert!(
+            !reg.unregister("a", g1),
+            "old generation must not remove the new session"
+        );
         assert!(reg.is_current("a", g2));
         assert!(reg.unregister("a", g2));
         assert!(!reg.is_connected("a"));
@@ -181,7 +184,8 @@ mod tests {
         let reg = std::sync::Arc::new(Registry::default());
         let r = reg.clone();
         let waiter = tokio::spawn(async move {
-            r.send_when_connected("a", Msg::Ping(Default::default())).await;
+            r.send_when_connected("a", Msg::Ping(Default::default()))
+                .await;
         });
         tokio::task::yield_now().await;
         let (tx, mut rx) = mpsc::channel(1);

@@ -43,10 +43,12 @@ pub struct RunningHub {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|source| HubError::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HubError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn server_builder(tls: &tls::TlsMaterial) -> Result<Server> {
@@ -73,7 +75,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect().await?);
     driver.ping().await?;
     let network = driver
-        .ensure_network(&config.network, [("dev.docker-agent.managed".to_string(), "true".to_string())].into())
+        .ensure_network(
+            &config.network,
+            [("dev.docker-agent.managed".to_string(), "true".to_string())].into(),
+        )
         .await?;
 
     let agent_bind = match config.agent_listen {
@@ -81,7 +86,9 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         AgentListen::Addr(addr) => addr,
     };
     let agent_listener = bind(agent_bind).await?;
-    let agent_addr = agent_listener.local_addr().map_err(|e| HubError::Internal(e.to_string()))?;
+    let agent_addr = agent_listener
+        .local_addr()
+        .map_err(|e| HubError::Internal(e.to_string()))?;
     let operator_listener = bind(config.operator_listen).await?;
     let operator_addr = operator_listener
         .local_addr()
@@ -144,7 +151,8 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     core.reconcile().await?;
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let agent_server = server_builder(&tls)?.add_service(AgentServiceServer::new(AgentSvc::new(core.clone())));
+    let agent_server =
+        server_builder(&tls)?.add_service(AgentServiceServer::new(AgentSvc::new(core.clone())));
     let agent = tokio::spawn(async move {
         if let Err(e) = agent_server
             .serve_with_incoming(TcpListenerStream::new(agent_listener))
@@ -153,7 +161,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             tracing::error!(error = %e, "agent listener failed");
         }
     });
-    let control = ControlServiceServer::with_interceptor(ControlSvc::new(core.clone()), AdminAuth::new(&admin_token));
+    let control = ControlServiceServer::with_interceptor(
+        ControlSvc::new(core.clone()),
+        AdminAuth::new(&admin_token),
+    );
     let operator_server = server_builder(&tls)?.add_service(control);
     let mut rx = shutdown_rx.clone();
     let operator = tokio::spawn(async move {
@@ -206,7 +217,10 @@ impl RunningHub {
             task.abort();
         }
         let mut operator = self.operator;
-        if tokio::time::timeout(OPERATOR_GRACE, &mut operator).await.is_err() {
+        if tokio::time::timeout(OPERATOR_GRACE, &mut operator)
+            .await
+            .is_err()
+        {
             operator.abort();
         }
         if let Err(e) = self.core.store.checkpoint() {
@@ -217,5 +231,25 @@ impl RunningHub {
 
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+}
+
+impl RunningHub {
+    /// Builds the default profile's image in the background if it is missing, so the first `create` is quick.
+    /// Progress goes to the log; a create that needs the image meanwhile waits for this build.
+    pub fn warm_default_image(&self) {
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            let Ok(profile) = core.profiles.get(crate::profile::DEFAULT_PROFILE).cloned() else {
+                return;
+            };
+            let log = |p: crate::image::Progress| tracing::info!(stage = p.stage, "{}", p.message);
+            match core.images.ensure(&profile, &log).await {
+                Ok(tag) => tracing::info!(%tag, "default image ready"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not prepare the default image; `create` will retry")
+                }
+            }
+        });
     }
 }

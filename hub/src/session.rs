@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use docker_agent_proto::v1::agent_message::Msg as AgentMsg;
 use docker_agent_proto::v1::hub_message::Msg;
-use docker_agent_proto::v1::{Ack, AgentMessage, Hello, OutputChunk, ResendFrom, Stream, TaskResult, Welcome};
+use docker_agent_proto::v1::{
+    Ack, AgentMessage, Hello, OutputChunk, ResendFrom, Stream, TaskResult, Welcome,
+};
 use futures::{Stream as FutStream, StreamExt};
 
 use crate::core::Core;
@@ -36,7 +38,10 @@ impl Core {
         let mut reported = HashSet::new();
         for report in &hello.tasks {
             reported.insert(report.task_id.clone());
-            let task = self.store.task(&report.task_id)?.filter(|t| t.agent_id == agent.id);
+            let task = self
+                .store
+                .task(&report.task_id)?
+                .filter(|t| t.agent_id == agent.id);
             match task {
                 None => {
                     welcome.cancel.push(report.task_id.clone());
@@ -52,7 +57,14 @@ impl Core {
                 }
                 Some(t) => {
                     if report.running || report.result.is_some() {
-                        self.store.mark_started(&t.id, if t.started_at > 0 { t.started_at } else { crate::store::now_ms() })?;
+                        self.store.mark_started(
+                            &t.id,
+                            if t.started_at > 0 {
+                                t.started_at
+                            } else {
+                                crate::store::now_ms()
+                            },
+                        )?;
                     }
                     welcome.resend.push(ResendFrom {
                         task_id: t.id.clone(),
@@ -83,8 +95,12 @@ impl Core {
             }
         }
         let system = hello.system.clone().unwrap_or_default();
-        self.store
-            .set_agent_identity(&agent.id, &hello.instance_id, &hello.agent_version, &system)?;
+        self.store.set_agent_identity(
+            &agent.id,
+            &hello.instance_id,
+            &hello.agent_version,
+            &system,
+        )?;
         Ok(welcome)
     }
 
@@ -96,8 +112,12 @@ impl Core {
     }
 
     /// Handles the agent's messages until the stream ends or this session is replaced.
-    pub async fn run_session<S>(self: Arc<Self>, agent: AgentRecord, generation: u64, mut inbound: S)
-    where
+    pub async fn run_session<S>(
+        self: Arc<Self>,
+        agent: AgentRecord,
+        generation: u64,
+        mut inbound: S,
+    ) where
         S: FutStream<Item = std::result::Result<AgentMessage, tonic::Status>> + Unpin + Send,
     {
         let mut acks: HashMap<String, Ack> = HashMap::new();
@@ -143,7 +163,12 @@ impl Core {
         }
     }
 
-    async fn on_agent_message(&self, agent: &AgentRecord, msg: AgentMessage, acks: &mut HashMap<String, Ack>) -> Result<()> {
+    async fn on_agent_message(
+        &self,
+        agent: &AgentRecord,
+        msg: AgentMessage,
+        acks: &mut HashMap<String, Ack>,
+    ) -> Result<()> {
         match msg.msg {
             Some(AgentMsg::Heartbeat(hb)) => {
                 if let Some(health) = &hb.health {
@@ -154,35 +179,45 @@ impl Core {
                     self.set_connection(&agent.id, Connection::Connected)?;
                 }
             }
-            Some(AgentMsg::Started(started)) => {
-                if self.owns(agent, &started.task_id)? {
-                    self.store.mark_started(&started.task_id, started.started_at_ms)?;
-                }
+            Some(AgentMsg::Started(started)) if self.owns(agent, &started.task_id)? => {
+                self.store
+                    .mark_started(&started.task_id, started.started_at_ms)?;
             }
+            Some(AgentMsg::Started(_)) => {}
             Some(AgentMsg::Output(chunk)) => self.on_output(agent, chunk, acks)?,
             Some(AgentMsg::Result(result)) => self.on_result(agent, result, acks).await?,
-            Some(AgentMsg::Hello(_)) => tracing::warn!(agent = %agent.name, "ignoring a second hello"),
+            Some(AgentMsg::Hello(_)) => {
+                tracing::warn!(agent = %agent.name, "ignoring a second hello")
+            }
             None => {}
         }
         Ok(())
     }
 
     fn owns(&self, agent: &AgentRecord, task_id: &str) -> Result<bool> {
-        let owned = self.store.task(task_id)?.is_some_and(|t| t.agent_id == agent.id);
+        let owned = self
+            .store
+            .task(task_id)?
+            .is_some_and(|t| t.agent_id == agent.id);
         if !owned {
             tracing::warn!(agent = %agent.name, task = task_id, "agent reported a task that is not its own");
         }
         Ok(owned)
     }
 
-    fn on_output(&self, agent: &AgentRecord, chunk: OutputChunk, acks: &mut HashMap<String, Ack>) -> Result<()> {
+    fn on_output(
+        &self,
+        agent: &AgentRecord,
+        chunk: OutputChunk,
+        acks: &mut HashMap<String, Ack>,
+    ) -> Result<()> {
         if !self.owns(agent, &chunk.task_id)? {
             return Ok(());
         }
         let stream = Stream::try_from(chunk.stream).unwrap_or(Stream::Unspecified);
-        let appended = self
-            .store
-            .append_output(&chunk.task_id, stream, chunk.offset, &chunk.data)?;
+        let appended =
+            self.store
+                .append_output(&chunk.task_id, stream, chunk.offset, &chunk.data)?;
         if appended.gap > 0 {
             tracing::warn!(task = %chunk.task_id, bytes = appended.gap, "output missing: the agent's spool overflowed");
         }
@@ -201,7 +236,12 @@ impl Core {
         Ok(())
     }
 
-    async fn on_result(&self, agent: &AgentRecord, result: TaskResult, acks: &mut HashMap<String, Ack>) -> Result<()> {
+    async fn on_result(
+        &self,
+        agent: &AgentRecord,
+        result: TaskResult,
+        acks: &mut HashMap<String, Ack>,
+    ) -> Result<()> {
         if !self.owns(agent, &result.task_id)? {
             return Ok(());
         }

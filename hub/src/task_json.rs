@@ -38,7 +38,9 @@ fn millis(what: &str, secs: Option<f64>) -> Result<u64, String> {
     match secs {
         None => Ok(0),
         Some(s) if s.is_finite() && s > 0.0 => Ok((s * 1000.0).round() as u64),
-        Some(s) => Err(format!("{what} must be a positive number of seconds, not {s}")),
+        Some(s) => Err(format!(
+            "{what} must be a positive number of seconds, not {s}"
+        )),
     }
 }
 
@@ -49,16 +51,23 @@ pub fn parse(text: &str) -> Result<TaskSpec, String> {
     let kind = match value.get("type") {
         Some(serde_json::Value::String(t)) => t.clone(),
         Some(_) => return Err("invalid task: \"type\" must be a string".into()),
-        None if value.is_object() => return Err(format!("invalid task: missing \"type\" (one of: {TYPES})")),
+        None if value.is_object() => {
+            return Err(format!("invalid task: missing \"type\" (one of: {TYPES})"));
+        }
         None => return Err("invalid task: expected a JSON object".into()),
     };
     if !matches!(kind.as_str(), "exec" | "script") {
-        return Err(format!("invalid task: unknown task type {kind:?} (known: {TYPES})"));
+        return Err(format!(
+            "invalid task: unknown task type {kind:?} (known: {TYPES})"
+        ));
     }
-    let t: TaskJson = serde_json::from_value(value).map_err(|e| format!("invalid {kind} task: {e}"))?;
+    let t: TaskJson =
+        serde_json::from_value(value).map_err(|e| format!("invalid {kind} task: {e}"))?;
     let only = |field: &str, present: bool, owner: &str| {
         if present {
-            Err(format!("invalid {kind} task: \"{field}\" belongs to {owner} tasks"))
+            Err(format!(
+                "invalid {kind} task: \"{field}\" belongs to {owner} tasks"
+            ))
         } else {
             Ok(())
         }
@@ -69,16 +78,23 @@ pub fn parse(text: &str) -> Result<TaskSpec, String> {
         match (t.command, t.args) {
             (None, _) => return Err("invalid exec task: missing field `command`".into()),
             (Some(Command::Line(line)), None) => (Vec::new(), line),
-            (Some(Command::Line(program)), Some(args)) => (std::iter::once(program).chain(args).collect(), String::new()),
+            (Some(Command::Line(program)), Some(args)) => (
+                std::iter::once(program).chain(args).collect(),
+                String::new(),
+            ),
             (Some(Command::Argv(argv)), None) => (argv, String::new()),
             (Some(Command::Argv(_)), Some(_)) => {
-                return Err("invalid exec task: give \"args\" only with a string \"command\"".into());
+                return Err(
+                    "invalid exec task: give \"args\" only with a string \"command\"".into(),
+                );
             }
         }
     } else {
         only("command", t.command.is_some(), "exec")?;
         only("args", t.args.is_some(), "exec")?;
-        let script = t.script.ok_or("invalid script task: missing field `script`")?;
+        let script = t
+            .script
+            .ok_or("invalid script task: missing field `script`")?;
         let interpreter = t.interpreter.unwrap_or_else(|| "/bin/sh".into());
         (vec![interpreter, "-c".into(), script], String::new())
     };
@@ -118,20 +134,32 @@ mod tests {
 
     #[test]
     fn script_form() {
-        let t = parse(r#"{"type":"script","script":"echo 1\necho 2","interpreter":"/bin/bash"}"#).unwrap();
+        let t = parse(r#"{"type":"script","script":"echo 1\necho 2","interpreter":"/bin/bash"}"#)
+            .unwrap();
         assert_eq!(t.argv, ["/bin/bash", "-c", "echo 1\necho 2"]);
         assert_eq!(t.kind, "script");
     }
 
     #[test]
     fn errors_are_clear() {
-        assert!(parse("{nope").unwrap_err().starts_with("invalid task JSON:"));
-        assert_eq!(parse("[1]").unwrap_err(), "invalid task: expected a JSON object");
+        assert!(
+            parse("{nope")
+                .unwrap_err()
+                .starts_with("invalid task JSON:")
+        );
+        assert_eq!(
+            parse("[1]").unwrap_err(),
+            "invalid task: expected a JSON object"
+        );
         assert_eq!(
             parse(r#"{"type":"deploy"}"#).unwrap_err(),
             "invalid task: unknown task type \"deploy\" (known: exec, script)"
         );
-        assert!(parse(r#"{"command":"x"}"#).unwrap_err().contains("missing \"type\""));
+        assert!(
+            parse(r#"{"command":"x"}"#)
+                .unwrap_err()
+                .contains("missing \"type\"")
+        );
         let e = parse(r#"{"type":"exec","command":"x","bogus":1}"#).unwrap_err();
         assert!(e.contains("bogus"), "{e}");
         let e = parse(r#"{"type":"exec"}"#).unwrap_err();

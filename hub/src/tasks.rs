@@ -17,7 +17,9 @@ pub fn normalise_spec(mut spec: TaskSpec) -> Result<TaskSpec> {
     let invalid = |m: &str| Err(HubError::InvalidArgument(m.to_string()));
     match (spec.argv.is_empty(), spec.shell.trim().is_empty()) {
         (true, true) => return invalid("the task has no command"),
-        (false, false) => return invalid("give either a command (argv) or a shell script, not both"),
+        (false, false) => {
+            return invalid("give either a command (argv) or a shell script, not both");
+        }
         (true, false) => {
             spec.argv = vec!["/bin/sh".into(), "-c".into(), spec.shell.clone()];
         }
@@ -31,7 +33,9 @@ pub fn normalise_spec(mut spec: TaskSpec) -> Result<TaskSpec> {
     }
     for key in spec.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(HubError::InvalidArgument(format!("invalid environment variable name {key:?}")));
+            return Err(HubError::InvalidArgument(format!(
+                "invalid environment variable name {key:?}"
+            )));
         }
     }
     if spec.timeout_ms > MAX_TIMEOUT_MS {
@@ -48,7 +52,9 @@ impl Core {
     /// and goes out when the agent says hello.
     pub async fn submit_task(&self, agent: &AgentRecord, spec: TaskSpec) -> Result<TaskRecord> {
         let spec = normalise_spec(spec)?;
-        if !(agent.lifecycle.is_running() || agent.lifecycle == crate::lifecycle::Lifecycle::Creating) {
+        if !(agent.lifecycle.is_running()
+            || agent.lifecycle == crate::lifecycle::Lifecycle::Creating)
+        {
             return Err(HubError::FailedPrecondition(format!(
                 "agent {:?} is {}; start it with `docker-agent start {}`",
                 agent.name, agent.lifecycle, agent.name
@@ -118,12 +124,19 @@ impl Core {
     }
 
     pub fn task(&self, id: &str) -> Result<TaskRecord> {
-        self.store.task(id)?.ok_or_else(|| HubError::TaskNotFound(id.to_string()))
+        self.store
+            .task(id)?
+            .ok_or_else(|| HubError::TaskNotFound(id.to_string()))
     }
 
     /// Streams a task's output into `tx`: everything stored, then (when `follow`) live output until the
     /// task ends, then the final record. Returns when done or when the receiver is gone.
-    pub async fn watch_task(&self, task_id: &str, follow: bool, tx: mpsc::Sender<WatchItem>) -> Result<()> {
+    pub async fn watch_task(
+        &self,
+        task_id: &str,
+        follow: bool,
+        tx: mpsc::Sender<WatchItem>,
+    ) -> Result<()> {
         let mut live = follow.then(|| self.bus.subscribe_task(task_id));
         let result = self.watch_inner(task_id, &mut live, tx).await;
         drop(live);
@@ -165,12 +178,19 @@ impl Core {
                 return Ok(());
             }
         }
-        let _ = tx.send(WatchItem::Done(Box::new(self.task(task_id)?))).await;
+        let _ = tx
+            .send(WatchItem::Done(Box::new(self.task(task_id)?)))
+            .await;
         Ok(())
     }
 
     /// Sends stored output after `last_seq`. Returns false when the receiver is gone.
-    async fn send_stored(&self, task_id: &str, last_seq: &mut i64, tx: &mpsc::Sender<WatchItem>) -> Result<bool> {
+    async fn send_stored(
+        &self,
+        task_id: &str,
+        last_seq: &mut i64,
+        tx: &mpsc::Sender<WatchItem>,
+    ) -> Result<bool> {
         loop {
             let page = self.store.output_after(task_id, *last_seq, 256)?;
             if page.is_empty() {
@@ -219,7 +239,10 @@ mod tests {
         assert!(normalise_spec(spec(&[""], "")).is_err());
         let mut s = spec(&["ls"], "");
         s.cwd = "relative".into();
-        assert_eq!(normalise_spec(s).unwrap_err().to_string(), "cwd must be an absolute path");
+        assert_eq!(
+            normalise_spec(s).unwrap_err().to_string(),
+            "cwd must be an absolute path"
+        );
         let mut s = spec(&["ls"], "");
         s.env.insert("A=B".into(), "x".into());
         assert!(normalise_spec(s).is_err());

@@ -17,7 +17,10 @@ impl Core {
     pub async fn reconcile(&self) -> Result<()> {
         let agents = self.store.list_agents()?;
         for agent in &agents {
-            let container = agent.container_id.clone().unwrap_or_else(|| agent.container_name.clone());
+            let container = agent
+                .container_id
+                .clone()
+                .unwrap_or_else(|| agent.container_name.clone());
             let state = self.driver.inspect_container(&container).await?;
             match state {
                 Some(s) if s.running => {
@@ -34,7 +37,11 @@ impl Core {
                 }
                 None => {
                     tracing::warn!(agent = %agent.name, %container, "the agent's container is missing");
-                    self.transition(&agent.id, LifecycleEvent::ContainerExited, "the container is missing")?;
+                    self.transition(
+                        &agent.id,
+                        LifecycleEvent::ContainerExited,
+                        "the container is missing",
+                    )?;
                     self.set_connection(&agent.id, Connection::Disconnected)?;
                 }
             }
@@ -79,10 +86,18 @@ impl Core {
                 self.set_connection(agent_id, Connection::Disconnected)?;
             }
             ContainerEventKind::Oom => {
-                self.store.record_event(&agent.name, "oom", "a process in the container ran out of memory")?;
+                self.store.record_event(
+                    &agent.name,
+                    "oom",
+                    "a process in the container ran out of memory",
+                )?;
             }
             ContainerEventKind::Destroy => {
-                self.transition(agent_id, LifecycleEvent::ContainerExited, "the container was removed outside docker-agent")?;
+                self.transition(
+                    agent_id,
+                    LifecycleEvent::ContainerExited,
+                    "the container was removed outside docker-agent",
+                )?;
                 self.set_connection(agent_id, Connection::Disconnected)?;
             }
         }
@@ -169,9 +184,18 @@ mod tests {
 
     #[test]
     fn exit_reasons() {
-        assert_eq!(exit_reason(137, true, Lifecycle::Ready).unwrap(), "killed: out of memory (exit code 137)");
-        assert_eq!(exit_reason(0, false, Lifecycle::Stopping).unwrap(), "stopped by user");
-        assert_eq!(exit_reason(2, false, Lifecycle::Ready).unwrap(), "container exited with code 2");
+        assert_eq!(
+            exit_reason(137, true, Lifecycle::Ready).unwrap(),
+            "killed: out of memory (exit code 137)"
+        );
+        assert_eq!(
+            exit_reason(0, false, Lifecycle::Stopping).unwrap(),
+            "stopped by user"
+        );
+        assert_eq!(
+            exit_reason(2, false, Lifecycle::Ready).unwrap(),
+            "container exited with code 2"
+        );
         assert_eq!(exit_reason(0, false, Lifecycle::Stopped), None);
     }
 }

@@ -6,20 +6,20 @@ use std::net::IpAddr;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
-    UploadToContainerOptions,
+    BuildImageOptions, CreateContainerOptions, CreateImageOptions, EventsOptions,
+    InspectContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    StopContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver, DriverError, EventStream,
-    FileSpec, LineStream, NetworkInfo, Result, labels,
+    ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver,
+    DriverError, EventStream, FileSpec, LineStream, NetworkInfo, Result, labels,
 };
 
 /// Talks to one Docker engine through its API socket.
@@ -33,7 +33,10 @@ impl DockerDriver {
     /// the engine supports, so old engines (API 1.41) work.
     pub async fn connect() -> Result<Self> {
         let docker = Docker::connect_with_local_defaults().map_err(map_err("the Docker engine"))?;
-        let docker = docker.negotiate_version().await.map_err(map_err("the Docker engine"))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(map_err("the Docker engine"))?;
         Ok(Self { docker })
     }
 }
@@ -42,12 +45,18 @@ impl DockerDriver {
 fn map_err(what: impl Into<String>) -> impl FnOnce(BollardError) -> DriverError {
     let what = what.into();
     move |err| match err {
-        BollardError::DockerResponseServerError { status_code: 404, .. } => DriverError::NotFound(what),
-        BollardError::DockerResponseServerError { status_code: 409, .. } => DriverError::Conflict(what),
+        BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        } => DriverError::NotFound(what),
+        BollardError::DockerResponseServerError {
+            status_code: 409, ..
+        } => DriverError::Conflict(what),
         BollardError::DockerResponseServerError { message, .. } => DriverError::Engine(message),
         BollardError::DockerStreamError { error } => DriverError::Engine(error),
         BollardError::IOError { err } => DriverError::Unreachable(err.to_string()),
-        BollardError::SocketNotFoundError(path) => DriverError::Unreachable(format!("no socket at {path}")),
+        BollardError::SocketNotFoundError(path) => {
+            DriverError::Unreachable(format!("no socket at {path}"))
+        }
         BollardError::HyperResponseError { err } => DriverError::Unreachable(err.to_string()),
         BollardError::RequestTimeoutError => DriverError::Unreachable("request timed out".into()),
         other => {
@@ -64,7 +73,10 @@ fn map_err(what: impl Into<String>) -> impl FnOnce(BollardError) -> DriverError 
 fn label_filter(hub_id: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_string(),
-        vec![format!("{}=true", labels::MANAGED), format!("{}={hub_id}", labels::HUB)],
+        vec![
+            format!("{}=true", labels::MANAGED),
+            format!("{}={hub_id}", labels::HUB),
+        ],
     )])
 }
 
@@ -79,7 +91,11 @@ fn tar_files(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
         header.set_gid(f.gid);
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut header, f.path.trim_start_matches('/'), f.contents.as_slice())?;
+        builder.append_data(
+            &mut header,
+            f.path.trim_start_matches('/'),
+            f.contents.as_slice(),
+        )?;
     }
     builder.into_inner()
 }
@@ -87,14 +103,23 @@ fn tar_files(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
 #[async_trait::async_trait]
 impl Driver for DockerDriver {
     async fn ping(&self) -> Result<()> {
-        self.docker.ping().await.map_err(map_err("the Docker engine"))?;
+        self.docker
+            .ping()
+            .await
+            .map_err(map_err("the Docker engine"))?;
         Ok(())
     }
 
-    async fn ensure_network(&self, name: &str, net_labels: HashMap<String, String>) -> Result<NetworkInfo> {
+    async fn ensure_network(
+        &self,
+        name: &str,
+        net_labels: HashMap<String, String>,
+    ) -> Result<NetworkInfo> {
         let inspect = match self.docker.inspect_network(name, None).await {
             Ok(n) => n,
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
                 let request = NetworkCreateRequest {
                     name: name.to_string(),
                     driver: Some("bridge".into()),
@@ -103,7 +128,10 @@ impl Driver for DockerDriver {
                 };
                 match self.docker.create_network(request).await {
                     // Another hub made it between our inspect and create.
-                    Ok(_) | Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {}
+                    Ok(_)
+                    | Err(BollardError::DockerResponseServerError {
+                        status_code: 409, ..
+                    }) => {}
                     Err(e) => return Err(map_err(format!("network {name}"))(e)),
                 }
                 self.docker
@@ -128,7 +156,10 @@ impl Driver for DockerDriver {
 
     async fn remove_network(&self, name: &str) -> Result<()> {
         match self.docker.remove_network(name).await {
-            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(map_err(format!("network {name}"))(e)),
         }
     }
@@ -136,12 +167,19 @@ impl Driver for DockerDriver {
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         match self.docker.inspect_image(reference).await {
             Ok(image) => Ok(image.id),
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(e) => Err(map_err(format!("image {reference}"))(e)),
         }
     }
 
-    async fn import_rootfs(&self, reference: &str, tar: ByteStream, changes: Vec<String>) -> Result<()> {
+    async fn import_rootfs(
+        &self,
+        reference: &str,
+        tar: ByteStream,
+        changes: Vec<String>,
+    ) -> Result<()> {
         let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
         let options = CreateImageOptions {
             from_src: Some("-".into()),
@@ -178,7 +216,9 @@ impl Driver for DockerDriver {
             .map_err(move |e| map_err(format!("image {reference}"))(e))
             .and_then(|info| async move {
                 if let Some(detail) = info.error_detail {
-                    return Err(DriverError::Engine(detail.message.unwrap_or_else(|| "build failed".into())));
+                    return Err(DriverError::Engine(
+                        detail.message.unwrap_or_else(|| "build failed".into()),
+                    ));
                 }
                 Ok(info.stream.or(info.status).unwrap_or_default())
             })
@@ -200,8 +240,15 @@ impl Driver for DockerDriver {
     }
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
-        match self.docker.remove_volume(name, None::<RemoveVolumeOptions>).await {
-            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        match self
+            .docker
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await
+        {
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(map_err(format!("volume {name}"))(e)),
         }
     }
@@ -209,7 +256,9 @@ impl Driver for DockerDriver {
     async fn volume_exists(&self, name: &str) -> Result<bool> {
         match self.docker.inspect_volume(name).await {
             Ok(_) => Ok(true),
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
             Err(e) => Err(map_err(format!("volume {name}"))(e)),
         }
     }
@@ -259,7 +308,8 @@ impl Driver for DockerDriver {
     }
 
     async fn upload_files(&self, container: &str, files: &[FileSpec]) -> Result<()> {
-        let archive = tar_files(files).map_err(|e| DriverError::Engine(format!("cannot pack files: {e}")))?;
+        let archive =
+            tar_files(files).map_err(|e| DriverError::Engine(format!("cannot pack files: {e}")))?;
         let options = UploadToContainerOptions {
             path: "/".into(),
             ..Default::default()
@@ -272,7 +322,10 @@ impl Driver for DockerDriver {
 
     async fn start_container(&self, container: &str) -> Result<()> {
         match self.docker.start_container(container, None).await {
-            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => Err(map_err(format!("container {container}"))(e)),
         }
     }
@@ -283,7 +336,10 @@ impl Driver for DockerDriver {
             ..Default::default()
         };
         match self.docker.stop_container(container, Some(options)).await {
-            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => Err(map_err(format!("container {container}"))(e)),
         }
     }
@@ -295,7 +351,10 @@ impl Driver for DockerDriver {
             ..Default::default()
         };
         match self.docker.remove_container(container, Some(options)).await {
-            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(map_err(format!("container {container}"))(e)),
         }
     }
@@ -307,13 +366,19 @@ impl Driver for DockerDriver {
             .await
         {
             Ok(i) => i,
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
             Err(e) => return Err(map_err(format!("container {container}"))(e)),
         };
         let state = inspect.state.unwrap_or_default();
         Ok(Some(ContainerState {
             id: inspect.id.unwrap_or_default(),
-            name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            name: inspect
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
             running: state.running.unwrap_or(false),
             status: state.status.map(|s| s.to_string()).unwrap_or_default(),
             exit_code: state.exit_code.unwrap_or(0),
@@ -368,28 +433,34 @@ impl Driver for DockerDriver {
             filters: Some(filters),
             ..Default::default()
         };
-        let stream = self.docker.events(Some(options)).filter_map(|item| async move {
-            let msg = match item {
-                Ok(m) => m,
-                Err(e) => return Some(Err(map_err("the Docker event stream")(e))),
-            };
-            let actor = msg.actor.unwrap_or_default();
-            let attributes = actor.attributes.unwrap_or_default();
-            let kind = match msg.action.as_deref()? {
-                "start" => ContainerEventKind::Start,
-                "die" => ContainerEventKind::Die {
-                    exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()).unwrap_or(-1),
-                },
-                "oom" => ContainerEventKind::Oom,
-                "destroy" => ContainerEventKind::Destroy,
-                _ => return None,
-            };
-            Some(Ok(ContainerEvent {
-                container_id: actor.id.unwrap_or_default(),
-                labels: attributes,
-                kind,
-            }))
-        });
+        let stream = self
+            .docker
+            .events(Some(options))
+            .filter_map(|item| async move {
+                let msg = match item {
+                    Ok(m) => m,
+                    Err(e) => return Some(Err(map_err("the Docker event stream")(e))),
+                };
+                let actor = msg.actor.unwrap_or_default();
+                let attributes = actor.attributes.unwrap_or_default();
+                let kind = match msg.action.as_deref()? {
+                    "start" => ContainerEventKind::Start,
+                    "die" => ContainerEventKind::Die {
+                        exit_code: attributes
+                            .get("exitCode")
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(-1),
+                    },
+                    "oom" => ContainerEventKind::Oom,
+                    "destroy" => ContainerEventKind::Destroy,
+                    _ => return None,
+                };
+                Some(Ok(ContainerEvent {
+                    container_id: actor.id.unwrap_or_default(),
+                    labels: attributes,
+                    kind,
+                }))
+            });
         Box::pin(stream)
     }
 }
@@ -410,7 +481,10 @@ mod tests {
         let archive = tar_files(&files).unwrap();
         let mut reader = tar::Archive::new(archive.as_slice());
         let entry = reader.entries().unwrap().next().unwrap().unwrap();
-        assert_eq!(entry.path().unwrap().to_str().unwrap(), "etc/docker-agent/token");
+        assert_eq!(
+            entry.path().unwrap().to_str().unwrap(),
+            "etc/docker-agent/token"
+        );
         assert_eq!(entry.header().mode().unwrap(), 0o400);
         assert_eq!(entry.header().uid().unwrap(), 0);
     }

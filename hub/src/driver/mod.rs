@@ -22,7 +22,7 @@ pub mod labels {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("the container engine is not reachable ({0})")]
+    #[error("the Docker engine is not reachable ({0}); is dockerd running and DOCKER_HOST right?")]
     Unreachable(String),
     #[error("{0} not found")]
     NotFound(String),
@@ -93,7 +93,9 @@ pub struct ContainerState {
 pub enum ContainerEventKind {
     Start,
     /// The main process ended.
-    Die { exit_code: i64 },
+    Die {
+        exit_code: i64,
+    },
     Oom,
     Destroy,
 }
@@ -110,16 +112,29 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// A cheap call that proves the engine answers.
     async fn ping(&self) -> Result<()>;
 
-    async fn ensure_network(&self, name: &str, labels: HashMap<String, String>) -> Result<NetworkInfo>;
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<NetworkInfo>;
     async fn remove_network(&self, name: &str) -> Result<()>;
 
     /// The image's id, if the engine has it.
     async fn image_id(&self, reference: &str) -> Result<Option<String>>;
     /// Imports a root filesystem tarball as an image (`docker import`).
-    async fn import_rootfs(&self, reference: &str, tar: ByteStream, changes: Vec<String>) -> Result<()>;
+    async fn import_rootfs(
+        &self,
+        reference: &str,
+        tar: ByteStream,
+        changes: Vec<String>,
+    ) -> Result<()>;
     /// Builds an image from a tar build context, yielding the build log line by line.
-    fn build_image<'a>(&'a self, reference: &'a str, context: Bytes, build_args: HashMap<String, String>)
-    -> LineStream<'a>;
+    fn build_image<'a>(
+        &'a self,
+        reference: &'a str,
+        context: Bytes,
+        build_args: HashMap<String, String>,
+    ) -> LineStream<'a>;
 
     async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()>;
     async fn remove_volume(&self, name: &str) -> Result<()>;

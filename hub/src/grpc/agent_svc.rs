@@ -68,7 +68,10 @@ type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send>>;
 impl AgentService for AgentSvc {
     type SessionStream = HubStream;
 
-    async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<HubStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<HubStream>, Status> {
         let agent = self.authenticate(request.metadata())?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -89,7 +92,11 @@ impl AgentService for AgentSvc {
         })
         .await
         .map_err(|_| Status::internal("session closed"))?;
-        let generation = match self.core.registry.register(&agent.id, &hello.instance_id, tx) {
+        let generation = match self
+            .core
+            .registry
+            .register(&agent.id, &hello.instance_id, tx)
+        {
             Ok(g) => g,
             Err(RegistryError::Duplicate(other)) => {
                 tracing::warn!(agent = %agent.name, other, "refusing a second agent process with the same identity");
@@ -97,7 +104,9 @@ impl AgentService for AgentSvc {
                     "another process of this agent is connected; only one may be",
                 ));
             }
-            Err(RegistryError::NotConnected) => return Err(Status::internal("registration failed")),
+            Err(RegistryError::NotConnected) => {
+                return Err(Status::internal("registration failed"));
+            }
         };
         tracing::info!(agent = %agent.name, generation, instance = %hello.instance_id, tasks = hello.tasks.len(), "agent connected");
         let core = self.core.clone();

@@ -64,7 +64,13 @@ impl ControlSvc {
     }
 
     fn agent_message(&self, record: crate::store::AgentRecord) -> Result<pb::Agent, HubError> {
-        let running = self.core.store.open_task_counts()?.get(&record.id).copied().unwrap_or(0);
+        let running = self
+            .core
+            .store
+            .open_task_counts()?
+            .get(&record.id)
+            .copied()
+            .unwrap_or(0);
         Ok(convert::agent(record, running))
     }
 
@@ -108,7 +114,10 @@ fn required<T>(value: Option<T>, what: &str) -> Result<T, Status> {
 
 #[tonic::async_trait]
 impl ControlService for ControlSvc {
-    async fn hub_info(&self, _: Request<pb::HubInfoRequest>) -> Result<Response<pb::HubInfoResponse>, Status> {
+    async fn hub_info(
+        &self,
+        _: Request<pb::HubInfoRequest>,
+    ) -> Result<Response<pb::HubInfoResponse>, Status> {
         let s = &self.core.settings;
         Ok(Response::new(pb::HubInfoResponse {
             hub_id: s.hub_id.clone(),
@@ -122,13 +131,17 @@ impl ControlService for ControlSvc {
 
     type CreateAgentStream = BoxStream<pb::CreateAgentEvent>;
 
-    async fn create_agent(&self, request: Request<pb::CreateAgentRequest>) -> Result<Response<Self::CreateAgentStream>, Status> {
+    async fn create_agent(
+        &self,
+        request: Request<pb::CreateAgentRequest>,
+    ) -> Result<Response<Self::CreateAgentStream>, Status> {
         let req = request.into_inner();
         let create = CreateRequest {
             name: req.name,
             profile: req.profile,
             env: req.env.into_iter().collect::<BTreeMap<_, _>>(),
-            ready_timeout: (req.ready_timeout_secs > 0).then(|| Duration::from_secs(req.ready_timeout_secs.into())),
+            ready_timeout: (req.ready_timeout_secs > 0)
+                .then(|| Duration::from_secs(req.ready_timeout_secs.into())),
         };
         let (tx, rx) = mpsc::channel(256);
         let core = self.core.clone();
@@ -161,28 +174,41 @@ impl ControlService for ControlSvc {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn start_agent(&self, request: Request<pb::AgentRequest>) -> Result<Response<pb::Agent>, Status> {
+    async fn start_agent(
+        &self,
+        request: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
         let agent = self.core.start_agent(&request.into_inner().name).await?;
         Ok(Response::new(self.agent_message(agent)?))
     }
 
-    async fn stop_agent(&self, request: Request<pb::StopAgentRequest>) -> Result<Response<pb::Agent>, Status> {
+    async fn stop_agent(
+        &self,
+        request: Request<pb::StopAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
         let req = request.into_inner();
         let timeout = (req.timeout_secs > 0).then_some(req.timeout_secs);
         let agent = self.core.stop_agent(&req.name, timeout).await?;
         Ok(Response::new(self.agent_message(agent)?))
     }
 
-    async fn restart_agent(&self, request: Request<pb::StopAgentRequest>) -> Result<Response<pb::Agent>, Status> {
+    async fn restart_agent(
+        &self,
+        request: Request<pb::StopAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
         let req = request.into_inner();
         let timeout = (req.timeout_secs > 0).then_some(req.timeout_secs);
         let agent = self.core.restart_agent(&req.name, timeout).await?;
         Ok(Response::new(self.agent_message(agent)?))
     }
 
-    async fn destroy_agent(&self, request: Request<pb::DestroyAgentRequest>) -> Result<Response<pb::DestroyAgentResponse>, Status> {
+    async fn destroy_agent(
+        &self,
+        request: Request<pb::DestroyAgentRequest>,
+    ) -> Result<Response<pb::DestroyAgentResponse>, Status> {
         let req = request.into_inner();
-        let (container_removed, volume_removed) = self.core.destroy_agent(&req.name, req.purge).await?;
+        let (container_removed, volume_removed) =
+            self.core.destroy_agent(&req.name, req.purge).await?;
         Ok(Response::new(pb::DestroyAgentResponse {
             name: req.name,
             container_removed,
@@ -190,12 +216,18 @@ impl ControlService for ControlSvc {
         }))
     }
 
-    async fn get_agent(&self, request: Request<pb::AgentRequest>) -> Result<Response<pb::Agent>, Status> {
+    async fn get_agent(
+        &self,
+        request: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
         let agent = self.core.agent(&request.into_inner().name)?;
         Ok(Response::new(self.agent_message(agent)?))
     }
 
-    async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        _: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let counts = self.core.store.open_task_counts().map_err(HubError::from)?;
         let agents = self
             .core
@@ -213,19 +245,31 @@ impl ControlService for ControlSvc {
 
     type ExecStream = BoxStream<pb::ExecEvent>;
 
-    async fn exec(&self, request: Request<Streaming<pb::ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+    async fn exec(
+        &self,
+        request: Request<Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
         let mut inbound = request.into_inner();
         let start = match inbound.message().await? {
             Some(pb::ExecRequest {
                 msg: Some(ExecMsg::Start(start)),
             }) => start,
-            _ => return Err(Status::invalid_argument("exec must begin with a start message")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "exec must begin with a start message",
+                ));
+            }
         };
         let agent = self.core.agent(&start.agent)?;
-        let task = self.core.submit_task(&agent, required(start.spec, "task spec")?).await?;
+        let task = self
+            .core
+            .submit_task(&agent, required(start.spec, "task spec")?)
+            .await?;
         let (tx, rx) = mpsc::channel(256);
         tx.send(Ok(pb::ExecEvent {
-            event: Some(pb::exec_event::Event::Task(self.task_message(task.clone())?)),
+            event: Some(pb::exec_event::Event::Task(
+                self.task_message(task.clone())?,
+            )),
         }))
         .await
         .map_err(|_| Status::cancelled("client went away"))?;
@@ -242,7 +286,9 @@ impl ControlService for ControlSvc {
                         task_id: task_id.clone(),
                         data,
                     }),
-                    Some(ExecMsg::CloseStdin(_)) => Msg::CloseStdin(pb::CloseStdin { task_id: task_id.clone() }),
+                    Some(ExecMsg::CloseStdin(_)) => Msg::CloseStdin(pb::CloseStdin {
+                        task_id: task_id.clone(),
+                    }),
                     Some(ExecMsg::Signal(signal)) => Msg::Signal(pb::SignalTask {
                         task_id: task_id.clone(),
                         signal,
@@ -267,7 +313,9 @@ impl ControlService for ControlSvc {
             let watcher = tokio::spawn(async move { core.watch_task(&id, true, wtx).await });
             while let Some(item) = wrx.recv().await {
                 let event = match item {
-                    WatchItem::Output(chunk) => pb::exec_event::Event::Output(convert::chunk(&task_id, chunk)),
+                    WatchItem::Output(chunk) => {
+                        pb::exec_event::Event::Output(convert::chunk(&task_id, chunk))
+                    }
                     WatchItem::Done(task) => match svc.task_message(*task) {
                         Ok(t) => pb::exec_event::Event::Task(t),
                         Err(e) => {
@@ -276,7 +324,11 @@ impl ControlService for ControlSvc {
                         }
                     },
                 };
-                if tx.send(Ok(pb::ExecEvent { event: Some(event) })).await.is_err() {
+                if tx
+                    .send(Ok(pb::ExecEvent { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -288,26 +340,42 @@ impl ControlService for ControlSvc {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn submit_task(&self, request: Request<pb::SubmitTaskRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn submit_task(
+        &self,
+        request: Request<pb::SubmitTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let req = request.into_inner();
         let agent = self.core.agent(&req.agent)?;
-        let task = self.core.submit_task(&agent, required(req.spec, "task spec")?).await?;
+        let task = self
+            .core
+            .submit_task(&agent, required(req.spec, "task spec")?)
+            .await?;
         Ok(Response::new(self.task_message(task)?))
     }
 
-    async fn get_task(&self, request: Request<pb::TaskRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn get_task(
+        &self,
+        request: Request<pb::TaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let task = self.core.task(&request.into_inner().task_id)?;
         Ok(Response::new(self.task_message(task)?))
     }
 
-    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let req = request.into_inner();
         let agent_id = if req.agent.is_empty() {
             None
         } else {
             Some(self.core.agent(&req.agent)?.id)
         };
-        let limit = if req.limit == 0 { 50 } else { req.limit.min(10_000) };
+        let limit = if req.limit == 0 {
+            50
+        } else {
+            req.limit.min(10_000)
+        };
         let tasks = self
             .core
             .store
@@ -321,7 +389,10 @@ impl ControlService for ControlSvc {
 
     type WatchTaskStream = BoxStream<pb::TaskEvent>;
 
-    async fn watch_task(&self, request: Request<pb::WatchTaskRequest>) -> Result<Response<Self::WatchTaskStream>, Status> {
+    async fn watch_task(
+        &self,
+        request: Request<pb::WatchTaskRequest>,
+    ) -> Result<Response<Self::WatchTaskStream>, Status> {
         let req = request.into_inner();
         self.core.task(&req.task_id)?;
         let (wtx, wrx) = mpsc::channel(64);
@@ -336,7 +407,9 @@ impl ControlService for ControlSvc {
         let task_id = req.task_id;
         let stream = ReceiverStream::new(wrx).map(move |item| {
             let event = match item {
-                WatchItem::Output(chunk) => pb::task_event::Event::Output(convert::chunk(&task_id, chunk)),
+                WatchItem::Output(chunk) => {
+                    pb::task_event::Event::Output(convert::chunk(&task_id, chunk))
+                }
                 WatchItem::Done(task) => pb::task_event::Event::Task(svc.task_message(*task)?),
             };
             Ok(pb::TaskEvent { event: Some(event) })
@@ -344,14 +417,23 @@ impl ControlService for ControlSvc {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn signal_task(&self, request: Request<pb::SignalTaskRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn signal_task(
+        &self,
+        request: Request<pb::SignalTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let req = request.into_inner();
         if !(1..=64).contains(&req.signal) {
-            return Err(Status::invalid_argument(format!("invalid signal number {}", req.signal)));
+            return Err(Status::invalid_argument(format!(
+                "invalid signal number {}",
+                req.signal
+            )));
         }
         let task = self.core.task(&req.task_id)?;
         if task.state.is_terminal() {
-            return Err(Status::failed_precondition(format!("task {} has already ended", task.id)));
+            return Err(Status::failed_precondition(format!(
+                "task {} has already ended",
+                task.id
+            )));
         }
         let core = self.core.clone();
         let msg = Msg::Signal(pb::SignalTask {
@@ -363,7 +445,10 @@ impl ControlService for ControlSvc {
         Ok(Response::new(self.task_message(task)?))
     }
 
-    async fn cancel_task(&self, request: Request<pb::TaskRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn cancel_task(
+        &self,
+        request: Request<pb::TaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let task = self.core.task(&request.into_inner().task_id)?;
         if task.state.is_terminal() {
             return Ok(Response::new(self.task_message(task)?));
@@ -372,13 +457,19 @@ impl ControlService for ControlSvc {
             && self
                 .core
                 .store
-                .end_task(&task.id, TaskState::Cancelled, "cancelled before it started")
+                .end_task(
+                    &task.id,
+                    TaskState::Cancelled,
+                    "cancelled before it started",
+                )
                 .map_err(HubError::from)?
         {
             self.core.bus.publish_end(&task.id);
         } else {
             let core = self.core.clone();
-            let msg = Msg::Cancel(pb::CancelTask { task_id: task.id.clone() });
+            let msg = Msg::Cancel(pb::CancelTask {
+                task_id: task.id.clone(),
+            });
             let agent_id = task.agent_id.clone();
             tokio::spawn(async move { core.registry.send_when_connected(&agent_id, msg).await });
         }
@@ -386,7 +477,10 @@ impl ControlService for ControlSvc {
         Ok(Response::new(self.task_message(task)?))
     }
 
-    async fn list_profiles(&self, _: Request<pb::ListProfilesRequest>) -> Result<Response<pb::ListProfilesResponse>, Status> {
+    async fn list_profiles(
+        &self,
+        _: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
         let profiles = self
             .core
             .profiles

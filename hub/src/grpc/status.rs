@@ -10,23 +10,42 @@ use crate::profile::ProfileError;
 impl From<HubError> for Status {
     fn from(err: HubError) -> Self {
         let (code, message) = match &err {
-            HubError::InvalidArgument(_) | HubError::Config(_) => (Code::InvalidArgument, err.to_string()),
-            HubError::Profile(ProfileError::Unknown { .. }) => (Code::NotFound, err.to_string()),
-            HubError::Profile(ProfileError::Invalid { .. }) => (Code::InvalidArgument, err.to_string()),
-            HubError::AgentNotFound(_) | HubError::TaskNotFound(_) => (Code::NotFound, err.to_string()),
-            HubError::AgentExists(_) | HubError::Conflict(_) => (Code::AlreadyExists, err.to_string()),
-            HubError::FailedPrecondition(_) | HubError::Transition(_) => (Code::FailedPrecondition, err.to_string()),
-            HubError::Timeout(_) => (Code::DeadlineExceeded, err.to_string()),
-            HubError::Driver(DriverError::Unreachable(_)) | HubError::Image(ImageError::Driver(DriverError::Unreachable(_))) => {
-                (Code::Unavailable, "the Docker engine is not reachable from the hub".to_string())
+            HubError::InvalidArgument(_) | HubError::Config(_) => {
+                (Code::InvalidArgument, err.to_string())
             }
-            HubError::Driver(DriverError::Conflict(what)) => (Code::AlreadyExists, format!("{what} already exists")),
+            HubError::Profile(ProfileError::Unknown { .. }) => (Code::NotFound, err.to_string()),
+            HubError::Profile(ProfileError::Invalid { .. }) => {
+                (Code::InvalidArgument, err.to_string())
+            }
+            HubError::AgentNotFound(_) | HubError::TaskNotFound(_) => {
+                (Code::NotFound, err.to_string())
+            }
+            HubError::AgentExists(_) | HubError::Conflict(_) => {
+                (Code::AlreadyExists, err.to_string())
+            }
+            HubError::FailedPrecondition(_) | HubError::Transition(_) => {
+                (Code::FailedPrecondition, err.to_string())
+            }
+            HubError::Timeout(_) => (Code::DeadlineExceeded, err.to_string()),
+            HubError::Driver(DriverError::Unreachable(_))
+            | HubError::Image(ImageError::Driver(DriverError::Unreachable(_))) => (
+                Code::Unavailable,
+                "the Docker engine is not reachable from the hub".to_string(),
+            ),
+            HubError::Driver(DriverError::Conflict(what)) => {
+                (Code::AlreadyExists, format!("{what} already exists"))
+            }
             HubError::Driver(e) => (Code::Internal, format!("docker: {e}")),
             // Image errors carry actionable text (missing debootstrap, missing agent binary, build output).
             HubError::Image(e) => (Code::FailedPrecondition, e.to_string()),
-            HubError::Store(_) | HubError::DataDir(_) | HubError::Tls(_) | HubError::Bind { .. } | HubError::Internal(_) => {
-                (Code::Internal, "internal hub error; see the hub's log".to_string())
-            }
+            HubError::Store(_)
+            | HubError::DataDir(_)
+            | HubError::Tls(_)
+            | HubError::Bind { .. }
+            | HubError::Internal(_) => (
+                Code::Internal,
+                "internal hub error; see the hub's log".to_string(),
+            ),
         };
         match code {
             Code::Internal | Code::Unavailable => tracing::error!(error = %err, "request failed"),

@@ -130,7 +130,8 @@ impl Store {
 
     fn query_agent(&self, clause: &str, key: &str) -> Result<Option<AgentRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM agents WHERE {clause}"))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM agents WHERE {clause}"))?;
         stmt.query_row([key], from_row).optional()?.transpose()
     }
 
@@ -144,7 +145,9 @@ impl Store {
 
     pub fn list_agents(&self) -> Result<Vec<AgentRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM agents WHERE lifecycle != 'destroyed' ORDER BY name"))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM agents WHERE lifecycle != 'destroyed' ORDER BY name"
+        ))?;
         let rows = stmt.query_map([], from_row)?;
         rows.map(|r| r?).collect()
     }
@@ -159,8 +162,10 @@ impl Store {
 
     /// Replaces the token hash; done on every (re)create so an old token never works again.
     pub fn set_token_hash(&self, id: &str, hash: &[u8]) -> Result<()> {
-        self.conn()
-            .execute("UPDATE agents SET token_hash = ?2 WHERE id = ?1", params![id, hash])?;
+        self.conn().execute(
+            "UPDATE agents SET token_hash = ?2 WHERE id = ?1",
+            params![id, hash],
+        )?;
         Ok(())
     }
 
@@ -191,7 +196,13 @@ impl Store {
     }
 
     /// Records what the agent said about itself in its hello.
-    pub fn set_agent_identity(&self, id: &str, instance_id: &str, version: &str, system: &SystemInfo) -> Result<()> {
+    pub fn set_agent_identity(
+        &self,
+        id: &str,
+        instance_id: &str,
+        version: &str,
+        system: &SystemInfo,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE agents SET instance_id = ?2, agent_version = ?3, system = ?4 WHERE id = ?1",
             params![id, instance_id, version, system.encode_to_vec()],
@@ -208,7 +219,8 @@ impl Store {
     }
 
     pub fn delete_agent(&self, id: &str) -> Result<()> {
-        self.conn().execute("DELETE FROM agents WHERE id = ?1", [id])?;
+        self.conn()
+            .execute("DELETE FROM agents WHERE id = ?1", [id])?;
         Ok(())
     }
 }
@@ -263,10 +275,15 @@ pub(crate) mod tests {
         dup.id = "other".into();
         assert!(store.insert_agent(&dup).is_err());
         // Once destroyed, the name is free and the tombstone is still readable by id.
-        store.set_lifecycle(&first.id, Lifecycle::Destroyed, "").unwrap();
+        store
+            .set_lifecycle(&first.id, Lifecycle::Destroyed, "")
+            .unwrap();
         assert!(store.agent_by_name("demo").unwrap().is_none());
         assert!(store.list_agents().unwrap().is_empty());
         store.insert_agent(&dup).unwrap();
-        assert_eq!(store.agent_by_id(&first.id).unwrap().unwrap().lifecycle, Lifecycle::Destroyed);
+        assert_eq!(
+            store.agent_by_id(&first.id).unwrap().unwrap().lifecycle,
+            Lifecycle::Destroyed
+        );
     }
 }

@@ -50,7 +50,9 @@ mod tests {
     fn events_come_back_oldest_first() {
         let store = Store::open_in_memory().unwrap();
         for i in 0..5 {
-            store.record_event("demo", "lifecycle", &format!("e{i}")).unwrap();
+            store
+                .record_event("demo", "lifecycle", &format!("e{i}"))
+                .unwrap();
         }
         store.record_event("other", "lifecycle", "x").unwrap();
         let ev = store.recent_events(Some("demo"), 3).unwrap();

@@ -20,7 +20,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("the store was written by a newer docker-agent (schema {found}, this build knows {known})")]
+    #[error(
+        "the store was written by a newer docker-agent (schema {found}, this build knows {known})"
+    )]
     TooNew { found: i64, known: i64 },
 }
 
@@ -62,7 +64,8 @@ impl Store {
 
     /// Flushes the WAL into the main database file; called on shutdown.
     pub fn checkpoint(&self) -> Result<()> {
-        self.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        self.conn()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
     }
 

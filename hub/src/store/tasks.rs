@@ -29,7 +29,10 @@ impl TaskState {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Finished | TaskState::Lost | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Finished | TaskState::Lost | TaskState::Cancelled
+        )
     }
 
     fn parse(s: &str) -> std::result::Result<Self, StoreError> {
@@ -97,7 +100,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRecord, S
         Ok(TaskRecord {
             id: row.get(0)?,
             agent_id: row.get(1)?,
-            spec: TaskSpec::decode(spec.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            spec: TaskSpec::decode(spec.as_slice())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             state: TaskState::parse(&state)?,
             created_at: row.get(4)?,
             dispatched_at: row.get(5)?,
@@ -127,7 +131,13 @@ impl Store {
     pub fn insert_task(&self, t: &NewTask) -> Result<TaskRecord> {
         self.conn().execute(
             "INSERT INTO tasks (id, agent_id, spec, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![t.id, t.agent_id, t.spec.encode_to_vec(), TaskState::Queued.as_str(), now_ms()],
+            params![
+                t.id,
+                t.agent_id,
+                t.spec.encode_to_vec(),
+                TaskState::Queued.as_str(),
+                now_ms()
+            ],
         )?;
         self.task(&t.id)?
             .ok_or_else(|| StoreError::Corrupt("inserted task vanished".into()))
@@ -135,7 +145,8 @@ impl Store {
 
     pub fn task(&self, id: &str) -> Result<Option<TaskRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?;
         stmt.query_row([id], from_row).optional()?.transpose()
     }
 
@@ -188,12 +199,21 @@ impl Store {
 
     /// Stores the result. Returns false when the task had already ended (a resent result).
     pub fn finish_task(&self, id: &str, result: &TaskResult) -> Result<bool> {
-        let finished_at = if result.finished_at_ms > 0 { result.finished_at_ms } else { now_ms() };
+        let finished_at = if result.finished_at_ms > 0 {
+            result.finished_at_ms
+        } else {
+            now_ms()
+        };
         let changed = self.conn().execute(
             "UPDATE tasks SET state = 'finished', finished_at = ?2, result = ?3, \
              started_at = CASE WHEN started_at = 0 THEN ?2 - ?4 ELSE started_at END \
              WHERE id = ?1 AND state NOT IN ('finished', 'lost', 'cancelled')",
-            params![id, finished_at, result.encode_to_vec(), result.duration_ms as i64],
+            params![
+                id,
+                finished_at,
+                result.encode_to_vec(),
+                result.duration_ms as i64
+            ],
         )?;
         Ok(changed > 0)
     }
@@ -210,20 +230,38 @@ impl Store {
 
     /// Appends the part of a chunk the store does not have yet. Chunks that end at or before the stored end
     /// are duplicates from a resend and change nothing.
-    pub fn append_output(&self, task_id: &str, stream: Stream, offset: u64, data: &[u8]) -> Result<OutputAppend> {
+    pub fn append_output(
+        &self,
+        task_id: &str,
+        stream: Stream,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<OutputAppend> {
         let column = len_column(stream)?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let end: i64 = tx
-            .query_row(&format!("SELECT {column} FROM tasks WHERE id = ?1"), [task_id], |r| r.get(0))
+            .query_row(
+                &format!("SELECT {column} FROM tasks WHERE id = ?1"),
+                [task_id],
+                |r| r.get(0),
+            )
             .optional()?
             .ok_or_else(|| StoreError::Corrupt(format!("output for unknown task {task_id}")))?;
         let end = end as u64;
         let chunk_end = offset + data.len() as u64;
         if chunk_end <= end {
-            return Ok(OutputAppend { new: None, end, gap: 0 });
+            return Ok(OutputAppend {
+                new: None,
+                end,
+                gap: 0,
+            });
         }
-        let (start, gap) = if offset >= end { (offset, offset - end) } else { (end, 0) };
+        let (start, gap) = if offset >= end {
+            (offset, offset - end)
+        } else {
+            (end, 0)
+        };
         let fresh = &data[(start - offset) as usize..];
         tx.execute(
             "INSERT INTO task_output (task_id, stream, offset, data) VALUES (?1, ?2, ?3, ?4)",
@@ -258,7 +296,12 @@ impl Store {
     }
 
     /// Stored output after `after_seq` (0: from the start), in arrival order, at most `limit` chunks.
-    pub fn output_after(&self, task_id: &str, after_seq: i64, limit: u32) -> Result<Vec<StoredChunk>> {
+    pub fn output_after(
+        &self,
+        task_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredChunk>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT rowid, stream, offset, data FROM task_output WHERE task_id = ?1 AND rowid > ?2 \
@@ -301,14 +344,20 @@ mod tests {
     #[test]
     fn resent_output_is_stored_once() {
         let (store, id) = store_with_task();
-        let a = store.append_output(&id, Stream::Stdout, 0, b"hello ").unwrap();
+        let a = store
+            .append_output(&id, Stream::Stdout, 0, b"hello ")
+            .unwrap();
         assert_eq!(a.end, 6);
         // A resend overlapping what we have: only "world" is new.
-        let b = store.append_output(&id, Stream::Stdout, 3, b"lo world").unwrap();
+        let b = store
+            .append_output(&id, Stream::Stdout, 3, b"lo world")
+            .unwrap();
         assert_eq!(b.new.as_ref().unwrap().data, b"world");
         assert_eq!(b.new.as_ref().unwrap().offset, 6);
         // A pure duplicate.
-        let c = store.append_output(&id, Stream::Stdout, 0, b"hello").unwrap();
+        let c = store
+            .append_output(&id, Stream::Stdout, 0, b"hello")
+            .unwrap();
         assert!(c.new.is_none());
         store.append_output(&id, Stream::Stderr, 0, b"err").unwrap();
         let all = store.output_after(&id, 0, 100).unwrap();
@@ -355,10 +404,27 @@ mod tests {
     fn listing_by_state() {
         let (store, id) = store_with_task();
         let agent = store.task(&id).unwrap().unwrap().agent_id;
-        assert_eq!(store.tasks_in_states(&agent, &[TaskState::Queued]).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .tasks_in_states(&agent, &[TaskState::Queued])
+                .unwrap()
+                .len(),
+            1
+        );
         store.mark_dispatched(&id).unwrap();
-        assert!(store.tasks_in_states(&agent, &[TaskState::Queued]).unwrap().is_empty());
+        assert!(
+            store
+                .tasks_in_states(&agent, &[TaskState::Queued])
+                .unwrap()
+                .is_empty()
+        );
         store.requeue(&id).unwrap();
-        assert_eq!(store.tasks_in_states(&agent, &[TaskState::Queued]).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .tasks_in_states(&agent, &[TaskState::Queued])
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

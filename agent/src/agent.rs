@@ -1,0 +1,141 @@
+//! The agent's main loop: reconnect to the hub forever with jittered backoff, and shut down cleanly on TERM/INT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, MAX_DELAY};
+use crate::config::Config;
+use crate::health::HealthSampler;
+use crate::session::{self, Identity, SessionEnd, SessionError};
+use crate::state::{ExecSettings, Shared};
+use crate::{reaper, runner, spawn, system};
+
+/// A session that lasted this long was healthy: the next failure starts the backoff over.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+/// At shutdown, how long queued results may take to reach the hub once tasks are gone.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs until SIGTERM or SIGINT, then stops the tasks and returns.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    reaper::become_subreaper();
+    reaper::spawn().context("failed to install the SIGCHLD handler")?;
+    let mut term =
+        signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
+    let mut int =
+        signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
+
+    let shared = Arc::new(Shared::new(
+        config.spool_bytes,
+        ExecSettings {
+            user: config.task_user.clone(),
+            workdir: config.workdir.clone(),
+            base_env: spawn::base_env(std::env::vars_os()),
+            kill_grace: config.kill_grace,
+            oom_score_adj: spawn::task_oom_score_adj(),
+        },
+    ));
+    let identity = Identity {
+        instance_id: hex::encode(rand::random::<[u8; 16]>()),
+        system: system::system_info(),
+    };
+    tracing::info!(
+        agent = %config.agent_id,
+        hub = %config.hub.url,
+        instance = %identity.instance_id,
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        task_user = %config.task_user.name,
+        "agent starting"
+    );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let missing =
+        spawn::missing_capabilities(&status, nix::unistd::geteuid().as_raw(), &config.task_user);
+    if !missing.is_empty() {
+        tracing::warn!(
+            task_user = %config.task_user.name,
+            missing = ?missing,
+            "the agent lacks capabilities to run tasks as the task user or to signal them; expect task failures"
+        );
+    }
+    let grace = config.kill_grace;
+    let connector = tokio::spawn(connect_forever(shared.clone(), config, identity));
+
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping tasks"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping tasks"),
+    }
+    shutdown(&shared, grace).await;
+    connector.abort();
+    Ok(())
+}
+
+/// Keeps a session with the hub up, forever; tasks in `shared` are unaffected by how sessions go.
+pub async fn connect_forever(shared: Arc<Shared>, config: Config, identity: Identity) {
+    let mut backoff = Backoff::new();
+    let mut sampler = HealthSampler::new(&config.workdir);
+    loop {
+        let end = session::run(&shared, &config, &identity, &mut sampler).await;
+        let delay = match end {
+            SessionEnd::Failed(SessionError::Refused(e))
+            | SessionEnd::Ended {
+                error: SessionError::Refused(e),
+                ..
+            } => {
+                tracing::error!(
+                    code = %e.code(),
+                    message = e.message(),
+                    "HUB REFUSED THIS AGENT: check its token file and agent id; retrying in {}s",
+                    MAX_DELAY.as_secs()
+                );
+                MAX_DELAY
+            }
+            SessionEnd::Failed(e) => {
+                tracing::warn!(error = %e, "cannot open a session with the hub");
+                backoff.next_delay()
+            }
+            SessionEnd::Ended { lasted, error } => {
+                if lasted >= STABLE_SESSION {
+                    backoff.reset();
+                }
+                tracing::warn!(error = %error, lasted_ms = lasted.as_millis() as u64, "session with the hub ended");
+                backoff.next_delay()
+            }
+        };
+        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// TERM to every task's group, up to `grace` for them to go, KILL for the rest, then a short flush.
+async fn shutdown(shared: &Shared, grace: Duration) {
+    runner::terminate_all(shared, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    if !wait_until(shared, deadline, |s| s.table().running_count() == 0).await {
+        tracing::warn!("tasks outlived the grace period; killing them");
+        runner::terminate_all(shared, Signal::SIGKILL);
+    }
+    // Give the live session (if any) a moment to deliver the final results: the hub's Ack proves they arrived.
+    let deadline = Instant::now() + FLUSH_TIMEOUT;
+    wait_until(shared, deadline, |s| !s.table().has_unacked_results()).await;
+}
+
+/// Waits until `done` holds, re-checking whenever a task finishes or the hub acknowledges. False on timeout.
+async fn wait_until(shared: &Shared, deadline: Instant, done: impl Fn(&Shared) -> bool) -> bool {
+    loop {
+        let finished = shared.task_done.notified();
+        tokio::pin!(finished);
+        // Registered before checking, so a wake-up between the check and the wait is not lost.
+        finished.as_mut().enable();
+        if done(shared) {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, finished).await.is_err() {
+            return done(shared);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Command-line flags of the agent; the hub passes them as the container's Cmd, each also readable from a `DOCKER_AGENT_*` variable.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The in-container agent: dials the hub, runs tasks, streams their output, reports health.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "docker-agent-agent", version, about)]
+pub struct Args {
+    /// Hub agent listener, as https://HOST:PORT.
+    #[arg(long, env = "DOCKER_AGENT_HUB_URL")]
+    pub hub_url: String,
+
+    /// This agent's id, sent with every session.
+    #[arg(long, env = "DOCKER_AGENT_AGENT_ID")]
+    pub agent_id: String,
+
+    /// File holding the agent's bearer token; read once at start.
+    #[arg(
+        long,
+        env = "DOCKER_AGENT_TOKEN_FILE",
+        default_value = "/etc/docker-agent/token"
+    )]
+    pub token_file: PathBuf,
+
+    /// PEM file of the hub's CA; the only root trusted for the hub's certificate.
+    #[arg(
+        long,
+        env = "DOCKER_AGENT_CA_FILE",
+        default_value = "/etc/docker-agent/ca.pem"
+    )]
+    pub ca_file: PathBuf,
+
+    /// Name to verify in the hub's certificate (and send as SNI); defaults to the URL's host.
+    #[arg(long, env = "DOCKER_AGENT_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// User that tasks run as: a name or a numeric uid from /etc/passwd (`root` is allowed).
+    #[arg(long, env = "DOCKER_AGENT_TASK_USER", default_value = "agent")]
+    pub task_user: String,
+
+    /// Working directory of tasks that do not name one; its filesystem is reported as the disk.
+    #[arg(long, env = "DOCKER_AGENT_WORKDIR", default_value = "/workspace")]
+    pub workdir: PathBuf,
+
+    /// Bound on output not yet acknowledged by the hub, all tasks together; the oldest bytes are dropped past it.
+    #[arg(long, env = "DOCKER_AGENT_SPOOL_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub spool_bytes: u64,
+
+    /// Time between TERM and KILL when a task is stopped and the hub named no grace.
+    #[arg(long, env = "DOCKER_AGENT_KILL_GRACE_MS", default_value_t = 5000)]
+    pub kill_grace_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_a_docker_agent_env_var() {
+        let cmd = Args::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{id} has no env var"));
+            assert!(
+                env.to_string_lossy().starts_with("DOCKER_AGENT_"),
+                "{id}: {env:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Dialing the hub: resolve without NSS, connect to the IP, and verify TLS against the pinned CA under the hub's name.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tonic::codegen::http::Uri;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::config::Config;
+use crate::hosts::{self, ResolveError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings find a dead link (cut network, frozen hub) while the stream is idle.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("invalid hub endpoint: {0}")]
+    Endpoint(#[source] tonic::transport::Error),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Full error chain on one line: tonic's transport errors hide the useful part (refused, bad certificate) in sources.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+fn endpoint(addr: SocketAddr, config: &Config) -> Result<Endpoint, DialError> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&config.ca_pem))
+        .domain_name(config.hub.server_name.clone());
+    let mut ep = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(DialError::Endpoint)?
+        .tls_config(tls)
+        .map_err(DialError::Endpoint)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    // Requests carry the URL's authority, not the IP we dialed.
+    if let Ok(origin) = config.hub.url.parse::<Uri>() {
+        ep = ep.origin(origin);
+    }
+    Ok(ep)
+}
+
+/// Resolves the hub afresh and connects to the first address that answers.
+pub async fn connect(config: &Config) -> Result<Channel, DialError> {
+    let addrs = hosts::resolve(&config.hub.host, config.hub.port).await?;
+    let mut last = None;
+    for addr in addrs {
+        match endpoint(addr, config)?.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(source) => last = Some(DialError::Connect { addr, source }),
+        }
+    }
+    Err(last.unwrap_or_else(|| ResolveError::NoAddress(config.hub.host.clone()).into()))
+}

@@ -1,0 +1,25 @@
+//! The in-container agent: dials the hub, runs tasks as the task user, streams their output, reports health, reconnects forever.
+//!
+//! Flow: `args` → `config` (validated before any dial) → `agent` (reconnect loop, shutdown) →
+//! `session` (Hello/Welcome, reader and writer) → `runner` (one supervisor per task, on top of
+//! `spawn` and `reaper`) → `tasks`/`spool` (what the hub has and has not seen yet).
+
+pub mod agent;
+pub mod args;
+pub mod backoff;
+pub mod config;
+pub mod dial;
+pub mod health;
+pub mod hosts;
+pub mod reaper;
+pub mod runner;
+pub mod session;
+pub mod spawn;
+pub mod spool;
+pub mod state;
+pub mod system;
+pub mod tasks;
+pub mod users;
+
+/// Exit code for a bad configuration (sysexits EX_USAGE).
+pub const EX_USAGE: u8 = 64;

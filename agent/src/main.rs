@@ -1,0 +1,56 @@
+//! Entry point of docker-agent-agent: parse and validate flags, set up logging, run the agent on a single-threaded runtime.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use clap::error::ErrorKind;
+use docker_agent_agent::{EX_USAGE, agent, args::Args, config::Config};
+use tracing_subscriber::EnvFilter;
+
+/// clap's multi-line usage error, folded into one line for the container log.
+fn one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let body = text.split("\n\nUsage:").next().unwrap_or(&text);
+    body.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("docker-agent-agent: {}", one_line(&e));
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("DOCKER_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = match Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("docker-agent-agent: invalid configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+        .and_then(|rt| rt.block_on(agent::run(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the agent library: real processes, and real sessions with an in-process TLS hub.
+
+mod binary;
+mod hub;
+mod session;
+mod support;
+mod tasks;

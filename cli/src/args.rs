@@ -1,0 +1,376 @@
+//! Command-line arguments (clap derive). Every flag also reads a `DOCKER_AGENT_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use docker_agent_hub::AgentListen;
+
+/// Run fleets of isolated agent containers from one hub.
+#[derive(Debug, Parser)]
+#[command(
+    name = "docker-agent",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The hub's data directory (SQLite store, TLS material, admin token).
+    #[arg(long, global = true, env = "DOCKER_AGENT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// The hub's operator address (host:port); default: the one the local hub wrote into its data dir.
+    #[arg(long, global = true, env = "DOCKER_AGENT_HUB", value_name = "ADDR")]
+    pub hub: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub (the server every other command talks to).
+    Hub(HubArgs),
+    /// Create an agent container and wait until its agent is ready.
+    Create(CreateArgs),
+    /// List agents.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show one agent in detail.
+    Status(StatusArgs),
+    /// Start a stopped agent.
+    Start(NameArg),
+    /// Stop an agent's container (its /workspace volume stays).
+    Stop(StopArgs),
+    /// Stop and start an agent.
+    Restart(StopArgs),
+    /// Remove an agent's container; --purge also removes its /workspace volume.
+    #[command(visible_alias = "rm")]
+    Destroy(DestroyArgs),
+    /// Run a command in an agent, streaming its output; exits with the command's exit code.
+    Exec(ExecArgs),
+    /// Submit a JSON task, or inspect tasks (get, logs, list, cancel).
+    Task(TaskArgs),
+    /// List the profiles the hub offers.
+    Profiles(JsonArg),
+    /// Build agent images ahead of time.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// Address for the CLI/API listener. Loopback by default: containers cannot reach it.
+    #[arg(
+        long,
+        env = "DOCKER_AGENT_OPERATOR_LISTEN",
+        default_value = "127.0.0.1:7080"
+    )]
+    pub operator_listen: SocketAddr,
+
+    /// Address for the agent listener: gateway:PORT binds on the agents' network gateway, or IP:PORT.
+    #[arg(
+        long,
+        env = "DOCKER_AGENT_AGENT_LISTEN",
+        default_value = "gateway:7443"
+    )]
+    pub agent_listen: AgentListen,
+
+    /// URL the agents dial (default https://host.docker.internal:<agent port>).
+    #[arg(long, env = "DOCKER_AGENT_AGENT_URL")]
+    pub agent_url: Option<String>,
+
+    /// The Docker network agents live on (created if missing).
+    #[arg(long, env = "DOCKER_AGENT_NETWORK", default_value = "docker-agent")]
+    pub network: String,
+
+    #[command(flatten)]
+    pub image: ImageSource,
+
+    /// Interval the agents send heartbeats at.
+    #[arg(long, env = "DOCKER_AGENT_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// How long `create` and `start` wait for the agent to dial back.
+    #[arg(long, env = "DOCKER_AGENT_READY_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
+    /// Grace between SIGTERM and SIGKILL when a task is cancelled or times out.
+    #[arg(long, env = "DOCKER_AGENT_KILL_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, env = "DOCKER_AGENT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Where image builds get the agent binary and the base root filesystem.
+#[derive(Debug, Clone, Args)]
+pub struct ImageSource {
+    /// The static agent binary to bake into images (default: next to this executable or cargo's cross-target dir).
+    #[arg(long, env = "DOCKER_AGENT_AGENT_BINARY", value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+
+    /// Base image: `debootstrap` builds one from Debian's packages; or an image already on the engine.
+    #[arg(long, env = "DOCKER_AGENT_BASE_IMAGE", default_value = "debootstrap")]
+    pub base_image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Agent name: lower-case letters, digits and '-'.
+    pub name: String,
+    /// Profile to create from (see `docker-agent profiles`).
+    #[arg(long, short, env = "DOCKER_AGENT_PROFILE")]
+    pub profile: Option<String>,
+    /// Extra environment for the container, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// How long to wait for the agent to dial back (default: the hub's).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    pub name: String,
+    /// Seconds to wait for the container to stop before killing it.
+    #[arg(long, short)]
+    pub time: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    pub name: String,
+    /// Also remove the agent's /workspace volume (its data is gone for good).
+    #[arg(long)]
+    pub purge: bool,
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct JsonArg {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and forward it (implied when stdin is not a terminal).
+    #[arg(long, short)]
+    pub interactive: bool,
+    /// Environment for the command, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the container (default /workspace).
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// Kill the command (its whole process group) after this long. Default: no timeout.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The agent to run in.
+    pub name: String,
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct TaskArgs {
+    #[command(subcommand)]
+    pub command: Option<TaskCommand>,
+    /// The agent to run the task in.
+    #[arg(required = true)]
+    pub name: Option<String>,
+    /// The task, e.g. '{"type":"exec","command":"pwd"}' or '{"type":"script","script":"..."}'.
+    #[arg(value_name = "JSON", required = true)]
+    pub task: Option<String>,
+    /// Print the task id and return at once; fetch the result later with `task get ID`.
+    #[arg(long, short)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+impl TaskArgs {
+    /// The submit form (`task NAME JSON`) when no subcommand was given.
+    pub fn into_run(self) -> Option<TaskRunArgs> {
+        Some(TaskRunArgs {
+            name: self.name?,
+            task: self.task?,
+            detach: self.detach,
+            output: self.output,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TaskRunArgs {
+    /// The agent to run the task in.
+    pub name: String,
+    /// The task, e.g. '{"type":"exec","command":"pwd"}' or '{"type":"script","script":"..."}'.
+    #[arg(value_name = "JSON")]
+    pub task: String,
+    /// Print the task id and return at once; fetch the result later with `task get ID`.
+    #[arg(long, short)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a JSON task (the same as `task NAME JSON`).
+    Run(TaskRunArgs),
+    /// Show a task's state, result and stored output.
+    Get {
+        id: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Print a task's output; --follow keeps printing while it runs.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List recent tasks, of one agent or all.
+    List {
+        name: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Stop a task: SIGTERM to its process group, SIGKILL after the grace period.
+    Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the image of a profile (the default profile if none is named); a no-op when it is current.
+    Build {
+        #[arg(long, short)]
+        profile: Option<String>,
+        #[command(flatten)]
+        source: ImageSource,
+        /// Print only the image tag.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration (e.g. 30s, 5m, 1h): {e}"))
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn task_forms() {
+        let cli = Cli::try_parse_from([
+            "docker-agent",
+            "task",
+            "demo",
+            r#"{"type":"exec","command":"pwd"}"#,
+        ])
+        .unwrap();
+        let Command::Task(t) = cli.command else {
+            panic!()
+        };
+        assert!(t.command.is_none());
+        assert_eq!(t.into_run().unwrap().name, "demo");
+        assert!(Cli::try_parse_from(["docker-agent", "task", "demo"]).is_err());
+        let cli = Cli::try_parse_from(["docker-agent", "task", "get", "abc"]).unwrap();
+        let Command::Task(t) = cli.command else {
+            panic!()
+        };
+        assert!(matches!(t.command, Some(TaskCommand::Get { .. })));
+    }
+
+    #[test]
+    fn exec_takes_the_rest_as_the_command() {
+        let cli = Cli::try_parse_from(["docker-agent", "exec", "demo", "--", "ls", "-la"]).unwrap();
+        let Command::Exec(e) = cli.command else {
+            panic!()
+        };
+        assert_eq!(e.command, ["ls", "-la"]);
+        let cli = Cli::try_parse_from([
+            "docker-agent",
+            "exec",
+            "-e",
+            "A=1",
+            "demo",
+            "sh",
+            "-c",
+            "echo $A",
+        ])
+        .unwrap();
+        let Command::Exec(e) = cli.command else {
+            panic!()
+        };
+        assert_eq!(e.command, ["sh", "-c", "echo $A"]);
+        assert_eq!(e.env, [("A".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(
+            Cli::try_parse_from(["docker-agent", "exec", "-e", "novalue", "demo", "x"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["docker-agent", "hub", "--heartbeat-interval", "soon"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["docker-agent", "hub", "--agent-listen", "nowhere"]).is_err());
+    }
+}

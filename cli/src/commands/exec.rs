@@ -1,0 +1,139 @@
+//! `docker-agent exec`: runs a command through the hub and the agent, streams stdout and stderr apart, forwards stdin and Ctrl-C, and exits with the remote exit code.
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use docker_agent_proto::v1 as pb;
+use docker_agent_proto::v1::exec_request::Msg;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::args::ExecArgs;
+use crate::client::{Client, status_error};
+use crate::views::{exit_code, failure_note};
+
+/// Writes output as it arrives, to the matching local stream.
+pub struct OutputSink {
+    broken: bool,
+}
+
+impl OutputSink {
+    pub fn new() -> Self {
+        Self { broken: false }
+    }
+
+    pub fn write(&mut self, chunk: &pb::OutputChunk) {
+        if self.broken {
+            return;
+        }
+        let result = if chunk.stream == pb::Stream::Stderr as i32 {
+            let mut err = std::io::stderr().lock();
+            err.write_all(&chunk.data).and_then(|_| err.flush())
+        } else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&chunk.data).and_then(|_| out.flush())
+        };
+        // A closed pipe (`| head`) stops our output, not the remote task.
+        if result.is_err() {
+            self.broken = true;
+        }
+    }
+}
+
+/// Reads local stdin on a thread (stdin has no portable async form) and forwards it until EOF.
+fn forward_stdin(tx: mpsc::Sender<pb::ExecRequest>) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let msg = pb::ExecRequest {
+                        msg: Some(Msg::Stdin(buf[..n].to_vec())),
+                    };
+                    if tx.blocking_send(msg).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.blocking_send(pb::ExecRequest {
+            msg: Some(Msg::CloseStdin(pb::CloseStdin::default())),
+        });
+    });
+}
+
+pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
+    let stdin = args.interactive || !std::io::stdin().is_terminal();
+    let spec = pb::TaskSpec {
+        argv: args.command,
+        env: args.env.into_iter().collect(),
+        cwd: args.workdir.unwrap_or_default(),
+        stdin,
+        timeout_ms: args.timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+        kind: "exec".into(),
+        ..Default::default()
+    };
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(pb::ExecRequest {
+        msg: Some(Msg::Start(pb::ExecStart {
+            agent: args.name,
+            spec: Some(spec),
+        })),
+    })
+    .await?;
+    let mut events = client
+        .exec(ReceiverStream::new(rx))
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if stdin {
+        forward_stdin(tx.clone());
+    }
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sink = OutputSink::new();
+    let mut task_id = String::new();
+    loop {
+        let event = tokio::select! {
+            e = events.next() => e,
+            _ = interrupt.recv() => {
+                let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(libc::SIGINT)) }).await;
+                continue;
+            }
+            _ = terminate.recv() => {
+                let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(libc::SIGTERM)) }).await;
+                continue;
+            }
+        };
+        let event = match event {
+            Some(Ok(e)) => e,
+            Some(Err(status)) => return Err(status_error(status)),
+            None => {
+                return Err(anyhow!(
+                    "lost the connection to the hub; the task goes on: `docker-agent task logs {task_id} --follow`"
+                ));
+            }
+        };
+        match event.event {
+            Some(pb::exec_event::Event::Output(chunk)) => sink.write(&chunk),
+            Some(pb::exec_event::Event::Task(task)) => {
+                task_id = task.id.clone();
+                let terminal = matches!(
+                    pb::TaskState::try_from(task.state),
+                    Ok(pb::TaskState::Finished | pb::TaskState::Lost | pb::TaskState::Cancelled)
+                );
+                if terminal {
+                    if let Some(note) = failure_note(&task) {
+                        eprintln!("docker-agent: {note}");
+                    }
+                    return Ok(ExitCode::from(exit_code(&task)));
+                }
+            }
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! `docker-agent hub`: runs the hub until SIGINT or SIGTERM, then shuts it down gracefully.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use docker_agent_hub::HubConfig;
+
+use crate::args::HubArgs;
+
+pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
+    let mut config = HubConfig::new(home.to_path_buf());
+    config.operator_listen = args.operator_listen;
+    config.agent_listen = args.agent_listen;
+    config.agent_url = args.agent_url.clone();
+    config.network = args.network.clone();
+    config.agent_binary = args.image.agent_binary.clone();
+    config.base_image = args.image.base_image.clone();
+    config.heartbeat_interval = args.heartbeat_interval;
+    config.ready_timeout = args.ready_timeout;
+    config.kill_grace = args.kill_grace;
+    config
+}
+
+pub async fn run(args: HubArgs, home: &Path) -> Result<ExitCode> {
+    crate::init_logging(&args.log);
+    let config = config(&args, home);
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(64));
+    }
+    let hub = docker_agent_hub::start(config)
+        .await
+        .context("failed to start the hub")?;
+    eprintln!(
+        "docker-agent hub {} ready: operator {} · agents {} · data {}",
+        env!("CARGO_PKG_VERSION"),
+        hub.operator_addr,
+        hub.agent_url,
+        home.display()
+    );
+    hub.warm_default_image();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to listen for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    hub.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

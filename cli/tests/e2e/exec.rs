@@ -1,0 +1,112 @@
+//! exec: live output, exit codes (normal, non-zero, signal), stdin, separate stdout/stderr, env, cwd and timeouts.
+
+use crate::support::Hub;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_output_exit_codes_stdin_and_streams() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("exec");
+    hub.create(&name).await;
+
+    let out = hub.cli(&["exec", &name, "--", "uname", "-s"]).await;
+    assert_eq!(out.ok(), "Linux\n");
+
+    let out = hub.cli(&["exec", &name, "--", "pwd"]).await;
+    assert_eq!(out.ok(), "/workspace\n");
+
+    let out = hub.cli(&["exec", &name, "--", "sh", "-c", "exit 3"]).await;
+    assert_eq!(out.code(), 3);
+
+    // A process killed by a signal gives 128 + N, as a shell would.
+    let out = hub
+        .cli(&["exec", &name, "--", "sh", "-c", "kill -9 $$"])
+        .await;
+    assert_eq!(out.code(), 137, "{}", out.stderr);
+
+    // stdout and stderr stay apart.
+    let out = hub
+        .cli(&[
+            "exec",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2",
+        ])
+        .await;
+    assert_eq!(out.ok(), "to-out\n");
+    assert_eq!(out.stderr, "to-err\n");
+
+    // Piped stdin reaches the command, byte for byte, and EOF ends it.
+    let input: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let out = hub
+        .cli_stdin(&["exec", &name, "--", "sha256sum"], &input)
+        .await;
+    let expected = {
+        use sha2_hex::hex_sha256;
+        hex_sha256(&input)
+    };
+    assert_eq!(out.ok().split_whitespace().next().unwrap(), expected);
+
+    let out = hub
+        .cli_stdin(&["exec", &name, "--", "wc", "-c"], b"hello")
+        .await;
+    assert_eq!(out.ok().trim(), "5");
+
+    // Environment and working directory.
+    let out = hub
+        .cli(&[
+            "exec",
+            "-e",
+            "GREETING=hi there",
+            "-w",
+            "/tmp",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo \"$GREETING\"; pwd",
+        ])
+        .await;
+    assert_eq!(out.ok(), "hi there\n/tmp\n");
+
+    // A program that does not exist: a clear message and exit code 127.
+    let out = hub.cli(&["exec", &name, "--", "no-such-program"]).await;
+    assert_eq!(out.code(), 127, "{}", out.stderr);
+    assert!(out.stderr.contains("no-such-program"), "{}", out.stderr);
+
+    // A timeout kills the command; 124 as timeout(1) does.
+    let out = hub
+        .cli(&["exec", "--timeout", "1s", &name, "--", "sleep", "30"])
+        .await;
+    assert_eq!(out.code(), 124, "{}", out.stderr);
+    assert!(out.stderr.contains("timed out"), "{}", out.stderr);
+
+    // Large output arrives complete and in order.
+    let out = hub
+        .cli(&["exec", &name, "--", "sh", "-c", "seq 1 200000"])
+        .await;
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(lines.len(), 200_000);
+    assert_eq!(lines[199_999], "200000");
+}
+
+/// A tiny SHA-256 for comparing bytes without another dependency in the test crate.
+mod sha2_hex {
+    pub fn hex_sha256(data: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real hub and CLI binaries against real containers on the local Docker engine.
+
+mod support;
+
+mod errors;
+mod exec;
+mod lifecycle;
+mod restart;
+mod tasks;

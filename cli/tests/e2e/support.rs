@@ -1,0 +1,438 @@
+//! Test fixtures: a real hub process on random ports with its own data dir and Docker network, the real CLI, and cleanup of every Docker object a test made.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptions, ListVolumesOptions, RemoveContainerOptions,
+};
+use rand::Rng;
+
+pub const CLI: &str = env!("CARGO_BIN_EXE_docker-agent");
+const HUB_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A Docker client for inspecting what the hub made. Fails loudly without an engine: these tests
+/// exist to run against a real one.
+pub async fn docker() -> Docker {
+    let docker = Docker::connect_with_local_defaults()
+        .expect("the Docker engine is not reachable (the end-to-end tests need it)");
+    let docker = docker
+        .negotiate_version()
+        .await
+        .expect("the Docker engine is not reachable (the end-to-end tests need it)");
+    docker
+        .ping()
+        .await
+        .expect("the Docker engine is not reachable (the end-to-end tests need it)");
+    docker
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The static agent binary `./dev test` built; tests refuse to guess.
+pub fn agent_binary() -> PathBuf {
+    let path = std::env::var_os("DOCKER_AGENT_AGENT_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root().join("target/x86_64-unknown-linux-gnu/agent/docker-agent-agent")
+        });
+    assert!(
+        path.is_file(),
+        "the static agent binary {} is missing: run the tests with ./dev test (it builds it)",
+        path.display()
+    );
+    path
+}
+
+/// Builds the default image once per test run (a no-op when current), under a lock shared by test
+/// processes, and returns its tag.
+pub async fn ensure_image() -> String {
+    static TAG: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TAG.get_or_init(|| async {
+        let binary = agent_binary();
+        tokio::task::spawn_blocking(move || {
+            let dir = std::env::temp_dir().join("docker-agent-test-images");
+            std::fs::create_dir_all(&dir).unwrap();
+            let lock = std::fs::File::create(dir.join("lock")).unwrap();
+            lock.lock().unwrap();
+            let out = Command::new(CLI)
+                .args(["image", "build", "--quiet", "--home"])
+                .arg(&dir)
+                .env("DOCKER_AGENT_AGENT_BINARY", &binary)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "image build failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .await
+        .unwrap()
+    })
+    .await
+    .clone()
+}
+
+pub fn random_prefix() -> String {
+    format!("t{:06x}", rand::rng().random_range(0..0xff_ffff))
+}
+
+/// What a CLI run gave back.
+#[derive(Debug)]
+pub struct Out {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "command failed ({}): {}",
+            self.code(),
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts failure with a single-line error mentioning `needle`.
+    #[track_caller]
+    pub fn fails_with(&self, needle: &str) {
+        assert!(
+            !self.status.success(),
+            "expected failure, got success: {}",
+            self.stdout
+        );
+        let err = self.stderr.trim_end();
+        assert_eq!(err.lines().count(), 1, "error should be one line: {err:?}");
+        assert!(
+            err.starts_with("error: "),
+            "error should start with 'error: ': {err:?}"
+        );
+        assert!(
+            err.contains(needle),
+            "error {err:?} should mention {needle:?}"
+        );
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs the CLI against `home` with optional stdin.
+pub async fn run_cli(home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Out {
+    let home = home.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(<[u8]>::to_vec);
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(CLI);
+        cmd.arg("--home").arg(&home).args(&args);
+        cmd.env_remove("DOCKER_AGENT_HUB");
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn docker-agent");
+        if let Some(data) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            });
+        }
+        let out = child.wait_with_output().expect("wait for docker-agent");
+        Out {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Configures a hub before starting it.
+pub struct HubBuilder {
+    prefix: String,
+    args: Vec<String>,
+    env: HashMap<String, String>,
+}
+
+impl HubBuilder {
+    pub async fn start(self) -> Hub {
+        ensure_image().await;
+        let home = tempfile::Builder::new()
+            .prefix("docker-agent-e2e-")
+            .tempdir()
+            .unwrap();
+        let mut hub = Hub {
+            network: format!("da-{}", self.prefix),
+            prefix: self.prefix,
+            home,
+            child: None,
+            agent_port: 0,
+            hub_id: String::new(),
+            args: self.args,
+            env: self.env,
+        };
+        hub.launch().await;
+        hub
+    }
+}
+
+/// A running hub process with its own data dir and network.
+pub struct Hub {
+    pub prefix: String,
+    pub network: String,
+    pub home: tempfile::TempDir,
+    pub agent_port: u16,
+    pub hub_id: String,
+    child: Option<Child>,
+    args: Vec<String>,
+    env: HashMap<String, String>,
+}
+
+impl Hub {
+    pub fn builder() -> HubBuilder {
+        HubBuilder {
+            prefix: random_prefix(),
+            args: Vec::new(),
+            env: HashMap::new(),
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.home().join("hub.log")
+    }
+
+    /// A unique agent name for this test.
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    /// Starts the hub process and returns once it says it is ready (both listeners bound).
+    async fn launch(&mut self) {
+        let mut cmd = Command::new(CLI);
+        cmd.arg("--home")
+            .arg(self.home())
+            .arg("hub")
+            .args(["--operator-listen", "127.0.0.1:0"])
+            .args(["--agent-listen", &format!("gateway:{}", self.agent_port)])
+            .args(["--network", &self.network])
+            .args(["--heartbeat-interval", "1s"])
+            .args(["--ready-timeout", "60s"])
+            .args(&self.args)
+            .env("DOCKER_AGENT_AGENT_BINARY", agent_binary())
+            .env("DOCKER_AGENT_LOG", "info,docker_agent_hub=debug")
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the hub");
+        let stderr = child.stderr.take().unwrap();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Copies the hub's log to a file (shown when a test fails) and reports the ready line.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                if line.contains(" ready: operator ") {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            let _ = tx.send(Err(()));
+        });
+        let ready = tokio::task::spawn_blocking(move || rx.recv_timeout(HUB_START_TIMEOUT))
+            .await
+            .unwrap();
+        if !matches!(ready, Ok(Ok(()))) {
+            let _ = child.kill();
+            panic!("the hub did not become ready:\n{}", self.log_tail());
+        }
+        self.child = Some(child);
+        let endpoint: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.home().join("hub.json")).unwrap()).unwrap();
+        self.hub_id = endpoint["hub_id"].as_str().unwrap().to_string();
+        let url = endpoint["agent_url"].as_str().unwrap();
+        self.agent_port = url.rsplit(':').next().unwrap().parse().unwrap();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub async fn cli(&self, args: &[&str]) -> Out {
+        run_cli(self.home(), args, None).await
+    }
+
+    pub async fn cli_stdin(&self, args: &[&str], stdin: &[u8]) -> Out {
+        run_cli(self.home(), args, Some(stdin)).await
+    }
+
+    /// Creates an agent and asserts it came up ready.
+    pub async fn create(&self, name: &str) {
+        let out = self.cli(&["create", name]).await;
+        assert!(
+            out.status.success(),
+            "create {name} failed: {}\n{}",
+            out.stderr,
+            self.log_tail()
+        );
+    }
+
+    /// Kills the hub process outright (SIGKILL): no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("hub running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().unwrap()
+    }
+
+    /// Starts the hub again on the same data dir and agent port, as after a crash or an upgrade.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    /// The default profile's image, for tests that make containers of their own.
+    pub async fn container_image(&self) -> String {
+        ensure_image().await
+    }
+
+    pub async fn container(&self, name: &str) -> bollard::models::ContainerInspectResponse {
+        docker()
+            .await
+            .inspect_container(
+                &format!("docker-agent-{name}"),
+                None::<InspectContainerOptions>,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("inspect {name}: {e}"))
+    }
+
+    /// Reads a file out of an agent's container through the Docker archive API (as root, not as a task).
+    pub async fn read_container_file(&self, name: &str, path: &str) -> Vec<u8> {
+        use futures::TryStreamExt;
+        let docker = docker().await;
+        let options = bollard::query_parameters::DownloadFromContainerOptions {
+            path: path.to_string(),
+        };
+        let tar: Vec<u8> = docker
+            .download_from_container(&format!("docker-agent-{name}"), Some(options))
+            .map_ok(|b| b.to_vec())
+            .try_concat()
+            .await
+            .unwrap_or_else(|e| panic!("read {path} from {name}: {e}"));
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        data
+    }
+
+    async fn cleanup(hub_id: String, prefix: String, network: String) {
+        let docker = docker().await;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("dev.docker-agent.hub={hub_id}")],
+        )]);
+        let containers = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_default();
+        for c in containers {
+            let _ = docker
+                .remove_container(
+                    &c.id.unwrap_or_default(),
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+        }
+        let volumes = docker
+            .list_volumes(None::<ListVolumesOptions>)
+            .await
+            .ok()
+            .and_then(|v| v.volumes)
+            .unwrap_or_default();
+        for v in volumes {
+            if v.name.starts_with(&format!("docker-agent-{prefix}-")) {
+                let _ = docker
+                    .remove_volume(
+                        &v.name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await;
+            }
+        }
+        let _ = docker.remove_network(&network).await;
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- hub log ({}) ---\n{}", self.prefix, self.log_tail());
+        }
+        self.kill();
+        let (hub_id, prefix, network) = (
+            self.hub_id.clone(),
+            self.prefix.clone(),
+            self.network.clone(),
+        );
+        // Drop cannot await; clean up on a fresh runtime in a thread of its own.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Hub::cleanup(hub_id, prefix, network));
+        })
+        .join();
+    }
+}
