@@ -3,6 +3,7 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docker_agent_proto::v1::{
@@ -149,10 +150,14 @@ pub fn signal(shared: &Shared, msg: SignalTask) {
 
 /// TERM now, KILL after the task's grace: the supervisor does the escalation.
 pub fn cancel(shared: &Shared, task_id: &str) {
-    let table = shared.table();
+    let mut table = shared.table();
     match table.control(task_id) {
         Some(c) => c.stop.notify_one(),
-        None => tracing::debug!(task = %task_id, "cancel for a task that is not running"),
+        None => {
+            // A cancel can overtake its RunTask across a reconnect; the id must then never run.
+            tracing::debug!(task = %task_id, "cancel for a task that is not running");
+            table.remember(task_id);
+        }
     }
 }
 
@@ -179,7 +184,28 @@ struct Limits {
     grace: Duration,
 }
 
-/// Reads a pipe to EOF into the spool; never waits for the network.
+/// Unacknowledged output allowed in flight while connected. Enough to keep the link busy between acks
+/// (the hub acks every MiB), small enough that a fast producer does not balloon the agent's memory.
+const CONNECTED_WINDOW: u64 = 4 << 20;
+
+/// While the hub is connected, output that outpaces it waits here: the pipe fills and the task blocks
+/// in write(2), as it would writing to a slow terminal, so nothing is dropped on a live link. While
+/// disconnected the spool takes everything up to its bound and then drops the oldest bytes (flagged).
+async fn wait_for_room(shared: &Shared, n: usize) {
+    loop {
+        let notified = shared.space.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !shared.connected.load(Ordering::Acquire)
+            || shared.table().has_room_for(n as u64, CONNECTED_WINDOW)
+        {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Reads a pipe to EOF into the spool, never waiting for the network except for room in the spool.
 async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
     let mut rx = match pipe::Receiver::from_owned_fd(fd) {
         Ok(rx) => rx,
@@ -193,6 +219,7 @@ async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
         match rx.read(&mut buf).await {
             Ok(0) => return,
             Ok(n) => {
+                wait_for_room(shared, n).await;
                 shared.table().append(id, stream, &buf[..n]);
                 shared.outbound.notify_one();
             }

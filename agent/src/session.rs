@@ -1,6 +1,7 @@
 //! One session with the hub: Hello, Welcome, then a reader for hub commands and a writer for output, results and heartbeats.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use docker_agent_proto::v1::{
@@ -150,10 +151,14 @@ pub async fn run(
     };
     let established = Instant::now();
     let ping = Notify::new();
+    shared.connected.store(true, Ordering::Release);
     let error = tokio::select! {
         e = read_loop(shared, &mut inbound, &ping) => e,
         e = write_loop(shared, &tx, heartbeat, &ping, sampler) => e,
     };
+    // Pumps waiting for acknowledgements that will not come now spool (bounded) instead.
+    shared.connected.store(false, Ordering::Release);
+    shared.space.notify_waiters();
     SessionEnd::Ended {
         lasted: established.elapsed(),
         error,
@@ -180,6 +185,7 @@ async fn read_loop(
             Some(Msg::Ack(a)) => {
                 shared.table().ack(&a);
                 shared.task_done.notify_waiters();
+                shared.space.notify_waiters();
             }
             Some(Msg::Ping(_)) => ping.notify_one(),
             // No PTY support yet: tasks run on pipes, so there is nothing to resize.
@@ -191,6 +197,13 @@ async fn read_loop(
 }
 
 fn heartbeat(shared: &Shared, sampler: &mut HealthSampler) -> AgentMessage {
+    if shared.table().spooled_bytes() == 0 {
+        // glibc keeps freed heap after an output burst; give it back so the idle agent stays small.
+        // SAFETY: malloc_trim only releases free memory of the allocator; it touches no live allocation.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
     let running_tasks = shared.table().running_ids();
     let count = u32::try_from(running_tasks.len()).unwrap_or(u32::MAX);
     AgentMessage {

@@ -165,6 +165,10 @@ impl Spool {
         }
     }
 
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     pub fn total(&self) -> u64 {
         self.total
     }

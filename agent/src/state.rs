@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ pub struct Shared {
     pub outbound: Notify,
     /// Wakes whoever waits for tasks to end or results to be acknowledged (shutdown).
     pub task_done: Notify,
+    /// True while a session is established (after Welcome).
+    pub connected: AtomicBool,
+    /// Wakes output pumps waiting for spool room: on every Ack, and when the link drops.
+    pub space: Notify,
     pub exec: ExecSettings,
 }
 
@@ -39,6 +44,8 @@ impl Shared {
             table: Mutex::new(TaskTable::new(spool_bytes)),
             outbound: Notify::new(),
             task_done: Notify::new(),
+            connected: AtomicBool::new(false),
+            space: Notify::new(),
             exec,
         }
     }

@@ -190,6 +190,13 @@ impl TaskTable {
             .any(|t| t.result.is_some() && !t.result_acked)
     }
 
+    /// Whether `n` more bytes fit in `window` of unacknowledged output (never more than the spool bound;
+    /// an empty spool always takes a chunk).
+    pub fn has_room_for(&self, n: u64, window: u64) -> bool {
+        let held = self.spool.total();
+        held == 0 || held + n <= window.min(self.spool.limit())
+    }
+
     pub fn spooled_bytes(&self) -> u64 {
         self.spool.total()
     }

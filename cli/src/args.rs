@@ -107,6 +107,11 @@ pub struct HubArgs {
     #[arg(long, env = "DOCKER_AGENT_KILL_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub kill_grace: Duration,
 
+    /// Bound of each agent's spool of output not yet acknowledged by the hub (e.g. 64m); beyond it, output
+    /// produced while the hub is unreachable is dropped (and flagged on the task). Default: the agent's, 64m.
+    #[arg(long, env = "DOCKER_AGENT_AGENT_SPOOL", value_parser = parse_bytes)]
+    pub agent_spool: Option<u64>,
+
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "DOCKER_AGENT_LOG", default_value = "info")]
     pub log: String,
@@ -297,6 +302,10 @@ pub enum ImageCommand {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration (e.g. 30s, 5m, 1h): {e}"))
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    docker_agent_hub::profile::parse_size(text)
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

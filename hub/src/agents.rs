@@ -30,8 +30,16 @@ const AGENT_CAPS: &[&str] = &[
     "KILL",
 ];
 
+/// Words `docker-agent task` takes as subcommands; an agent with such a name could not be given tasks.
+const RESERVED_NAMES: &[&str] = &["run", "get", "logs", "list", "cancel"];
+
 /// Agent names become container names and hostnames: lower-case DNS labels.
 pub fn validate_name(name: &str) -> Result<()> {
+    if RESERVED_NAMES.contains(&name) {
+        return Err(HubError::InvalidArgument(format!(
+            "invalid agent name {name:?}: it is reserved (a `docker-agent task` subcommand)"
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -185,15 +193,15 @@ impl Core {
             record: Some(record.id.clone()),
             ..Default::default()
         };
-        match self.provision(&record, &token, progress, &mut undo).await {
-            Ok(()) => {}
-            Err(e) => {
-                self.undo(undo).await;
-                return Err(e);
-            }
-        }
         let timeout = req.ready_timeout.unwrap_or(self.settings.ready_timeout);
-        self.wait_ready(&record.id, timeout, progress).await
+        let created = match self.provision(&record, &token, progress, &mut undo).await {
+            Ok(()) => self.wait_ready(&record.id, timeout).await,
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(agent) => Ok(agent),
+            Err(e) => Err(self.undo(undo, e).await),
+        }
     }
 
     async fn provision(
@@ -251,12 +259,7 @@ impl Core {
             name: record.container_name.clone(),
             image: record.image.clone(),
             labels,
-            cmd: vec![
-                "--hub-url".into(),
-                self.settings.agent_url.clone(),
-                "--agent-id".into(),
-                record.id.clone(),
-            ],
+            cmd: self.agent_args(record),
             env: record.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             network: self.settings.network.clone(),
             extra_hosts: vec![format!(
@@ -309,20 +312,79 @@ impl Core {
         Ok(())
     }
 
-    async fn undo(&self, undo: Undo) {
-        if let Some(container) = undo.container
-            && let Err(e) = self.driver.remove_container(&container).await
+    /// Removes what a failed create made and returns the error to report, with the agent's last log
+    /// line when it ran but never became ready. If Docker refuses the cleanup, the row is kept (in
+    /// start_error) so `destroy` can finish the job; nothing is left that the hub does not know about.
+    async fn undo(&self, undo: Undo, error: HubError) -> HubError {
+        let mut hint = String::new();
+        if let Some(container) = &undo.container
+            && matches!(
+                error,
+                HubError::Timeout(_) | HubError::FailedPrecondition(_)
+            )
+            && let Ok(lines) = self.driver.logs_tail(container, 5).await
+            && let Some(last) = lines.iter().rev().find(|l| !l.trim().is_empty())
+        {
+            hint = format!("; the agent's last log line: {}", last.trim());
+        }
+        let mut cleanup_errors = Vec::new();
+        if let Some(container) = &undo.container
+            && let Err(e) = self.driver.remove_container(container).await
         {
             tracing::error!(%container, error = %e, "failed to remove the container of a failed create");
+            cleanup_errors.push(format!("container: {e}"));
         }
-        if let Some(volume) = undo.volume
-            && let Err(e) = self.driver.remove_volume(&volume).await
+        if let Some(volume) = &undo.volume
+            && let Err(e) = self.driver.remove_volume(volume).await
         {
             tracing::error!(%volume, error = %e, "failed to remove the volume of a failed create");
+            cleanup_errors.push(format!("volume: {e}"));
         }
-        if let Some(id) = undo.record {
-            let _ = self.store.delete_agent(&id);
+        if let Some(id) = &undo.record {
+            self.registry.evict(id);
+            if cleanup_errors.is_empty() {
+                if let Err(e) = self.store.delete_agent(id) {
+                    tracing::error!(agent_id = %id, error = %e, "failed to forget a failed create");
+                }
+            } else {
+                let reason = format!(
+                    "create failed and cleanup failed ({})",
+                    cleanup_errors.join("; ")
+                );
+                let _ = self.store.set_lifecycle(id, Lifecycle::StartError, &reason);
+            }
         }
+        let kept = if cleanup_errors.is_empty() {
+            "; nothing was kept".to_string()
+        } else {
+            format!(
+                "; cleanup failed ({}): remove the rest with `docker-agent destroy`",
+                cleanup_errors.join("; ")
+            )
+        };
+        match error {
+            HubError::Timeout(m) => HubError::Timeout(format!("{m}{hint}{kept}")),
+            HubError::FailedPrecondition(m) => {
+                HubError::FailedPrecondition(format!("{m}{hint}{kept}"))
+            }
+            other if !cleanup_errors.is_empty() => HubError::Internal(format!("{other}{kept}")),
+            other => other,
+        }
+    }
+
+    /// The agent's command line: where to dial and who it is. Nothing secret goes here (it shows in
+    /// `docker inspect`); the token is a file.
+    fn agent_args(&self, record: &AgentRecord) -> Vec<String> {
+        let mut args = vec![
+            "--hub-url".to_string(),
+            self.settings.agent_url.clone(),
+            "--agent-id".to_string(),
+            record.id.clone(),
+        ];
+        if let Some(bytes) = self.settings.agent_spool_bytes {
+            args.extend(["--spool-bytes".to_string(), bytes.to_string()]);
+        }
+        args
     }
 
     fn labels(&self, record: &AgentRecord) -> HashMap<String, String> {
@@ -336,12 +398,7 @@ impl Core {
     }
 
     /// Waits for the agent to become ready; after `timeout` it is marked start_error.
-    async fn wait_ready(
-        &self,
-        agent_id: &str,
-        timeout: Duration,
-        _progress: ProgressFn<'_>,
-    ) -> Result<AgentRecord> {
+    async fn wait_ready(&self, agent_id: &str, timeout: Duration) -> Result<AgentRecord> {
         let mut events = self.bus.subscribe_events();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -353,8 +410,8 @@ impl Core {
                 Lifecycle::Ready => return Ok(agent),
                 Lifecycle::Stopped | Lifecycle::Destroyed => {
                     return Err(HubError::FailedPrecondition(format!(
-                        "agent {:?} stopped before it was ready ({}); see `docker logs {}`",
-                        agent.name, agent.lifecycle_reason, agent.container_name
+                        "agent {:?} stopped before it was ready ({})",
+                        agent.name, agent.lifecycle_reason
                     )));
                 }
                 _ => {}
@@ -371,10 +428,9 @@ impl Core {
                         "the agent did not connect in time",
                     )?;
                     return Err(HubError::Timeout(format!(
-                        "agent {:?} did not connect within {}s (now start_error); see `docker logs {}`",
+                        "agent {:?} did not connect within {}s",
                         agent.name,
-                        timeout.as_secs(),
-                        agent.container_name
+                        timeout.as_secs()
                     )));
                 }
             }
@@ -405,7 +461,7 @@ impl Core {
             other => other?,
         }
         self.transition(&agent.id, LifecycleEvent::ContainerStarted, "")?;
-        self.wait_ready(&agent.id, self.settings.ready_timeout, &|_| {})
+        self.wait_ready(&agent.id, self.settings.ready_timeout)
             .await
     }
 
@@ -461,33 +517,35 @@ impl Core {
             }
             None => false,
         };
-        let volume_removed = if purge && self.driver.volume_exists(&agent.volume).await? {
-            self.driver.remove_volume(&agent.volume).await?;
-            true
-        } else {
-            false
-        };
-        self.transition(
-            &agent.id,
-            LifecycleEvent::Destroyed,
-            if purge {
-                "destroyed (purged)"
-            } else {
-                "destroyed"
-            },
-        )?;
+        self.transition(&agent.id, LifecycleEvent::Destroyed, "destroyed")?;
         self.registry.evict(&agent.id);
         self.lose_tasks(&agent.id, "the agent was destroyed")?;
         self.bus.publish_event(HubEvent::Removed {
             agent_id: agent.id.clone(),
             name: agent.name.clone(),
         });
+        // The agent is gone whatever happens to its volume; a volume still in use is reported, not fatal
+        // to the destroy.
+        let volume_removed =
+            if purge && self.driver.volume_exists(&agent.volume).await? {
+                self.driver.remove_volume(&agent.volume).await.map_err(|e| {
+                HubError::FailedPrecondition(format!(
+                    "agent {name:?} was destroyed, but its volume {} could not be removed: {e}",
+                    agent.volume
+                ))
+            })?;
+                true
+            } else {
+                false
+            };
         Ok((container_removed, volume_removed))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -509,6 +567,69 @@ mod tests {
             let err = validate_name(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid agent name"), "{bad}: {err}");
         }
+    }
+
+    use crate::driver::fake::{FailAt, FakeDriver};
+
+    fn create_request(name: &str) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_failing_after_the_container_exists_removes_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(FakeDriver::failing(FailAt::Start));
+        let core = Core::for_tests(driver.clone(), dir.path());
+        let err = core
+            .create_agent(create_request("demo"), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
+        assert!(
+            driver.containers.lock().unwrap().is_empty(),
+            "container left behind"
+        );
+        assert!(
+            driver.volumes.lock().unwrap().is_empty(),
+            "volume left behind"
+        );
+        assert!(
+            core.store.agent_by_name("demo").unwrap().is_none(),
+            "row left behind"
+        );
+        // The name is free again.
+        *driver.fail.lock().unwrap() = FailAt::Nothing;
+        let err = core
+            .create_agent(create_request("demo"), &|_| {})
+            .await
+            .unwrap_err();
+        // No agent dials back in a unit test: the ready timeout, with everything removed again.
+        assert!(err.to_string().contains("did not connect"), "{err}");
+        assert!(err.to_string().contains("nothing was kept"), "{err}");
+        assert!(driver.containers.lock().unwrap().is_empty());
+        assert!(core.store.agent_by_name("demo").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_cleanup_keeps_the_row_so_destroy_can_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(FakeDriver::failing(FailAt::StartAndRemove));
+        let core = Core::for_tests(driver.clone(), dir.path());
+        let err = core
+            .create_agent(create_request("demo"), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cleanup failed"), "{err}");
+        let kept = core.store.agent_by_name("demo").unwrap().expect("row kept");
+        assert_eq!(kept.lifecycle, Lifecycle::StartError);
+        assert_eq!(driver.containers.lock().unwrap().len(), 1);
+        *driver.fail.lock().unwrap() = FailAt::Nothing;
+        core.destroy_agent("demo", true).await.unwrap();
+        assert!(driver.containers.lock().unwrap().is_empty());
+        assert!(driver.volumes.lock().unwrap().is_empty());
     }
 
     #[test]

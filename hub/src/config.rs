@@ -55,6 +55,8 @@ pub struct HubConfig {
     pub heartbeat_interval: Duration,
     pub ready_timeout: Duration,
     pub kill_grace: Duration,
+    /// Bound of each agent's spool of unacknowledged output (the agent's default when None).
+    pub agent_spool_bytes: Option<u64>,
 }
 
 impl HubConfig {
@@ -71,6 +73,7 @@ impl HubConfig {
             heartbeat_interval: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(120),
             kill_grace: Duration::from_secs(5),
+            agent_spool_bytes: None,
         }
     }
 
@@ -106,6 +109,9 @@ impl HubConfig {
             && !path.is_file()
         {
             return bad(format!("agent binary {} does not exist", path.display()));
+        }
+        if self.agent_spool_bytes.is_some_and(|b| b < 64 << 10) {
+            return bad("the agent spool must be at least 64k".into());
         }
         if self.base_image.trim().is_empty() {
             return bad("the base image is empty".into());

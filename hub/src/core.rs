@@ -22,6 +22,8 @@ pub struct Settings {
     /// Grace between TERM and KILL when a task is cancelled or times out.
     pub kill_grace: Duration,
     pub ca_pem: String,
+    /// Passed to each agent as `--spool-bytes` when set.
+    pub agent_spool_bytes: Option<u64>,
     pub data_dir: std::path::PathBuf,
 }
 
@@ -36,4 +38,43 @@ pub struct Core {
     pub images: ImageBuilder,
     /// Serialises lifecycle transitions, which read, decide and write.
     pub(crate) transitions: std::sync::Mutex<()>,
+}
+
+#[cfg(test)]
+impl Core {
+    /// A core on an in-memory store and the given (fake) driver, for unit tests.
+    pub fn for_tests(driver: Arc<dyn Driver>, dir: &std::path::Path) -> Arc<Self> {
+        // The smallest file the image builder takes for a static agent: an ELF header with no program headers.
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        let agent = dir.join("docker-agent-agent");
+        std::fs::write(&agent, elf).unwrap();
+        Arc::new(Core {
+            settings: Settings {
+                hub_id: "testhub".into(),
+                network: "net".into(),
+                agent_url: "https://host.docker.internal:1".into(),
+                heartbeat_interval: Duration::from_secs(1),
+                ready_timeout: Duration::from_secs(1),
+                kill_grace: Duration::from_secs(1),
+                ca_pem: String::new(),
+                agent_spool_bytes: None,
+                data_dir: dir.to_path_buf(),
+            },
+            store: Store::open_in_memory().unwrap(),
+            images: ImageBuilder::new(
+                driver.clone(),
+                Some(agent),
+                "base".into(),
+                dir.join("build"),
+            ),
+            driver,
+            registry: Registry::default(),
+            bus: Bus::default(),
+            profiles: ProfileSet::builtin().unwrap(),
+            transitions: Default::default(),
+        })
+    }
 }

@@ -129,17 +129,20 @@ impl Registry {
             .map_err(|_| RegistryError::NotConnected)
     }
 
-    /// Like [`send`](Self::send), but waits for the agent to (re)connect instead of failing.
-    pub async fn send_when_connected(&self, agent_id: &str, msg: Msg) {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.send(agent_id, msg.clone()).await.is_ok() {
-                return;
-            }
-            notified.await;
-        }
+    /// Resolves at the next register or unregister after this call. Check state after calling it and
+    /// before awaiting it, so no change can slip in between.
+    pub fn changed(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut notified = Box::pin(self.changed.notified());
+        notified.as_mut().enable();
+        notified
+    }
+
+    /// The instance holding a live session for `agent_id`, if it is not `instance_id`.
+    pub fn held_by_other(&self, agent_id: &str, instance_id: &str) -> Option<String> {
+        self.lock()
+            .get(agent_id)
+            .filter(|s| s.instance_id != instance_id && !s.tx.is_closed())
+            .map(|s| s.instance_id.clone())
     }
 }
 
@@ -180,18 +183,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn send_when_connected_waits_for_the_agent() {
-        let reg = std::sync::Arc::new(Registry::default());
-        let r = reg.clone();
-        let waiter = tokio::spawn(async move {
-            r.send_when_connected("a", Msg::Ping(Default::default()))
-                .await;
-        });
-        tokio::task::yield_now().await;
+    async fn changed_fires_on_register_after_it_was_taken() {
+        let reg = Registry::default();
+        let changed = reg.changed();
+        assert!(reg.send("a", Msg::Ping(Default::default())).await.is_err());
         let (tx, mut rx) = mpsc::channel(1);
         reg.register("a", "inst", tx).unwrap();
-        let got = rx.recv().await.unwrap();
-        assert!(matches!(got.msg, Some(Msg::Ping(_))));
-        waiter.await.unwrap();
+        changed.await;
+        reg.send("a", Msg::Ping(Default::default())).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap().msg, Some(Msg::Ping(_))));
+        assert_eq!(reg.held_by_other("a", "inst"), None);
+        assert_eq!(reg.held_by_other("a", "other"), Some("inst".to_string()));
     }
 }

@@ -138,6 +138,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             ready_timeout: config.ready_timeout,
             kill_grace: config.kill_grace,
             ca_pem: tls.ca_pem.clone(),
+            agent_spool_bytes: config.agent_spool_bytes,
             data_dir: config.data_dir.clone(),
         },
         store,

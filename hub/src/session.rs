@@ -18,6 +18,9 @@ use crate::store::{AgentRecord, TaskState};
 
 /// How often stored-output acknowledgements go back to the agent, so it can free its spool.
 const ACK_INTERVAL: Duration = Duration::from_millis(200);
+/// ... and sooner, once this much output was stored since the last acknowledgement: a fast producer
+/// waits for room in the agent's spool, so acks pace throughput.
+const ACK_BYTES: usize = 1 << 20;
 
 impl Core {
     /// Reconciles what the agent reports with the store and builds the welcome.
@@ -56,6 +59,9 @@ impl Core {
                     }
                 }
                 Some(t) => {
+                    if t.cancel_requested && report.running {
+                        welcome.cancel.push(t.id.clone());
+                    }
                     if report.running || report.result.is_some() {
                         self.store.mark_started(
                             &t.id,
@@ -79,7 +85,16 @@ impl Core {
             if reported.contains(&task.id) {
                 continue;
             }
-            if task.state == TaskState::Dispatched && same_instance {
+            if task.state == TaskState::Dispatched && same_instance && task.cancel_requested {
+                // Cancelled while its RunTask was lost with the old link: it never ran, and never will.
+                if self.store.end_task(
+                    &task.id,
+                    TaskState::Cancelled,
+                    "cancelled before it started",
+                )? {
+                    self.bus.publish_end(&task.id);
+                }
+            } else if task.state == TaskState::Dispatched && same_instance {
                 // The RunTask was lost with the old link; the agent never saw it. Send it again.
                 self.store.requeue(&task.id)?;
             } else {
@@ -121,6 +136,7 @@ impl Core {
         S: FutStream<Item = std::result::Result<AgentMessage, tonic::Status>> + Unpin + Send,
     {
         let mut acks: HashMap<String, Ack> = HashMap::new();
+        let mut unacked_bytes = 0usize;
         let mut tick = tokio::time::interval(ACK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
@@ -135,14 +151,22 @@ impl Core {
                         break "replaced by a newer session".to_string();
                     }
                     self.registry.touch(&agent.id, generation);
+                    if let Some(AgentMsg::Output(chunk)) = &msg.msg {
+                        unacked_bytes += chunk.data.len();
+                    }
                     if let Err(e) = self.on_agent_message(&agent, msg, &mut acks).await {
                         tracing::error!(agent = %agent.name, error = %e, "failed to handle an agent message");
+                    }
+                    if unacked_bytes >= ACK_BYTES {
+                        unacked_bytes = 0;
+                        self.flush_acks(&agent.id, &mut acks).await;
                     }
                 }
                 _ = tick.tick() => {
                     if !self.registry.is_current(&agent.id, generation) {
                         break "replaced by a newer session".to_string();
                     }
+                    unacked_bytes = 0;
                     self.flush_acks(&agent.id, &mut acks).await;
                 }
             }
@@ -174,8 +198,10 @@ impl Core {
                 if let Some(health) = &hb.health {
                     self.store.record_heartbeat(&agent.id, health)?;
                 }
+                // A heartbeat on the current session proves the link, whatever a racing Docker event or
+                // the sweeper recorded meanwhile.
                 let current = self.store.agent_by_id(&agent.id)?.map(|a| a.connection);
-                if current == Some(Connection::Timeout) {
+                if current.is_some_and(|c| c != Connection::Connected) {
                     self.set_connection(&agent.id, Connection::Connected)?;
                 }
             }

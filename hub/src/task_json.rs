@@ -37,7 +37,8 @@ struct TaskJson {
 fn millis(what: &str, secs: Option<f64>) -> Result<u64, String> {
     match secs {
         None => Ok(0),
-        Some(s) if s.is_finite() && s > 0.0 => Ok((s * 1000.0).round() as u64),
+        // At least 1 ms: a positive timeout must never round down to "no timeout".
+        Some(s) if s.is_finite() && s > 0.0 => Ok(((s * 1000.0).round() as u64).max(1)),
         Some(s) => Err(format!(
             "{what} must be a positive number of seconds, not {s}"
         )),

@@ -49,15 +49,20 @@ pub fn normalise_spec(mut spec: TaskSpec) -> Result<TaskSpec> {
 
 impl Core {
     /// Stores the task, then dispatches it if the agent is connected; otherwise it waits in the queue
-    /// and goes out when the agent says hello.
+    /// and goes out when the agent says hello. Returns the task as stored before dispatch: its state
+    /// is not a progress report, watch the task for that.
     pub async fn submit_task(&self, agent: &AgentRecord, spec: TaskSpec) -> Result<TaskRecord> {
         let spec = normalise_spec(spec)?;
-        if !(agent.lifecycle.is_running()
-            || agent.lifecycle == crate::lifecycle::Lifecycle::Creating)
-        {
+        if !agent.lifecycle.is_running() {
+            let hint = match agent.lifecycle {
+                crate::lifecycle::Lifecycle::Stopped => {
+                    format!("; start it with `docker-agent start {}`", agent.name)
+                }
+                _ => String::new(),
+            };
             return Err(HubError::FailedPrecondition(format!(
-                "agent {:?} is {}; start it with `docker-agent start {}`",
-                agent.name, agent.lifecycle, agent.name
+                "agent {:?} is {}{hint}",
+                agent.name, agent.lifecycle
             )));
         }
         let task = self.store.insert_task(&NewTask {
@@ -66,16 +71,16 @@ impl Core {
             spec,
         })?;
         self.dispatch(&task).await?;
-        Ok(self.store.task(&task.id)?.unwrap_or(task))
+        Ok(task)
     }
 
-    fn run_message(&self, task: &TaskRecord) -> RunTask {
+    fn run_message(&self, task: &TaskRecord) -> Msg {
         let grace = if task.spec.kill_grace_ms > 0 {
             task.spec.kill_grace_ms
         } else {
             self.settings.kill_grace.as_millis() as u64
         };
-        RunTask {
+        Msg::Run(RunTask {
             task_id: task.id.clone(),
             argv: task.spec.argv.clone(),
             env: task.spec.env.clone(),
@@ -84,17 +89,27 @@ impl Core {
             timeout_ms: task.spec.timeout_ms,
             pty: task.spec.pty,
             kill_grace_ms: grace,
-        }
+        })
     }
 
-    /// Sends a queued task to its agent. Safe to repeat: the agent runs a task id at most once.
+    /// Sends a queued task to its connected agent. The task is claimed (queued → dispatched) before the
+    /// send, so a cancel in between sees it as dispatched and follows it down the same stream. Safe to
+    /// repeat: the agent runs a task id at most once.
     pub async fn dispatch(&self, task: &TaskRecord) -> Result<()> {
-        if task.state != TaskState::Queued {
+        if task.state != TaskState::Queued || !self.registry.is_connected(&task.agent_id) {
             return Ok(());
         }
-        let msg = Msg::Run(self.run_message(task));
-        if self.registry.send(&task.agent_id, msg).await.is_ok() {
-            self.store.mark_dispatched(&task.id)?;
+        if !self.store.mark_dispatched(&task.id)? {
+            return Ok(());
+        }
+        if self
+            .registry
+            .send(&task.agent_id, self.run_message(task))
+            .await
+            .is_err()
+        {
+            // It never reached a stream; the agent's next hello picks it up again.
+            self.store.requeue(&task.id)?;
         }
         Ok(())
     }
@@ -105,6 +120,81 @@ impl Core {
             self.dispatch(&task).await?;
         }
         Ok(())
+    }
+
+    /// Claims queued tasks for a session that is about to open and returns their RunTask messages, at
+    /// most `room` of them. They go onto the stream right after the welcome, before the session is
+    /// visible to anyone else, so stdin or a cancel for a task can never overtake the task itself.
+    pub fn claim_queued(&self, agent_id: &str, room: usize) -> Result<Vec<Msg>> {
+        let mut messages = Vec::new();
+        for task in self.store.tasks_in_states(agent_id, &[TaskState::Queued])? {
+            if messages.len() == room {
+                break;
+            }
+            if self.store.mark_dispatched(&task.id)? {
+                messages.push(self.run_message(&task));
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Sends a message about a task (stdin, a signal, a cancel) to its agent once the task has been
+    /// dispatched, waiting through disconnects. Gives up when the task ends or disappears, so nothing
+    /// waits forever for an agent that was destroyed. Returns whether it was sent.
+    pub async fn send_for_task(&self, task_id: &str, msg: Msg) -> bool {
+        let mut ended = self.bus.subscribe_task(task_id);
+        let sent = loop {
+            let changed = self.registry.changed();
+            let task = match self.store.task(task_id) {
+                Ok(Some(t)) if !t.state.is_terminal() => t,
+                _ => break false,
+            };
+            if task.state != TaskState::Queued
+                && self
+                    .registry
+                    .send(&task.agent_id, msg.clone())
+                    .await
+                    .is_ok()
+            {
+                break true;
+            }
+            tokio::select! {
+                () = changed => {}
+                _ = ended.recv() => {}
+            }
+        };
+        drop(ended);
+        self.bus.release_task(task_id);
+        sent
+    }
+
+    /// Cancels a task: a queued one ends at once; one that left the queue gets TERM, then KILL after its
+    /// grace, on the agent (now, or at the agent's next hello if the link is down).
+    pub async fn cancel_task(self: &std::sync::Arc<Self>, task_id: &str) -> Result<TaskRecord> {
+        let task = self.task(task_id)?;
+        if task.state.is_terminal() {
+            return Ok(task);
+        }
+        if task.state == TaskState::Queued
+            && self.store.end_task(
+                &task.id,
+                TaskState::Cancelled,
+                "cancelled before it started",
+            )?
+        {
+            self.bus.publish_end(&task.id);
+            return self.task(task_id);
+        }
+        self.store.request_cancel(&task.id)?;
+        let core = self.clone();
+        let id = task.id.clone();
+        tokio::spawn(async move {
+            let msg = Msg::Cancel(docker_agent_proto::v1::CancelTask {
+                task_id: id.clone(),
+            });
+            core.send_for_task(&id, msg).await;
+        });
+        self.task(task_id)
     }
 
     /// Ends every unfinished task of an agent (it is being destroyed).
@@ -157,7 +247,12 @@ impl Core {
         if let Some(rx) = live {
             // The task may have ended before we subscribed; then the store already has everything.
             while !self.task(task_id)?.state.is_terminal() {
-                match rx.recv().await {
+                let update = tokio::select! {
+                    update = rx.recv() => update,
+                    // The client went away: stop watching rather than wait for the task to end.
+                    () = tx.closed() => return Ok(()),
+                };
+                match update {
                     Ok(TaskUpdate::Output(chunk)) => {
                         if chunk.seq > last_seq {
                             last_seq = chunk.seq;

@@ -77,8 +77,15 @@ impl Core {
             }
             ContainerEventKind::Die { exit_code } => {
                 let oom = match self.driver.inspect_container(&event.container_id).await {
+                    // Already running again (a restart, or Docker's restart policy): this die is history,
+                    // and applying it now would undo the start that followed it.
+                    Ok(Some(s)) if s.running => return Ok(()),
                     Ok(Some(s)) => s.oom_killed,
                     _ => false,
+                };
+                // Re-read: the inspect above awaited, and a transition may have happened meanwhile.
+                let Some(agent) = self.store.agent_by_id(agent_id)? else {
+                    return Ok(());
                 };
                 if let Some(reason) = exit_reason(exit_code, oom, agent.lifecycle) {
                     self.transition(agent_id, LifecycleEvent::ContainerExited, &reason)?;

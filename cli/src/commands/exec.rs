@@ -97,10 +97,17 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sink = OutputSink::new();
     let mut task_id = String::new();
+    let mut interrupts = 0;
     loop {
         let event = tokio::select! {
             e = events.next() => e,
             _ = interrupt.recv() => {
+                interrupts += 1;
+                if interrupts > 1 {
+                    // The first Ctrl-C went to the task; a second one gives the terminal back.
+                    eprintln!("docker-agent: detached; the task may go on: `docker-agent task logs {task_id} --follow`");
+                    return Ok(ExitCode::from(130));
+                }
                 let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(libc::SIGINT)) }).await;
                 continue;
             }
@@ -121,11 +128,16 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
         match event.event {
             Some(pb::exec_event::Event::Output(chunk)) => sink.write(&chunk),
             Some(pb::exec_event::Event::Task(task)) => {
+                // The first task event only announces the id; the outcome is always the last one.
+                let first = task_id.is_empty();
                 task_id = task.id.clone();
-                let terminal = matches!(
-                    pb::TaskState::try_from(task.state),
-                    Ok(pb::TaskState::Finished | pb::TaskState::Lost | pb::TaskState::Cancelled)
-                );
+                let terminal = !first
+                    && matches!(
+                        pb::TaskState::try_from(task.state),
+                        Ok(pb::TaskState::Finished
+                            | pb::TaskState::Lost
+                            | pb::TaskState::Cancelled)
+                    );
                 if terminal {
                     if let Some(note) = failure_note(&task) {
                         eprintln!("docker-agent: {note}");

@@ -110,3 +110,58 @@ mod sha2_hex {
             .to_string()
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_reaches_the_remote_process_group() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("int");
+    hub.create(&name).await;
+    let script = "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.1; done";
+    let mut child = hub.spawn_cli(&["exec", &name, "--", "sh", "-c", script]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        // Wait for the remote shell to have installed its trap.
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        (rest, child.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.0, "got-int\n");
+    assert_eq!(out.1.code(), Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_far_beyond_the_spool_arrives_whole_on_a_live_link() {
+    // A 1 MiB spool and 24 MiB of incompressible output: the producer must be paced, never truncated.
+    let hub = Hub::builder().arg("--agent-spool").arg("1m").start().await;
+    let name = hub.name("big");
+    hub.create(&name).await;
+    hub.cli(&[
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "head -c 25165824 /dev/urandom > /tmp/blob",
+    ])
+    .await
+    .ok();
+    let out = hub.cli(&["exec", &name, "--", "cat", "/tmp/blob"]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(!out.stderr.contains("lost output"), "{}", out.stderr);
+    assert_eq!(out.raw_stdout.len(), 25_165_824);
+    let remote = hub
+        .cli(&["exec", &name, "--", "sha256sum", "/tmp/blob"])
+        .await;
+    let remote = remote.ok().split_whitespace().next().unwrap().to_string();
+    assert_eq!(sha2_hex::hex_sha256(&out.raw_stdout), remote);
+}

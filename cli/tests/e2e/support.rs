@@ -91,6 +91,8 @@ pub fn random_prefix() -> String {
 pub struct Out {
     pub status: ExitStatus,
     pub stdout: String,
+    /// stdout exactly as received, for binary output.
+    pub raw_stdout: Vec<u8>,
     pub stderr: String,
 }
 
@@ -163,6 +165,7 @@ pub async fn run_cli(home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Out {
         Out {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            raw_stdout: out.stdout,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     })
@@ -178,6 +181,12 @@ pub struct HubBuilder {
 }
 
 impl HubBuilder {
+    /// An extra `docker-agent hub` flag.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
     pub async fn start(self) -> Hub {
         ensure_image().await;
         let home = tempfile::Builder::new()
@@ -296,6 +305,20 @@ impl Hub {
 
     pub async fn cli_stdin(&self, args: &[&str], stdin: &[u8]) -> Out {
         run_cli(self.home(), args, Some(stdin)).await
+    }
+
+    /// Starts a CLI process without waiting for it (stdout and stderr piped), for tests that interact
+    /// with it while it runs.
+    pub fn spawn_cli(&self, args: &[&str]) -> Child {
+        Command::new(CLI)
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn docker-agent")
     }
 
     /// Creates an agent and asserts it came up ready.

@@ -11,8 +11,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     BuildImageOptions, CreateContainerOptions, CreateImageOptions, EventsOptions,
-    InspectContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions,
-    StopContainerOptions, UploadToContainerOptions,
+    InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -49,8 +49,9 @@ fn map_err(what: impl Into<String>) -> impl FnOnce(BollardError) -> DriverError 
             status_code: 404, ..
         } => DriverError::NotFound(what),
         BollardError::DockerResponseServerError {
-            status_code: 409, ..
-        } => DriverError::Conflict(what),
+            status_code: 409,
+            message,
+        } => DriverError::Conflict(format!("{what}: {message}")),
         BollardError::DockerResponseServerError { message, .. } => DriverError::Engine(message),
         BollardError::DockerStreamError { error } => DriverError::Engine(error),
         BollardError::IOError { err } => DriverError::Unreachable(err.to_string()),
@@ -386,6 +387,23 @@ impl Driver for DockerDriver {
             error: state.error.unwrap_or_default(),
             labels: inspect.config.and_then(|c| c.labels).unwrap_or_default(),
         }))
+    }
+
+    async fn logs_tail(&self, container: &str, lines: usize) -> Result<Vec<String>> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let chunks: Vec<_> = self
+            .docker
+            .logs(container, Some(options))
+            .try_collect()
+            .await
+            .map_err(map_err(format!("container {container}")))?;
+        let text: String = chunks.iter().map(|c| c.to_string()).collect();
+        Ok(text.lines().map(str::to_string).collect())
     }
 
     async fn list_managed(&self, hub_id: &str) -> Result<Vec<ContainerState>> {

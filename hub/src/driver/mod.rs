@@ -1,6 +1,8 @@
 //! The container driver: everything the hub asks of a container engine, behind one trait. Docker (bollard) is the one implementation today; a remote engine or Kubernetes would be another.
 
 mod docker;
+#[cfg(test)]
+pub mod fake;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,7 +28,8 @@ pub enum DriverError {
     Unreachable(String),
     #[error("{0} not found")]
     NotFound(String),
-    #[error("{0} already exists")]
+    /// A name taken, or an object in use; the text says which.
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     Engine(String),
@@ -148,6 +151,8 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     async fn stop_container(&self, container: &str, timeout_secs: Option<u32>) -> Result<()>;
     async fn remove_container(&self, container: &str) -> Result<()>;
     async fn inspect_container(&self, container: &str) -> Result<Option<ContainerState>>;
+    /// The last `lines` lines the container's main process wrote (both streams, in order).
+    async fn logs_tail(&self, container: &str, lines: usize) -> Result<Vec<String>>;
     /// Containers carrying `labels::MANAGED` and `labels::HUB == hub_id`, running or not.
     async fn list_managed(&self, hub_id: &str) -> Result<Vec<ContainerState>>;
     /// Container events for this hub's containers, from now on.

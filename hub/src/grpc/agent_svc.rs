@@ -85,13 +85,30 @@ impl AgentService for AgentSvc {
         if hello.agent_id != agent.id {
             return Err(Status::permission_denied("hello names another agent"));
         }
+        // Refuse a second process before its hello changes anything (it would mark the live one's tasks lost).
+        if let Some(other) = self
+            .core
+            .registry
+            .held_by_other(&agent.id, &hello.instance_id)
+        {
+            tracing::warn!(agent = %agent.name, other, "refusing a second agent process with the same identity");
+            return Err(Status::already_exists(
+                "another process of this agent is connected; only one may be",
+            ));
+        }
         let welcome = self.core.welcome_for(&agent, &hello)?;
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        tx.send(HubMessage {
+        let welcome = HubMessage {
             msg: Some(Msg::Welcome(welcome)),
-        })
-        .await
-        .map_err(|_| Status::internal("session closed"))?;
+        };
+        tx.try_send(welcome)
+            .map_err(|_| Status::internal("session closed"))?;
+        // Queued tasks go out right behind the welcome, before the session is visible to senders of
+        // stdin, signals or cancels, so none of those can overtake the task it is for.
+        for run in self.core.claim_queued(&agent.id, OUTBOUND_QUEUE - 1)? {
+            tx.try_send(HubMessage { msg: Some(run) })
+                .map_err(|_| Status::internal("session closed"))?;
+        }
         let generation = match self
             .core
             .registry

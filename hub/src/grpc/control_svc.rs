@@ -17,7 +17,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::agents::CreateRequest;
-use crate::bus::HubEvent;
 use crate::core::Core;
 use crate::credentials;
 use crate::error::HubError;
@@ -82,27 +81,6 @@ impl ControlSvc {
             .map(|a| a.name)
             .unwrap_or_default();
         Ok(convert::task(task, &name))
-    }
-
-    /// Resolves when the task has left the queue (so the agent knows it and input can follow it) or ended.
-    async fn wait_dispatched(core: &Core, task_id: &str) {
-        let mut events = core.bus.subscribe_events();
-        loop {
-            match core.store.task(task_id) {
-                Ok(Some(t)) if t.state != TaskState::Queued => return,
-                Ok(Some(_)) => {}
-                _ => return,
-            }
-            // Dispatch follows a connection event; the timeout only guards against a missed wake-up.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while let Ok(ev) = events.recv().await {
-                    if matches!(ev, HubEvent::Connection { .. }) {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
     }
 }
 
@@ -274,12 +252,11 @@ impl ControlService for ControlSvc {
         .await
         .map_err(|_| Status::cancelled("client went away"))?;
 
-        // Client input → agent. When the client goes away, the task carries on.
+        // Client input → agent, each message after the task itself. When the client goes away, the task
+        // carries on.
         let core = self.core.clone();
         let task_id = task.id.clone();
-        let agent_id = agent.id.clone();
         tokio::spawn(async move {
-            Self::wait_dispatched(&core, &task_id).await;
             while let Some(Ok(req)) = inbound.next().await {
                 let msg = match req.msg {
                     Some(ExecMsg::Stdin(data)) => Msg::Stdin(pb::StdinData {
@@ -299,7 +276,22 @@ impl ControlService for ControlSvc {
                     }),
                     Some(ExecMsg::Start(_)) | None => continue,
                 };
-                core.registry.send_when_connected(&agent_id, msg).await;
+                // Ctrl-C on a task still waiting for its agent cancels it: nothing has run yet.
+                let queued = core
+                    .store
+                    .task(&task_id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|t| t.state == TaskState::Queued);
+                if matches!(msg, Msg::Signal(_)) && queued {
+                    if let Err(e) = core.cancel_task(&task_id).await {
+                        tracing::error!(task = %task_id, error = %e, "failed to cancel a queued task");
+                    }
+                    continue;
+                }
+                if !core.send_for_task(&task_id, msg).await {
+                    break;
+                }
             }
         });
 
@@ -422,7 +414,7 @@ impl ControlService for ControlSvc {
         request: Request<pb::SignalTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let req = request.into_inner();
-        if !(1..=64).contains(&req.signal) {
+        if !(1..=31).contains(&req.signal) {
             return Err(Status::invalid_argument(format!(
                 "invalid signal number {}",
                 req.signal
@@ -440,8 +432,8 @@ impl ControlService for ControlSvc {
             task_id: task.id.clone(),
             signal: req.signal,
         });
-        let agent_id = task.agent_id.clone();
-        tokio::spawn(async move { core.registry.send_when_connected(&agent_id, msg).await });
+        let id = task.id.clone();
+        tokio::spawn(async move { core.send_for_task(&id, msg).await });
         Ok(Response::new(self.task_message(task)?))
     }
 
@@ -449,31 +441,7 @@ impl ControlService for ControlSvc {
         &self,
         request: Request<pb::TaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let task = self.core.task(&request.into_inner().task_id)?;
-        if task.state.is_terminal() {
-            return Ok(Response::new(self.task_message(task)?));
-        }
-        if task.state == TaskState::Queued
-            && self
-                .core
-                .store
-                .end_task(
-                    &task.id,
-                    TaskState::Cancelled,
-                    "cancelled before it started",
-                )
-                .map_err(HubError::from)?
-        {
-            self.core.bus.publish_end(&task.id);
-        } else {
-            let core = self.core.clone();
-            let msg = Msg::Cancel(pb::CancelTask {
-                task_id: task.id.clone(),
-            });
-            let agent_id = task.agent_id.clone();
-            tokio::spawn(async move { core.registry.send_when_connected(&agent_id, msg).await });
-        }
-        let task = self.core.task(&task.id)?;
+        let task = self.core.cancel_task(&request.into_inner().task_id).await?;
         Ok(Response::new(self.task_message(task)?))
     }
 

@@ -32,8 +32,8 @@ impl From<HubError> for Status {
                 Code::Unavailable,
                 "the Docker engine is not reachable from the hub".to_string(),
             ),
-            HubError::Driver(DriverError::Conflict(what)) => {
-                (Code::AlreadyExists, format!("{what} already exists"))
+            HubError::Driver(DriverError::Conflict(_)) => {
+                (Code::FailedPrecondition, err.to_string())
             }
             HubError::Driver(e) => (Code::Internal, format!("docker: {e}")),
             // Image errors carry actionable text (missing debootstrap, missing agent binary, build output).

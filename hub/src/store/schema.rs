@@ -45,6 +45,8 @@ CREATE TABLE tasks (
     finished_at      INTEGER NOT NULL DEFAULT 0,
     result           BLOB,
     error            TEXT NOT NULL DEFAULT '',
+    -- Set by cancel; survives reconnects so a cancel is never lost with a dropped link.
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
     stdout_len       INTEGER NOT NULL DEFAULT 0,
     stderr_len       INTEGER NOT NULL DEFAULT 0
 );

@@ -67,6 +67,7 @@ pub struct TaskRecord {
     pub finished_at: i64,
     pub result: Option<TaskResult>,
     pub error: String,
+    pub cancel_requested: bool,
     pub stdout_len: u64,
     pub stderr_len: u64,
 }
@@ -90,7 +91,7 @@ pub struct OutputAppend {
 }
 
 const COLUMNS: &str = "id, agent_id, spec, state, created_at, dispatched_at, started_at, finished_at, result, error, \
-    stdout_len, stderr_len";
+    stdout_len, stderr_len, cancel_requested";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRecord, StoreError>> {
     let spec: Vec<u8> = row.get(2)?;
@@ -114,6 +115,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRecord, S
             error: row.get(9)?,
             stdout_len: row.get::<_, i64>(10)? as u64,
             stderr_len: row.get::<_, i64>(11)? as u64,
+            cancel_requested: row.get(12)?,
         })
     })();
     Ok(parsed)
@@ -172,11 +174,20 @@ impl Store {
         rows.map(|r| r?).collect()
     }
 
-    pub fn mark_dispatched(&self, id: &str) -> Result<()> {
-        self.conn().execute(
+    /// Claims a queued task for dispatch. Returns false when it was no longer queued (cancelled, or claimed
+    /// by a concurrent dispatch), in which case it must not be sent.
+    pub fn mark_dispatched(&self, id: &str) -> Result<bool> {
+        let changed = self.conn().execute(
             "UPDATE tasks SET state = 'dispatched', dispatched_at = ?2 WHERE id = ?1 AND state = 'queued'",
             params![id, now_ms()],
         )?;
+        Ok(changed > 0)
+    }
+
+    /// Records a cancel for a task that has left the queue; the agent is told now or at its next hello.
+    pub fn request_cancel(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?1", [id])?;
         Ok(())
     }
 
