@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
+        // Output and stdin travel as `Bytes`, so the hub can store, fan out and forward a chunk
+        // without copying it at every hop.
+        .bytes(".")
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .compile_fds(descriptors)?;

@@ -56,7 +56,10 @@ fn endpoint(addr: SocketAddr, config: &Config) -> Result<Endpoint, DialError> {
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        // HTTP/2's default 64 KiB windows would cap output at one window per round trip.
+        .initial_stream_window_size(2 << 20)
+        .initial_connection_window_size(4 << 20);
     // Requests carry the URL's authority, not the IP we dialed.
     if let Ok(origin) = config.hub.url.parse::<Uri>() {
         ep = ep.origin(origin);

@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::reaper::ExitStatus;
 use crate::spawn::{self, ProcessSpec, Spawned};
-use crate::spool::{MAX_CHUNK, StreamId};
+use crate::spool::{READ_CHUNK, StreamId};
 use crate::state::Shared;
 use crate::tasks::{Admission, Control};
 
@@ -214,7 +214,7 @@ async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
             return;
         }
     };
-    let mut buf = vec![0u8; MAX_CHUNK];
+    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match rx.read(&mut buf).await {
             Ok(0) => return,
@@ -233,7 +233,10 @@ async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
 }
 
 /// Writes stdin messages in order until closed; a task that stops reading only stalls this pump.
-async fn pump_stdin(fd: Option<OwnedFd>, rx: Option<mpsc::UnboundedReceiver<Option<Vec<u8>>>>) {
+async fn pump_stdin(
+    fd: Option<OwnedFd>,
+    rx: Option<mpsc::UnboundedReceiver<Option<tonic::codegen::Bytes>>>,
+) {
     let (Some(fd), Some(mut rx)) = (fd, rx) else {
         return;
     };
@@ -263,7 +266,7 @@ async fn supervise(
     shared: Arc<Shared>,
     id: String,
     proc: Spawned,
-    stdin_rx: Option<mpsc::UnboundedReceiver<Option<Vec<u8>>>>,
+    stdin_rx: Option<mpsc::UnboundedReceiver<Option<tonic::codegen::Bytes>>>,
     stop: Arc<Notify>,
     limits: Limits,
     started: Instant,

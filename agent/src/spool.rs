@@ -2,8 +2,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-/// Largest `OutputChunk.data` we send.
-pub const MAX_CHUNK: usize = 64 * 1024;
+/// How much of a task's pipe is read at once (a pipe holds 64 KiB by default).
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Largest `OutputChunk.data` we send. Reads queued while the link was busy go out together: fewer,
+/// larger messages cost the hub less per byte (one store write and one fan-out per chunk).
+pub const MAX_CHUNK: usize = 1 << 20;
 
 /// Index of a stream in `TaskOutput::streams`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +73,7 @@ impl StreamBuf {
                 self.chunks.pop_front();
                 self.head_skip = 0;
             } else {
-                // `left < avail <= MAX_CHUNK`, so it fits in usize.
+                // `left < avail`, a chunk's length, so it fits in usize.
                 self.head_skip += left as usize;
                 left = 0;
             }

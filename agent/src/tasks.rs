@@ -23,7 +23,7 @@ pub struct Control {
     /// Asks the task's supervisor to stop it: TERM, then KILL after `kill_grace`.
     pub stop: Arc<Notify>,
     /// In-order stdin bytes; `None` closes stdin. Absent when the task has no stdin pipe.
-    pub stdin: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
+    pub stdin: Option<mpsc::UnboundedSender<Option<tonic::codegen::Bytes>>>,
 }
 
 /// What to do with a RunTask.
@@ -344,7 +344,7 @@ impl TaskTable {
                     task_id: id,
                     stream: stream as i32,
                     offset,
-                    data,
+                    data: data.into(),
                 }));
             }
         }
@@ -502,7 +502,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(a_out, vec![(7, b"789".to_vec())]);
+        assert_eq!(a_out, vec![(7, tonic::codegen::Bytes::from_static(b"789"))]);
         assert!(
             msgs.iter()
                 .any(|m| matches!(m, Msg::Output(o) if o.task_id == "b" && o.offset == 0))

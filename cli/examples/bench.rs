@@ -1,5 +1,6 @@
 //! Benchmarks (`./dev bench`): measures docker-agent against plain Docker on this machine, in one run,
 //! and prints the README table. Figures are medians of repeated runs; nothing here is asserted.
+//! (Sleeping is fine here: this is a benchmark, not a test.)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 const EXEC_RUNS: usize = 40;
 const CREATE_RUNS: usize = 5;
 const THROUGHPUT_BYTES: u64 = 256 << 20;
+const THROUGHPUT_RUNS: usize = 3;
 
 fn cli_path() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -114,6 +116,22 @@ impl Drop for Bench {
     }
 }
 
+/// The agent's own RSS from its latest heartbeat, once one has arrived.
+fn agent_rss(bench: &Bench, name: &str) -> u64 {
+    for _ in 0..100 {
+        let status = run(bench.cli().args(["status", name, "--json"]));
+        let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
+        if let Some(rss) = status["health"]["agent_rss_bytes"]
+            .as_u64()
+            .filter(|r| *r > 0)
+        {
+            return rss;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    0
+}
+
 fn main() {
     let bench = Bench::start();
     let name = format!("bench-{}", std::process::id());
@@ -123,6 +141,9 @@ fn main() {
         run(Command::new("docker").args(["inspect", "-f", "{{.Config.Image}}", &container]))
             .trim()
             .to_string();
+
+    // Idle RSS as the agent reports it, before any load.
+    let rss_idle = agent_rss(&bench, &name);
 
     // Warm both paths once so neither pays first-use costs in the samples.
     timed(bench.cli().args(["exec", &name, "--", "true"]));
@@ -138,13 +159,22 @@ fn main() {
     let (ours, theirs) = (median(ours), median(theirs));
 
     let head = format!("head -c {THROUGHPUT_BYTES} /dev/zero");
-    let ours_tp = timed(bench.cli().args(["exec", &name, "--", "sh", "-c", &head]));
-    let theirs_tp = timed(Command::new("docker").args(["exec", &container, "sh", "-c", &head]));
+    let mut ours_tp = Vec::new();
+    let mut theirs_tp = Vec::new();
+    for _ in 0..THROUGHPUT_RUNS {
+        ours_tp.push(timed(
+            bench.cli().args(["exec", &name, "--", "sh", "-c", &head]),
+        ));
+        theirs_tp.push(timed(
+            Command::new("docker").args(["exec", &container, "sh", "-c", &head]),
+        ));
+    }
+    let (ours_tp, theirs_tp) = (median(ours_tp), median(theirs_tp));
     let mbps = |d: Duration| THROUGHPUT_BYTES as f64 / (1 << 20) as f64 / d.as_secs_f64();
 
-    let status = run(bench.cli().args(["status", &name, "--json"]));
-    let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
-    let rss = status["health"]["agent_rss_bytes"].as_u64().unwrap_or(0);
+    // The agent gives memory back at its next heartbeats once its spool is empty.
+    std::thread::sleep(Duration::from_secs(11));
+    let rss_after = agent_rss(&bench, &name);
     let binary = std::fs::metadata(agent_path())
         .map(|m| m.len())
         .unwrap_or(0);
@@ -156,7 +186,9 @@ fn main() {
         let n = format!("{name}-c{i}");
         creates.push(timed(bench.cli().args(["create", &n])));
         run(bench.cli().args(["destroy", &n, "--purge"]));
+        // The same container docker-agent makes: its network and a new named volume at /workspace.
         let c = format!("{name}-r{i}");
+        let volume = format!("{c}-vol:/workspace");
         runs.push(timed(Command::new("docker").args([
             "run",
             "-d",
@@ -164,14 +196,18 @@ fn main() {
             &c,
             "--network",
             &bench.network,
+            "-v",
+            &volume,
             "--entrypoint",
             "/bin/sleep",
             &image,
             "infinity",
         ])));
         run(Command::new("docker").args(["rm", "-f", &c]));
+        run(Command::new("docker").args(["volume", "rm", &format!("{c}-vol")]));
     }
     let (create, docker_run) = (median(creates), median(runs));
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
 
     println!("| Measure | docker-agent | Reference | Ratio | Goal |");
     println!("|---|---|---|---|---|");
@@ -182,24 +218,28 @@ fn main() {
         ours.as_secs_f64() / theirs.as_secs_f64()
     );
     println!(
-        "| create → ready vs `docker run -d` (median of {CREATE_RUNS}) | {} | {} | {:.2} | ≤ 1.2 |",
+        "| create → ready vs `docker run -d` on the same network with a new volume (median of {CREATE_RUNS}) | {} | {} | {:.2} | ≤ 1.2 |",
         ms(create),
         ms(docker_run),
         create.as_secs_f64() / docker_run.as_secs_f64()
     );
     println!(
-        "| exec output throughput, {} MiB (vs `docker exec`) | {:.0} MiB/s | {:.0} MiB/s | {:.2} | ≥ 1.0 |",
+        "| exec output throughput, {} MiB to /dev/null (median of {THROUGHPUT_RUNS}) | {:.0} MiB/s | {:.0} MiB/s | {:.2} | ≥ 1.0 |",
         THROUGHPUT_BYTES >> 20,
         mbps(ours_tp),
         mbps(theirs_tp),
         mbps(ours_tp) / mbps(theirs_tp)
     );
     println!(
-        "| Agent idle RSS | {:.1} MiB | | | ≤ 4 MB |",
-        rss as f64 / (1 << 20) as f64
+        "| Agent RSS, idle after create | {:.1} MiB | | | ≤ 4 MB |",
+        mib(rss_idle)
+    );
+    println!(
+        "| Agent RSS, idle after the throughput runs | {:.1} MiB | | | |",
+        mib(rss_after)
     );
     println!(
         "| Agent static binary | {:.1} MiB | | | ≤ 5 MB |",
-        binary as f64 / (1 << 20) as f64
+        mib(binary)
     );
 }

@@ -61,7 +61,10 @@ pub async fn connect(home: &Path, hub: Option<&str>) -> Result<Client> {
         .tls_config(tls)
         .context("failed to configure TLS")?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // HTTP/2's default 64 KiB windows would cap exec output at one window per round trip.
+        .initial_stream_window_size(2 << 20)
+        .initial_connection_window_size(4 << 20);
     let channel = endpoint.connect().await.map_err(|e| {
         let mut source: &dyn std::error::Error = &e;
         while let Some(next) = source.source() {

@@ -212,18 +212,35 @@ impl Core {
         undo: &mut Undo,
     ) -> Result<()> {
         let profile = self.profiles.get(&record.profile)?.clone();
-        let image = self.images.ensure(&profile, progress).await?;
+        // Independent lookups, concurrently: each is an engine round trip on the create's critical path.
+        let (image, existing, volume_exists, network) = tokio::try_join!(
+            async {
+                self.images
+                    .ensure(&profile, progress)
+                    .await
+                    .map_err(HubError::from)
+            },
+            async {
+                Ok(self
+                    .driver
+                    .inspect_container(&record.container_name)
+                    .await?)
+            },
+            async { Ok(self.driver.volume_exists(&record.volume).await?) },
+            async {
+                Ok(self
+                    .driver
+                    .ensure_network(&self.settings.network, HashMap::new())
+                    .await?)
+            },
+        )?;
         if image != record.image {
             return Err(HubError::Internal(format!(
                 "image tag changed during create ({} → {image})",
                 record.image
             )));
         }
-        if let Some(existing) = self
-            .driver
-            .inspect_container(&record.container_name)
-            .await?
-        {
+        if let Some(existing) = existing {
             return Err(HubError::Conflict(format!(
                 "a container named {} already exists ({}); remove it or choose another name",
                 existing.name,
@@ -236,7 +253,7 @@ impl Core {
         }
         let labels = self.labels(record);
         // A volume kept by `destroy` (without --purge) is reattached, which is the point of keeping it.
-        if self.driver.volume_exists(&record.volume).await? {
+        if volume_exists {
             progress(Progress {
                 stage: "volume",
                 message: format!("reusing volume {}", record.volume),
@@ -247,10 +264,6 @@ impl Core {
                 .await?;
             undo.volume = Some(record.volume.clone());
         }
-        let network = self
-            .driver
-            .ensure_network(&self.settings.network, HashMap::new())
-            .await?;
         progress(Progress {
             stage: "container",
             message: format!("creating container {}", record.container_name),

@@ -127,7 +127,7 @@ mod tests {
             seq: 1,
             stream: Stream::Stdout,
             offset: 0,
-            data: b"x".to_vec(),
+            data: bytes::Bytes::from_static(b"x"),
         };
         bus.publish_output("t", chunk.clone());
         assert_eq!(rx.try_recv().unwrap(), TaskUpdate::Output(chunk));

@@ -60,6 +60,15 @@ pub struct Progress {
 
 pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 
+/// The agent binary as read from disk, with its digest; re-read only when the file changes.
+#[derive(Debug)]
+pub struct AgentBinary {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    digest: [u8; 32],
+    stamp: (u64, std::time::SystemTime),
+}
+
 /// Builds and caches agent images.
 #[derive(Debug)]
 pub struct ImageBuilder {
@@ -69,6 +78,13 @@ pub struct ImageBuilder {
     work_dir: PathBuf,
     /// One build at a time per hub: concurrent creates of one profile wait for the first build.
     lock: tokio::sync::Mutex<()>,
+    /// Reading and hashing 4 MB on every create would be a good part of its latency.
+    cached: std::sync::Mutex<Option<Arc<AgentBinary>>>,
+}
+
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 impl ImageBuilder {
@@ -84,56 +100,66 @@ impl ImageBuilder {
             base_image,
             work_dir,
             lock: tokio::sync::Mutex::new(()),
+            cached: std::sync::Mutex::new(None),
         }
     }
 
-    /// The agent binary to bake in: the configured one, else next to this executable or in cargo's
-    /// cross-target output directory.
-    pub fn agent_binary_path(&self) -> Result<PathBuf, ImageError> {
-        if let Some(path) = &self.agent_binary {
-            return if path.is_file() {
-                Ok(path.clone())
-            } else {
-                Err(ImageError::AgentBinaryMissing(path.display().to_string()))
-            };
+    /// The agent binary to bake in: the configured one, else the first static one next to this
+    /// executable or in cargo's cross-target output directory (a cargo tree also holds a dynamic debug
+    /// build of the agent next to the CLI).
+    pub fn agent_binary(&self) -> Result<Arc<AgentBinary>, ImageError> {
+        let candidates = match &self.agent_binary {
+            Some(path) => vec![path.clone()],
+            None => default_agent_binary_candidates(),
+        };
+        let mut dynamic = None;
+        for path in &candidates {
+            let Some(stamp) = stamp(path) else { continue };
+            let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(bin) = cached.as_ref()
+                && &bin.path == path
+                && bin.stamp == stamp
+            {
+                return Ok(bin.clone());
+            }
+            let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if !is_static_elf(&bytes) {
+                dynamic.get_or_insert_with(|| path.clone());
+                continue;
+            }
+            let bin = Arc::new(AgentBinary {
+                path: path.clone(),
+                digest: Sha256::digest(&bytes).into(),
+                bytes,
+                stamp,
+            });
+            *cached = Some(bin.clone());
+            return Ok(bin);
         }
-        // A cargo tree holds a dynamic debug build of the agent next to the CLI too; take the first static one.
-        let candidates = default_agent_binary_candidates();
-        let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.is_file()).collect();
-        if let Some(found) = existing
-            .iter()
-            .find(|p| std::fs::read(p).is_ok_and(|b| is_static_elf(&b)))
-        {
-            return Ok((*found).clone());
-        }
-        match existing.first() {
-            Some(dynamic) => Err(ImageError::AgentBinaryNotStatic((*dynamic).clone())),
-            None => Err(ImageError::AgentBinaryMissing(
+        Err(match dynamic {
+            Some(path) => ImageError::AgentBinaryNotStatic(path),
+            None => ImageError::AgentBinaryMissing(
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
-            )),
-        }
+            ),
+        })
     }
 
     /// The tag the image for `profile` has (or will have) with the current agent binary.
-    pub fn image_tag(&self, profile: &Profile) -> Result<(String, Vec<u8>), ImageError> {
-        let path = self.agent_binary_path()?;
-        let binary = std::fs::read(&path).map_err(|source| ImageError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if !is_static_elf(&binary) {
-            return Err(ImageError::AgentBinaryNotStatic(path));
-        }
+    pub fn image_tag(&self, profile: &Profile) -> Result<(String, Arc<AgentBinary>), ImageError> {
+        let binary = self.agent_binary()?;
         let mut hash = Sha256::new();
         for part in [
             AGENT_DOCKERFILE.as_bytes(),
             self.base_reference().as_bytes(),
             profile.source_text.as_bytes(),
-            &binary,
+            &binary.digest,
         ] {
             hash.update((part.len() as u64).to_le_bytes());
             hash.update(part);
@@ -173,7 +199,7 @@ impl ImageBuilder {
             stage: "image",
             message: format!("building {tag} on {base}"),
         });
-        let context = build_context(&binary).map_err(|e| ImageError::Build(e.to_string()))?;
+        let context = build_context(&binary.bytes).map_err(|e| ImageError::Build(e.to_string()))?;
         let args = HashMap::from([("BASE".to_string(), base)]);
         let mut lines = self.driver.build_image(&tag, context, args);
         while let Some(line) = lines.next().await {

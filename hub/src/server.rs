@@ -60,6 +60,9 @@ fn server_builder(tls: &tls::TlsMaterial) -> Result<Server> {
             b.http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(20)))
                 .tcp_nodelay(true)
+                // HTTP/2's default 64 KiB windows would cap output at one window per round trip.
+                .initial_stream_window_size(2 << 20)
+                .initial_connection_window_size(4 << 20)
         })
 }
 

@@ -148,7 +148,7 @@ async fn full_session_with_reconnect_and_resend() {
     .await;
     s2.send(Down::Stdin(StdinData {
         task_id: "t1".into(),
-        data: b"hello\n".to_vec(),
+        data: b"hello\n".to_vec().into(),
     }))
     .await;
     s2.send(Down::CloseStdin(CloseStdin {

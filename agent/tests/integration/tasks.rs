@@ -88,7 +88,7 @@ async fn stdin_round_trip() {
             &s,
             StdinData {
                 task_id: "cat".into(),
-                data: part.to_vec(),
+                data: part.to_vec().into(),
             },
         );
     }

@@ -52,7 +52,9 @@ fn forward_stdin(tx: mpsc::Sender<pb::ExecRequest>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let msg = pb::ExecRequest {
-                        msg: Some(Msg::Stdin(buf[..n].to_vec())),
+                        msg: Some(Msg::Stdin(tonic::codegen::Bytes::copy_from_slice(
+                            &buf[..n],
+                        ))),
                     };
                     if tx.blocking_send(msg).is_err() {
                         return;

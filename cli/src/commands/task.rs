@@ -71,9 +71,9 @@ pub async fn submit(mut client: Client, args: TaskRunArgs) -> Result<ExitCode> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let task = watch(&mut client, &task.id, true, |c| {
             if c.stream == pb::Stream::Stderr as i32 {
-                stderr.extend(c.data)
+                stderr.extend_from_slice(&c.data)
             } else {
-                stdout.extend(c.data)
+                stdout.extend_from_slice(&c.data)
             }
         })
         .await?;
@@ -95,9 +95,9 @@ async fn get(mut client: Client, id: String, json: bool) -> Result<ExitCode> {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let task = watch(&mut client, &id, false, |c| {
         if c.stream == pb::Stream::Stderr as i32 {
-            stderr.extend(c.data)
+            stderr.extend_from_slice(&c.data)
         } else {
-            stdout.extend(c.data)
+            stdout.extend_from_slice(&c.data)
         }
     })
     .await?;

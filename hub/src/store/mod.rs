@@ -2,6 +2,7 @@
 
 mod agents;
 mod events;
+mod output;
 mod schema;
 mod tasks;
 
@@ -12,7 +13,8 @@ use rusqlite::Connection;
 
 pub use agents::{AgentRecord, NewAgent};
 pub use events::EventRecord;
-pub use tasks::{NewTask, OutputAppend, StoredChunk, TaskRecord, TaskState};
+pub use output::StoredChunk;
+pub use tasks::{NewTask, OutputAppend, TaskRecord, TaskState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +22,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("task output file {0}")]
+    Output(String),
     #[error(
         "the store was written by a newer docker-agent (schema {found}, this build knows {known})"
     )]
@@ -33,19 +37,26 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone, Debug)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Output bytes live in files next to the database (`output/`).
+    output: Arc<output::OutputFiles>,
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let dir = path.parent().unwrap_or(Path::new(".")).join("output");
+        Self::init(conn, output::OutputFiles::open(dir)?)
     }
 
+    /// An in-memory database with output files in a private temporary directory (tests).
     pub fn open_in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(
+            Connection::open_in_memory()?,
+            output::OutputFiles::temporary()?,
+        )
     }
 
-    fn init(conn: Connection) -> Result<Self> {
+    fn init(conn: Connection, output: output::OutputFiles) -> Result<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -53,6 +64,7 @@ impl Store {
         schema::migrate(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            output: Arc::new(output),
         })
     }
 

@@ -48,19 +48,12 @@ CREATE TABLE tasks (
     -- Set by cancel; survives reconnects so a cancel is never lost with a dropped link.
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     stdout_len       INTEGER NOT NULL DEFAULT 0,
-    stderr_len       INTEGER NOT NULL DEFAULT 0
+    stderr_len       INTEGER NOT NULL DEFAULT 0,
+    -- Committed length of the task's output file (output/<id>.out).
+    output_bytes     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX tasks_by_agent ON tasks(agent_id, created_at);
 CREATE INDEX tasks_by_state ON tasks(state);
-
--- Output in arrival order (rowid), so stdout and stderr interleave on replay as they were produced.
-CREATE TABLE task_output (
-    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    stream  INTEGER NOT NULL,
-    offset  INTEGER NOT NULL,
-    data    BLOB NOT NULL
-);
-CREATE INDEX task_output_by_task ON task_output(task_id);
 
 CREATE TABLE events (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -4,7 +4,7 @@ use docker_agent_proto::v1::{Stream, TaskResult, TaskSpec};
 use prost::Message;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Result, Store, StoreError, now_ms};
+use super::{Result, Store, StoreError, StoredChunk, now_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
@@ -70,15 +70,6 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
     pub stdout_len: u64,
     pub stderr_len: u64,
-}
-
-/// One stored piece of output, in arrival order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredChunk {
-    pub seq: i64,
-    pub stream: Stream,
-    pub offset: u64,
-    pub data: Vec<u8>,
 }
 
 /// What an append did: the part of the chunk that was new (empty for a duplicate) and the stream's new end.
@@ -226,6 +217,7 @@ impl Store {
                 result.duration_ms as i64
             ],
         )?;
+        self.output.close(id);
         Ok(changed > 0)
     }
 
@@ -236,6 +228,7 @@ impl Store {
              WHERE id = ?1 AND state NOT IN ('finished', 'lost', 'cancelled')",
             params![id, state.as_str(), error, now_ms()],
         )?;
+        self.output.close(id);
         Ok(changed > 0)
     }
 
@@ -246,20 +239,20 @@ impl Store {
         task_id: &str,
         stream: Stream,
         offset: u64,
-        data: &[u8],
+        data: &bytes::Bytes,
     ) -> Result<OutputAppend> {
         let column = len_column(stream)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let end: i64 = tx
+        // The connection lock also serialises writers of one task's file.
+        let conn = self.conn();
+        let (end, committed): (i64, i64) = conn
             .query_row(
-                &format!("SELECT {column} FROM tasks WHERE id = ?1"),
+                &format!("SELECT {column}, output_bytes FROM tasks WHERE id = ?1"),
                 [task_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?
             .ok_or_else(|| StoreError::Corrupt(format!("output for unknown task {task_id}")))?;
-        let end = end as u64;
+        let (end, committed) = (end as u64, committed as u64);
         let chunk_end = offset + data.len() as u64;
         if chunk_end <= end {
             return Ok(OutputAppend {
@@ -273,37 +266,24 @@ impl Store {
         } else {
             (end, 0)
         };
-        let fresh = &data[(start - offset) as usize..];
-        tx.execute(
-            "INSERT INTO task_output (task_id, stream, offset, data) VALUES (?1, ?2, ?3, ?4)",
-            params![task_id, stream as i32, start as i64, fresh],
+        let fresh = data.slice((start - offset) as usize..);
+        let new_committed = self
+            .output
+            .write(task_id, committed, stream, start, &fresh)?;
+        conn.execute(
+            &format!("UPDATE tasks SET {column} = ?2, output_bytes = ?3 WHERE id = ?1"),
+            params![task_id, chunk_end as i64, new_committed as i64],
         )?;
-        let seq = tx.last_insert_rowid();
-        tx.execute(
-            &format!("UPDATE tasks SET {column} = ?2 WHERE id = ?1"),
-            params![task_id, chunk_end as i64],
-        )?;
-        tx.commit()?;
         Ok(OutputAppend {
             new: Some(StoredChunk {
-                seq,
+                seq: new_committed as i64,
                 stream,
                 offset: start,
-                data: fresh.to_vec(),
+                data: fresh,
             }),
             end: chunk_end,
             gap,
         })
-    }
-
-    /// Running (or dispatched) task counts per agent id.
-    pub fn open_task_counts(&self) -> Result<std::collections::HashMap<String, u32>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT agent_id, COUNT(*) FROM tasks WHERE state IN ('dispatched', 'running') GROUP BY agent_id",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Stored output after `after_seq` (0: from the start), in arrival order, at most `limit` chunks.
@@ -313,19 +293,32 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredChunk>> {
+        let committed: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT output_bytes FROM tasks WHERE id = ?1",
+                [task_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match committed {
+            Some(committed) => self.output.read(
+                task_id,
+                after_seq.max(0) as u64,
+                committed as u64,
+                limit as usize,
+            ),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Running (or dispatched) task counts per agent id.
+    pub fn open_task_counts(&self) -> Result<std::collections::HashMap<String, u32>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT rowid, stream, offset, data FROM task_output WHERE task_id = ?1 AND rowid > ?2 \
-             ORDER BY rowid LIMIT ?3",
+            "SELECT agent_id, COUNT(*) FROM tasks WHERE state IN ('dispatched', 'running') GROUP BY agent_id",
         )?;
-        let rows = stmt.query_map(params![task_id, after_seq, limit], |r| {
-            Ok(StoredChunk {
-                seq: r.get(0)?,
-                stream: Stream::try_from(r.get::<_, i32>(1)?).unwrap_or(Stream::Unspecified),
-                offset: r.get::<_, i64>(2)? as u64,
-                data: r.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
@@ -356,26 +349,38 @@ mod tests {
     fn resent_output_is_stored_once() {
         let (store, id) = store_with_task();
         let a = store
-            .append_output(&id, Stream::Stdout, 0, b"hello ")
+            .append_output(
+                &id,
+                Stream::Stdout,
+                0,
+                &bytes::Bytes::from_static(b"hello "),
+            )
             .unwrap();
         assert_eq!(a.end, 6);
         // A resend overlapping what we have: only "world" is new.
         let b = store
-            .append_output(&id, Stream::Stdout, 3, b"lo world")
+            .append_output(
+                &id,
+                Stream::Stdout,
+                3,
+                &bytes::Bytes::from_static(b"lo world"),
+            )
             .unwrap();
-        assert_eq!(b.new.as_ref().unwrap().data, b"world");
+        assert_eq!(b.new.as_ref().unwrap().data, &b"world"[..]);
         assert_eq!(b.new.as_ref().unwrap().offset, 6);
         // A pure duplicate.
         let c = store
-            .append_output(&id, Stream::Stdout, 0, b"hello")
+            .append_output(&id, Stream::Stdout, 0, &bytes::Bytes::from_static(b"hello"))
             .unwrap();
         assert!(c.new.is_none());
-        store.append_output(&id, Stream::Stderr, 0, b"err").unwrap();
+        store
+            .append_output(&id, Stream::Stderr, 0, &bytes::Bytes::from_static(b"err"))
+            .unwrap();
         let all = store.output_after(&id, 0, 100).unwrap();
         let stdout: Vec<u8> = all
             .iter()
             .filter(|c| c.stream == Stream::Stdout)
-            .flat_map(|c| c.data.clone())
+            .flat_map(|c| c.data.to_vec())
             .collect();
         assert_eq!(stdout, b"hello world");
         let t = store.task(&id).unwrap().unwrap();
@@ -387,7 +392,9 @@ mod tests {
     #[test]
     fn a_gap_is_reported() {
         let (store, id) = store_with_task();
-        let a = store.append_output(&id, Stream::Stdout, 10, b"x").unwrap();
+        let a = store
+            .append_output(&id, Stream::Stdout, 10, &bytes::Bytes::from_static(b"x"))
+            .unwrap();
         assert_eq!(a.gap, 10);
         assert_eq!(a.end, 11);
     }
