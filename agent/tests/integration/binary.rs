@@ -87,6 +87,11 @@ async fn binary_runs_tasks_reaps_orphans_and_stops_cleanly() {
     let mut hub = Hub::start("tok").await;
     let dir = tempfile::tempdir().unwrap();
     let pid1 = can_unshare().await;
+    // CI runs as root on a kernel with pid namespaces: there the PID 1 path must really be exercised.
+    assert!(
+        pid1 || std::env::var("CI").as_deref() != Ok("true"),
+        "cannot run the agent as PID 1 (unshare --pid failed) in CI"
+    );
     let mut cmd = agent_command(&hub, dir.path(), pid1);
     // Through the reaper: it would otherwise steal the child's status from a plain `wait`.
     let (child, exited) = reaper::spawn_registered(|| cmd.spawn(), |c| c.id()).unwrap();
@@ -203,6 +208,11 @@ async fn run_to_end(cmd: &mut Command) -> ExitStatus {
 #[tokio::test]
 async fn static_binary_in_a_scratch_image() {
     let Some(bin) = std::env::var_os("DOCKER_AGENT_AGENT_BINARY") else {
+        // In CI a skip would hide a missing check; locally, plain `cargo test` may run without the static build.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "DOCKER_AGENT_AGENT_BINARY is not set: run the tests with ./dev test"
+        );
         eprintln!("skipped: DOCKER_AGENT_AGENT_BINARY is not set (./dev test sets it)");
         return;
     };
