@@ -190,7 +190,16 @@ impl ImageBuilder {
         if self.driver.image_id(&tag).await?.is_some() {
             return Ok(tag);
         }
-        let _guard = self.lock.lock().await;
+        let _guard = match self.lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                progress(Progress {
+                    stage: "image",
+                    message: format!("waiting for the image build already under way ({tag})"),
+                });
+                self.lock.lock().await
+            }
+        };
         if self.driver.image_id(&tag).await?.is_some() {
             return Ok(tag);
         }
