@@ -68,18 +68,7 @@ pub async fn submit(mut client: Client, args: TaskRunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.output.json {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let task = watch(&mut client, &task.id, true, |c| {
-            if c.stream == pb::Stream::Stderr as i32 {
-                stderr.extend_from_slice(&c.data)
-            } else {
-                stdout.extend_from_slice(&c.data)
-            }
-        })
-        .await?;
-        let mut view = TaskView::from(&task);
-        view.stdout = Some(String::from_utf8_lossy(&stdout).into_owned());
-        view.stderr = Some(String::from_utf8_lossy(&stderr).into_owned());
+        let (task, view) = collect(&mut client, &task.id, true).await?;
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(ExitCode::from(exit_code(&task)));
     }
@@ -91,9 +80,10 @@ pub async fn submit(mut client: Client, args: TaskRunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(exit_code(&task)))
 }
 
-async fn get(mut client: Client, id: String, json: bool) -> Result<ExitCode> {
+/// The task with its whole output, as `--json` prints it.
+async fn collect(client: &mut Client, id: &str, follow: bool) -> Result<(pb::Task, TaskView)> {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let task = watch(&mut client, &id, false, |c| {
+    let task = watch(client, id, follow, |c| {
         if c.stream == pb::Stream::Stderr as i32 {
             stderr.extend_from_slice(&c.data)
         } else {
@@ -104,6 +94,11 @@ async fn get(mut client: Client, id: String, json: bool) -> Result<ExitCode> {
     let mut view = TaskView::from(&task);
     view.stdout = Some(String::from_utf8_lossy(&stdout).into_owned());
     view.stderr = Some(String::from_utf8_lossy(&stderr).into_owned());
+    Ok((task, view))
+}
+
+async fn get(mut client: Client, id: String, json: bool) -> Result<ExitCode> {
+    let (_, view) = collect(&mut client, &id, false).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(ExitCode::SUCCESS);

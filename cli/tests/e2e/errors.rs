@@ -1,10 +1,8 @@
 //! Bad input: one clear line, a non-zero exit, the hub stays up, and a failed create leaves nothing behind.
 
-use std::collections::HashMap;
+use bollard::query_parameters::ListVolumesOptions;
 
-use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions};
-
-use crate::support::{CLI, Hub, docker, random_prefix, run_cli};
+use crate::support::{CLI, Hub, docker, labelled_containers, random_prefix, run_cli};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_clearly_and_the_hub_stays_up() {
@@ -53,18 +51,7 @@ async fn bad_input_is_refused_clearly_and_the_hub_stays_up() {
 
     // Failed creates left no container or volume of their own.
     let docker = docker().await;
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("dev.docker-agent.hub={}", hub.hub_id)],
-    )]);
-    let containers = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    let containers = labelled_containers(&docker, &hub.hub_id).await;
     assert_eq!(containers.len(), 1, "only the one good agent's container");
     let volumes = docker
         .list_volumes(None::<ListVolumesOptions>)

@@ -82,6 +82,25 @@ pub async fn ensure_image() -> String {
     .clone()
 }
 
+/// Every container, running or not, that carries the hub label of `hub_id`.
+pub async fn labelled_containers(
+    docker: &Docker,
+    hub_id: &str,
+) -> Vec<bollard::models::ContainerSummary> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("dev.docker-agent.hub={hub_id}")],
+    )]);
+    docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_default()
+}
+
 pub fn random_prefix() -> String {
     format!("t{:06x}", rand::rng().random_range(0..0xff_ffff))
 }
@@ -394,18 +413,7 @@ impl Hub {
 
     async fn cleanup(hub_id: String, prefix: String, network: String) {
         let docker = docker().await;
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("dev.docker-agent.hub={hub_id}")],
-        )]);
-        let containers = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .unwrap_or_default();
+        let containers = labelled_containers(&docker, &hub_id).await;
         for c in containers {
             let _ = docker
                 .remove_container(
