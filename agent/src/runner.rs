@@ -191,15 +191,21 @@ const CONNECTED_WINDOW: u64 = 4 << 20;
 /// While the hub is connected, output that outpaces it waits here: the pipe fills and the task blocks
 /// in write(2), as it would writing to a slow terminal, so nothing is dropped on a live link. While
 /// disconnected the spool takes everything up to its bound and then drops the oldest bytes (flagged).
-async fn wait_for_room(shared: &Shared, n: usize) {
+async fn append_with_room(shared: &Shared, id: &str, stream: StreamId, data: &[u8]) {
     loop {
         let notified = shared.space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if !shared.connected.load(Ordering::Acquire)
-            || shared.table().has_room_for(n as u64, CONNECTED_WINDOW)
         {
-            return;
+            // Check and append under one lock: stdout and stderr pumps (and other tasks) must not all
+            // pass the check and then overshoot the window together.
+            let mut table = shared.table();
+            if !shared.connected.load(Ordering::Acquire)
+                || table.has_room_for(data.len() as u64, CONNECTED_WINDOW)
+            {
+                table.append(id, stream, data);
+                return;
+            }
         }
         notified.await;
     }
@@ -219,8 +225,7 @@ async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
         match rx.read(&mut buf).await {
             Ok(0) => return,
             Ok(n) => {
-                wait_for_room(shared, n).await;
-                shared.table().append(id, stream, &buf[..n]);
+                append_with_room(shared, id, stream, &buf[..n]).await;
                 shared.outbound.notify_one();
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -47,7 +47,8 @@ pub enum TaskUpdate {
     Ended,
 }
 
-const TASK_CHANNEL: usize = 256;
+/// Chunks can be 1 MiB: a slow watcher holds at most this many, then catches up from the store.
+const TASK_CHANNEL: usize = 32;
 
 #[derive(Debug)]
 pub struct Bus {

@@ -38,6 +38,11 @@ pub struct Core {
     pub images: ImageBuilder,
     /// Serialises lifecycle transitions, which read, decide and write.
     pub(crate) transitions: std::sync::Mutex<()>,
+    /// Per agent: orders what goes onto its stream (see `Core::stream_lock`).
+    pub(crate) stream_locks:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Woken whenever tasks leave the queue, for senders waiting to follow a task.
+    pub(crate) dispatched: tokio::sync::Notify,
 }
 
 #[cfg(test)]
@@ -75,6 +80,8 @@ impl Core {
             bus: Bus::default(),
             profiles: ProfileSet::builtin().unwrap(),
             transitions: Default::default(),
+            stream_locks: Default::default(),
+            dispatched: Default::default(),
         })
     }
 }

@@ -151,6 +151,8 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         profiles,
         images,
         transitions: Default::default(),
+        stream_locks: Default::default(),
+        dispatched: Default::default(),
     });
     core.reconcile().await?;
 

@@ -18,8 +18,8 @@ use crate::store::{AgentRecord, TaskState};
 
 /// How often stored-output acknowledgements go back to the agent, so it can free its spool.
 const ACK_INTERVAL: Duration = Duration::from_millis(200);
-/// ... and sooner, once this much output was stored since the last acknowledgement: a fast producer
-/// waits for room in the agent's spool, so acks pace throughput.
+/// ... and sooner, once this much output was stored since the last acknowledgement (at most; less for a
+/// small agent spool): a fast producer waits for room in the agent's spool, so acks pace throughput.
 const ACK_BYTES: usize = 1 << 20;
 
 impl Core {
@@ -137,6 +137,10 @@ impl Core {
     {
         let mut acks: HashMap<String, Ack> = HashMap::new();
         let mut unacked_bytes = 0usize;
+        // A quarter of the agent's spool, so a small spool is never left waiting for the timer.
+        let ack_bytes = self.settings.agent_spool_bytes.map_or(ACK_BYTES, |spool| {
+            ((spool / 4) as usize).clamp(64 << 10, ACK_BYTES)
+        });
         let mut tick = tokio::time::interval(ACK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
@@ -155,9 +159,12 @@ impl Core {
                         unacked_bytes += chunk.data.len();
                     }
                     if let Err(e) = self.on_agent_message(&agent, msg, &mut acks).await {
+                        // Unstored output must not be followed by acknowledged output: end the session, and
+                        // the agent resends everything from the stored offsets when it reconnects.
                         tracing::error!(agent = %agent.name, error = %e, "failed to handle an agent message");
+                        break format!("store error: {e}");
                     }
-                    if unacked_bytes >= ACK_BYTES {
+                    if unacked_bytes >= ack_bytes {
                         unacked_bytes = 0;
                         self.flush_acks(&agent.id, &mut acks).await;
                     }
@@ -241,6 +248,16 @@ impl Core {
             return Ok(());
         }
         let stream = Stream::try_from(chunk.stream).unwrap_or(Stream::Unspecified);
+        let in_range = chunk
+            .offset
+            .checked_add(chunk.data.len() as u64)
+            .is_some_and(|end| end <= i64::MAX as u64);
+        if !in_range {
+            return Err(HubError::InvalidArgument(format!(
+                "output offset {} for task {} is out of range",
+                chunk.offset, chunk.task_id
+            )));
+        }
         let appended =
             self.store
                 .append_output(&chunk.task_id, stream, chunk.offset, &chunk.data)?;

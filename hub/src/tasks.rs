@@ -99,6 +99,10 @@ impl Core {
         if task.state != TaskState::Queued || !self.registry.is_connected(&task.agent_id) {
             return Ok(());
         }
+        // Claim and enqueue under the agent's stream lock: whoever sees the task dispatched and sends
+        // something about it (stdin, a signal, a cancel) does so behind its RunTask.
+        let lock = self.stream_lock(&task.agent_id);
+        let _order = lock.lock().await;
         if !self.store.mark_dispatched(&task.id)? {
             return Ok(());
         }
@@ -108,10 +112,37 @@ impl Core {
             .await
             .is_err()
         {
-            // It never reached a stream; the agent's next hello picks it up again.
-            self.store.requeue(&task.id)?;
+            // It never reached a stream; the agent's next hello picks it up again, unless it was
+            // cancelled meanwhile, in which case it never runs.
+            let cancelled = self
+                .store
+                .task(&task.id)?
+                .is_some_and(|t| t.cancel_requested);
+            if cancelled {
+                if self.store.end_task(
+                    &task.id,
+                    TaskState::Cancelled,
+                    "cancelled before it started",
+                )? {
+                    self.bus.publish_end(&task.id);
+                }
+            } else {
+                self.store.requeue(&task.id)?;
+            }
         }
+        self.dispatched.notify_waiters();
         Ok(())
+    }
+
+    /// The lock that orders everything put on one agent's stream: dispatches, task messages, and a new
+    /// session's welcome and queued tasks.
+    pub fn stream_lock(&self, agent_id: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        self.stream_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(agent_id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Dispatches everything queued for an agent, oldest first.
@@ -135,6 +166,7 @@ impl Core {
                 messages.push(self.run_message(&task));
             }
         }
+        self.dispatched.notify_waiters();
         Ok(messages)
     }
 
@@ -145,22 +177,31 @@ impl Core {
         let mut ended = self.bus.subscribe_task(task_id);
         let sent = loop {
             let changed = self.registry.changed();
+            let dispatched = self.dispatched.notified();
+            tokio::pin!(dispatched);
+            dispatched.as_mut().enable();
             let task = match self.store.task(task_id) {
                 Ok(Some(t)) if !t.state.is_terminal() => t,
                 _ => break false,
             };
-            if task.state != TaskState::Queued
-                && self
+            if task.state != TaskState::Queued {
+                let lock = self.stream_lock(&task.agent_id);
+                let _order = lock.lock().await;
+                if self
                     .registry
                     .send(&task.agent_id, msg.clone())
                     .await
                     .is_ok()
-            {
-                break true;
+                {
+                    break true;
+                }
             }
             tokio::select! {
                 () = changed => {}
+                () = dispatched => {}
                 _ = ended.recv() => {}
+                // Only a backstop: every state change above has its own wake-up.
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
             }
         };
         drop(ended);
@@ -175,17 +216,16 @@ impl Core {
         if task.state.is_terminal() {
             return Ok(task);
         }
-        if task.state == TaskState::Queued
-            && self.store.end_task(
-                &task.id,
-                TaskState::Cancelled,
-                "cancelled before it started",
-            )?
-        {
+        if task.state == TaskState::Queued && self.store.cancel_queued(&task.id)? {
             self.bus.publish_end(&task.id);
             return self.task(task_id);
         }
         self.store.request_cancel(&task.id)?;
+        // A dispatch whose send failed may have put it back in the queue just before our request.
+        if self.store.cancel_queued(&task.id)? {
+            self.bus.publish_end(&task.id);
+            return self.task(task_id);
+        }
         let core = self.clone();
         let id = task.id.clone();
         tokio::spawn(async move {

@@ -141,27 +141,30 @@ async fn ctrl_c_reaches_the_remote_process_group() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_far_beyond_the_spool_arrives_whole_on_a_live_link() {
-    // A 1 MiB spool and 24 MiB of incompressible output: the producer must be paced, never truncated.
+    // A 1 MiB spool and 2 × 12 MiB of incompressible output on stdout and stderr at once: the producers
+    // must be paced, never truncated.
     let hub = Hub::builder().arg("--agent-spool").arg("1m").start().await;
     let name = hub.name("big");
     hub.create(&name).await;
-    hub.cli(&[
-        "exec",
-        &name,
-        "--",
-        "sh",
-        "-c",
-        "head -c 25165824 /dev/urandom > /tmp/blob",
-    ])
-    .await
-    .ok();
-    let out = hub.cli(&["exec", &name, "--", "cat", "/tmp/blob"]).await;
-    assert!(out.status.success(), "{}", out.stderr);
-    assert!(!out.stderr.contains("lost output"), "{}", out.stderr);
-    assert_eq!(out.raw_stdout.len(), 25_165_824);
-    let remote = hub
-        .cli(&["exec", &name, "--", "sha256sum", "/tmp/blob"])
+    let make = "head -c 12582912 /dev/urandom > /tmp/a; head -c 12582912 /dev/urandom > /tmp/b";
+    hub.cli(&["exec", &name, "--", "sh", "-c", make]).await.ok();
+    let both = "cat /tmp/a & cat /tmp/b >&2; wait";
+    let out = hub.cli(&["exec", &name, "--", "sh", "-c", both]).await;
+    assert!(out.status.success(), "exit {}", out.code());
+    assert_eq!(out.raw_stdout.len(), 12_582_912);
+    assert_eq!(
+        out.raw_stderr.len(),
+        12_582_912,
+        "stderr was cut or carried a warning"
+    );
+    let sums = hub
+        .cli(&["exec", &name, "--", "sha256sum", "/tmp/a", "/tmp/b"])
         .await;
-    let remote = remote.ok().split_whitespace().next().unwrap().to_string();
-    assert_eq!(sha2_hex::hex_sha256(&out.raw_stdout), remote);
+    let sums: Vec<&str> = sums
+        .ok()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(sha2_hex::hex_sha256(&out.raw_stdout), sums[0]);
+    assert_eq!(sha2_hex::hex_sha256(&out.raw_stderr), sums[1]);
 }

@@ -110,8 +110,9 @@ pub fn random_prefix() -> String {
 pub struct Out {
     pub status: ExitStatus,
     pub stdout: String,
-    /// stdout exactly as received, for binary output.
+    /// stdout and stderr exactly as received, for binary output.
     pub raw_stdout: Vec<u8>,
+    pub raw_stderr: Vec<u8>,
     pub stderr: String,
 }
 
@@ -186,6 +187,7 @@ pub async fn run_cli(home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Out {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             raw_stdout: out.stdout,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            raw_stderr: out.stderr,
         }
     })
     .await

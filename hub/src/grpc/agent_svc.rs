@@ -85,6 +85,10 @@ impl AgentService for AgentSvc {
         if hello.agent_id != agent.id {
             return Err(Status::permission_denied("hello names another agent"));
         }
+        // From the duplicate check to registration, nothing else may put anything on this agent's stream
+        // or race a second hello: the welcome, then its queued tasks, must be the first things sent.
+        let lock = self.core.stream_lock(&agent.id);
+        let _order = lock.lock().await;
         // Refuse a second process before its hello changes anything (it would mark the live one's tasks lost).
         if let Some(other) = self
             .core
@@ -125,6 +129,7 @@ impl AgentService for AgentSvc {
                 return Err(Status::internal("registration failed"));
             }
         };
+        drop(_order);
         tracing::info!(agent = %agent.name, generation, instance = %hello.instance_id, tasks = hello.tasks.len(), "agent connected");
         let core = self.core.clone();
         tokio::spawn(async move {

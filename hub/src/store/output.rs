@@ -19,6 +19,8 @@ use super::{Result, StoreError};
 
 /// stream (1 byte) · offset in the stream (8) · length (4), little-endian, then the data.
 const HEADER: usize = 13;
+/// Open append handles kept at most (one per task still producing output).
+const MAX_OPEN: usize = 256;
 
 /// One piece of stored output. `seq` is the file position after it: increasing, so watchers resume
 /// from the last `seq` they saw.
@@ -79,6 +81,10 @@ impl OutputFiles {
         data: &[u8],
     ) -> Result<u64> {
         let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if handles.len() >= MAX_OPEN && !handles.contains_key(task_id) {
+            // Reopening is always safe (it cuts back to the committed length), so a full cache is simply emptied.
+            handles.clear();
+        }
         if !handles.contains_key(task_id) {
             let path = self.path(task_id);
             let file = OpenOptions::new()
@@ -88,6 +94,15 @@ impl OutputFiles {
                 .write(true)
                 .open(&path)
                 .map_err(|e| io(&path, e))?;
+            let len = file.metadata().map_err(|e| io(&path, e))?.len();
+            if len < at {
+                // The database says more was committed than the file holds (a power loss before the page
+                // cache reached the disk). Padding it would turn the hole into garbage records.
+                return Err(StoreError::Corrupt(format!(
+                    "{} holds {len} bytes but {at} were committed",
+                    path.display()
+                )));
+            }
             // Anything past the committed length is a write the store never recorded.
             file.set_len(at).map_err(|e| io(&path, e))?;
             handles.insert(task_id.to_string(), file);
@@ -132,11 +147,23 @@ impl OutputFiles {
         let mut chunks = Vec::new();
         let mut pos = after;
         while pos < committed && chunks.len() < limit {
+            let corrupt = || {
+                StoreError::Corrupt(format!(
+                    "{}: a record runs past the committed length",
+                    path.display()
+                ))
+            };
+            if committed - pos < HEADER as u64 {
+                return Err(corrupt());
+            }
             let mut header = [0u8; HEADER];
             reader.read_exact(&mut header).map_err(|e| io(&path, e))?;
             let stream = Stream::try_from(header[0] as i32).unwrap_or(Stream::Unspecified);
             let offset = u64::from_le_bytes(header[1..9].try_into().expect("8 bytes"));
             let len = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes")) as usize;
+            if (len as u64) > committed - pos - HEADER as u64 {
+                return Err(corrupt());
+            }
             let mut data = vec![0u8; len];
             reader.read_exact(&mut data).map_err(|e| io(&path, e))?;
             pos += (HEADER + len) as u64;
@@ -178,5 +205,19 @@ mod tests {
         assert_eq!(tail.len(), 1);
         assert_eq!(tail[0].data, &b" world"[..]);
         assert_eq!(std::fs::metadata(files.path("t1")).unwrap().len(), end3);
+    }
+
+    #[test]
+    fn a_file_shorter_than_committed_is_corrupt_not_padded() {
+        let files = OutputFiles::temporary().unwrap();
+        let end = files.write("t2", 0, Stream::Stdout, 0, b"abc").unwrap();
+        files.close("t2");
+        let err = files
+            .write("t2", end + 100, Stream::Stdout, 3, b"d")
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        // A committed length that cuts a record in half is refused too, without allocating its length.
+        assert!(files.read("t2", 0, end - 1, 10).is_err());
+        assert!(files.read("t2", 0, 5, 10).is_err());
     }
 }

@@ -169,7 +169,19 @@ impl Store {
     /// by a concurrent dispatch), in which case it must not be sent.
     pub fn mark_dispatched(&self, id: &str) -> Result<bool> {
         let changed = self.conn().execute(
-            "UPDATE tasks SET state = 'dispatched', dispatched_at = ?2 WHERE id = ?1 AND state = 'queued'",
+            "UPDATE tasks SET state = 'dispatched', dispatched_at = ?2 \
+             WHERE id = ?1 AND state = 'queued' AND cancel_requested = 0",
+            params![id, now_ms()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Cancels a task that is still queued. Returns false when it had already left the queue (a
+    /// concurrent dispatch claimed it): then the agent must be told instead.
+    pub fn cancel_queued(&self, id: &str) -> Result<bool> {
+        let changed = self.conn().execute(
+            "UPDATE tasks SET state = 'cancelled', error = 'cancelled before it started', finished_at = ?2 \
+             WHERE id = ?1 AND state = 'queued'",
             params![id, now_ms()],
         )?;
         Ok(changed > 0)
@@ -416,6 +428,23 @@ mod tests {
         let t = store.task(&id).unwrap().unwrap();
         assert_eq!(t.state, TaskState::Finished);
         assert_eq!(t.result.unwrap().outcome, result.outcome);
+    }
+
+    #[test]
+    fn cancel_and_dispatch_cannot_both_win() {
+        let (store, id) = store_with_task();
+        assert!(store.mark_dispatched(&id).unwrap());
+        // The dispatch claimed it first: cancelling it as queued must fail, so the agent is told instead.
+        assert!(!store.cancel_queued(&id).unwrap());
+        store.request_cancel(&id).unwrap();
+        store.requeue(&id).unwrap();
+        // A task with a cancel on record is never claimed again.
+        assert!(!store.mark_dispatched(&id).unwrap());
+        assert!(store.cancel_queued(&id).unwrap());
+        assert_eq!(
+            store.task(&id).unwrap().unwrap().state,
+            TaskState::Cancelled
+        );
     }
 
     #[test]
