@@ -211,6 +211,8 @@ impl Core {
         progress: ProgressFn<'_>,
         undo: &mut Undo,
     ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let step = |name: &str| tracing::debug!(agent = %record.name, step = name, elapsed_ms = started.elapsed().as_millis() as u64, "create");
         let profile = self.profiles.get(&record.profile)?.clone();
         // Independent lookups, concurrently: each is an engine round trip on the create's critical path.
         let (image, existing, volume_exists, network) = tokio::try_join!(
@@ -288,7 +290,9 @@ impl Core {
             cap_add: AGENT_CAPS.iter().map(|c| c.to_string()).collect(),
             hostname: record.name.clone(),
         };
+        step("lookups and volume");
         let id = self.driver.create_container(&spec).await?;
+        step("container created");
         undo.container = Some(id.clone());
         self.store.set_container_id(&record.id, &id)?;
         self.driver
@@ -312,11 +316,13 @@ impl Core {
                 ],
             )
             .await?;
+        step("credentials uploaded");
         progress(Progress {
             stage: "start",
             message: "starting container".into(),
         });
         self.driver.start_container(&id).await?;
+        step("container started");
         self.transition(&record.id, LifecycleEvent::ContainerStarted, "")?;
         progress(Progress {
             stage: "connect",
