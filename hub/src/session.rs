@@ -87,13 +87,7 @@ impl Core {
             }
             if task.state == TaskState::Dispatched && same_instance && task.cancel_requested {
                 // Cancelled while its RunTask was lost with the old link: it never ran, and never will.
-                if self.store.end_task(
-                    &task.id,
-                    TaskState::Cancelled,
-                    "cancelled before it started",
-                )? {
-                    self.bus.publish_end(&task.id);
-                }
+                self.end_task(&task.id, TaskState::Cancelled, crate::tasks::NEVER_STARTED)?;
             } else if task.state == TaskState::Dispatched && same_instance {
                 // The RunTask was lost with the old link; the agent never saw it. Send it again.
                 self.store.requeue(&task.id)?;
@@ -103,10 +97,8 @@ impl Core {
                 } else {
                     "the agent restarted while the task was running"
                 };
-                if self.store.end_task(&task.id, TaskState::Lost, why)? {
-                    tracing::warn!(task = %task.id, agent = %agent.name, why, "task lost");
-                    self.bus.publish_end(&task.id);
-                }
+                tracing::warn!(task = %task.id, agent = %agent.name, why, "task lost");
+                self.end_task(&task.id, TaskState::Lost, why)?;
             }
         }
         let system = hello.system.clone().unwrap_or_default();

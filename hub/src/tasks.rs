@@ -9,6 +9,9 @@ use crate::core::Core;
 use crate::error::{HubError, Result};
 use crate::store::{AgentRecord, NewTask, StoredChunk, TaskRecord, TaskState};
 
+/// Why a task ended without running.
+pub const NEVER_STARTED: &str = "cancelled before it started";
+
 /// The longest timeout a task may ask for: a year. Zero means none.
 const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
 
@@ -119,13 +122,7 @@ impl Core {
                 .task(&task.id)?
                 .is_some_and(|t| t.cancel_requested);
             if cancelled {
-                if self.store.end_task(
-                    &task.id,
-                    TaskState::Cancelled,
-                    "cancelled before it started",
-                )? {
-                    self.bus.publish_end(&task.id);
-                }
+                self.end_task(&task.id, TaskState::Cancelled, NEVER_STARTED)?;
             } else {
                 self.store.requeue(&task.id)?;
             }
@@ -216,13 +213,17 @@ impl Core {
         if task.state.is_terminal() {
             return Ok(task);
         }
-        if task.state == TaskState::Queued && self.store.cancel_queued(&task.id)? {
-            self.bus.publish_end(&task.id);
-            return self.task(task_id);
-        }
-        self.store.request_cancel(&task.id)?;
-        // A dispatch whose send failed may have put it back in the queue just before our request.
-        if self.store.cancel_queued(&task.id)? {
+        // The second attempt catches a dispatch whose send failed and put the task back in the queue
+        // just before the cancel was recorded.
+        let ended = if task.state == TaskState::Queued
+            && self.store.cancel_queued(&task.id, NEVER_STARTED)?
+        {
+            true
+        } else {
+            self.store.request_cancel(&task.id)?;
+            self.store.cancel_queued(&task.id, NEVER_STARTED)?
+        };
+        if ended {
             self.bus.publish_end(&task.id);
             return self.task(task_id);
         }
@@ -237,6 +238,15 @@ impl Core {
         self.task(task_id)
     }
 
+    /// Ends a task that will not report a result (never started, or lost with its agent) and wakes its
+    /// watchers. Does nothing to a task that has already ended.
+    pub fn end_task(&self, task_id: &str, state: TaskState, why: &str) -> Result<()> {
+        if self.store.end_task(task_id, state, why)? {
+            self.bus.publish_end(task_id);
+        }
+        Ok(())
+    }
+
     /// Ends every unfinished task of an agent (it is being destroyed).
     pub fn lose_tasks(&self, agent_id: &str, why: &str) -> Result<()> {
         let open = [TaskState::Queued, TaskState::Dispatched, TaskState::Running];
@@ -246,9 +256,7 @@ impl Core {
             } else {
                 TaskState::Lost
             };
-            if self.store.end_task(&task.id, state, why)? {
-                self.bus.publish_end(&task.id);
-            }
+            self.end_task(&task.id, state, why)?;
         }
         Ok(())
     }

@@ -178,11 +178,10 @@ impl Store {
 
     /// Cancels a task that is still queued. Returns false when it had already left the queue (a
     /// concurrent dispatch claimed it): then the agent must be told instead.
-    pub fn cancel_queued(&self, id: &str) -> Result<bool> {
+    pub fn cancel_queued(&self, id: &str, why: &str) -> Result<bool> {
         let changed = self.conn().execute(
-            "UPDATE tasks SET state = 'cancelled', error = 'cancelled before it started', finished_at = ?2 \
-             WHERE id = ?1 AND state = 'queued'",
-            params![id, now_ms()],
+            "UPDATE tasks SET state = 'cancelled', error = ?3, finished_at = ?2 WHERE id = ?1 AND state = 'queued'",
+            params![id, now_ms(), why],
         )?;
         Ok(changed > 0)
     }
@@ -435,12 +434,12 @@ mod tests {
         let (store, id) = store_with_task();
         assert!(store.mark_dispatched(&id).unwrap());
         // The dispatch claimed it first: cancelling it as queued must fail, so the agent is told instead.
-        assert!(!store.cancel_queued(&id).unwrap());
+        assert!(!store.cancel_queued(&id, "test").unwrap());
         store.request_cancel(&id).unwrap();
         store.requeue(&id).unwrap();
         // A task with a cancel on record is never claimed again.
         assert!(!store.mark_dispatched(&id).unwrap());
-        assert!(store.cancel_queued(&id).unwrap());
+        assert!(store.cancel_queued(&id, "test").unwrap());
         assert_eq!(
             store.task(&id).unwrap().unwrap().state,
             TaskState::Cancelled
