@@ -28,16 +28,6 @@ pub enum HubEvent {
     },
 }
 
-impl HubEvent {
-    pub fn agent_id(&self) -> &str {
-        match self {
-            HubEvent::Lifecycle { agent_id, .. }
-            | HubEvent::Connection { agent_id, .. }
-            | HubEvent::Removed { agent_id, .. } => agent_id,
-        }
-    }
-}
-
 /// Something new about a task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskUpdate {

@@ -234,10 +234,6 @@ impl RunningHub {
         }
         tracing::info!("hub stopped");
     }
-
-    pub fn core(&self) -> &Arc<Core> {
-        &self.core
-    }
 }
 
 impl RunningHub {

@@ -194,12 +194,9 @@ impl Core {
     ) -> Result<()> {
         match msg.msg {
             Some(AgentMsg::Heartbeat(hb)) => {
-                if let Some(health) = &hb.health {
-                    self.store.record_heartbeat(&agent.id, health)?;
-                }
+                let current = self.store.record_heartbeat(&agent.id, hb.health.as_ref())?;
                 // A heartbeat on the current session proves the link, whatever a racing Docker event or
                 // the sweeper recorded meanwhile.
-                let current = self.store.agent_by_id(&agent.id)?.map(|a| a.connection);
                 if current.is_some_and(|c| c != Connection::Connected) {
                     self.set_connection(&agent.id, Connection::Connected)?;
                 }
@@ -236,9 +233,6 @@ impl Core {
         chunk: OutputChunk,
         acks: &mut HashMap<String, Ack>,
     ) -> Result<()> {
-        if !self.owns(agent, &chunk.task_id)? {
-            return Ok(());
-        }
         let stream = Stream::try_from(chunk.stream).unwrap_or(Stream::Unspecified);
         let in_range = chunk
             .offset
@@ -250,9 +244,18 @@ impl Core {
                 chunk.offset, chunk.task_id
             )));
         }
-        let appended =
-            self.store
-                .append_output(&chunk.task_id, stream, chunk.offset, &chunk.data)?;
+        // One read answers both "is it this agent's task?" and "what is stored already?".
+        let appended = self.store.append_output(
+            &chunk.task_id,
+            &agent.id,
+            stream,
+            chunk.offset,
+            &chunk.data,
+        )?;
+        let Some(appended) = appended else {
+            tracing::warn!(agent = %agent.name, task = %chunk.task_id, "agent sent output for a task that is not its own");
+            return Ok(());
+        };
         if appended.gap > 0 {
             tracing::warn!(task = %chunk.task_id, bytes = appended.gap, "output missing: the agent's spool overflowed");
         }

@@ -155,16 +155,6 @@ impl Driver for DockerDriver {
         Ok(NetworkInfo { id, gateway })
     }
 
-    async fn remove_network(&self, name: &str) -> Result<()> {
-        match self.docker.remove_network(name).await {
-            Ok(())
-            | Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(map_err(format!("network {name}"))(e)),
-        }
-    }
-
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         match self.docker.inspect_image(reference).await {
             Ok(image) => Ok(image.id),

@@ -58,10 +58,6 @@ impl Driver for FakeDriver {
         })
     }
 
-    async fn remove_network(&self, _name: &str) -> Result<()> {
-        Ok(())
-    }
-
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         Ok(Some(format!("sha256:{reference}")))
     }

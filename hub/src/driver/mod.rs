@@ -120,7 +120,6 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         name: &str,
         labels: HashMap<String, String>,
     ) -> Result<NetworkInfo>;
-    async fn remove_network(&self, name: &str) -> Result<()>;
 
     /// The image's id, if the engine has it.
     async fn image_id(&self, reference: &str) -> Result<Option<String>>;

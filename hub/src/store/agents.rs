@@ -160,15 +160,6 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the token hash; done on every (re)create so an old token never works again.
-    pub fn set_token_hash(&self, id: &str, hash: &[u8]) -> Result<()> {
-        self.conn().execute(
-            "UPDATE agents SET token_hash = ?2 WHERE id = ?1",
-            params![id, hash],
-        )?;
-        Ok(())
-    }
-
     pub fn set_lifecycle(&self, id: &str, state: Lifecycle, reason: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE agents SET lifecycle = ?2, lifecycle_reason = ?3, lifecycle_at = ?4 WHERE id = ?1",
@@ -210,12 +201,26 @@ impl Store {
         Ok(())
     }
 
-    pub fn record_heartbeat(&self, id: &str, health: &Health) -> Result<()> {
-        self.conn().execute(
-            "UPDATE agents SET last_heartbeat = ?2, health = ?3 WHERE id = ?1",
-            params![id, now_ms(), health.encode_to_vec()],
+    /// Records a heartbeat (with its health, when it carries one) and returns the connection state the
+    /// store holds, so the caller can correct it without reading the whole row.
+    pub fn record_heartbeat(
+        &self,
+        id: &str,
+        health: Option<&Health>,
+    ) -> Result<Option<Connection>> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE agents SET last_heartbeat = ?2, health = COALESCE(?3, health) WHERE id = ?1",
+            params![id, now_ms(), health.map(|h| h.encode_to_vec())],
         )?;
-        Ok(())
+        let state: Option<String> = conn
+            .query_row("SELECT connection FROM agents WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        state
+            .map(|s| s.parse().map_err(StoreError::Corrupt))
+            .transpose()
     }
 
     pub fn delete_agent(&self, id: &str) -> Result<()> {
@@ -258,7 +263,8 @@ pub(crate) mod tests {
             memory_used_bytes: 42,
             ..Default::default()
         };
-        store.record_heartbeat(&a.id, &health).unwrap();
+        let seen = store.record_heartbeat(&a.id, Some(&health)).unwrap();
+        assert_eq!(seen, Some(Connection::Connected));
         let b = store.agent_by_name("demo").unwrap().unwrap();
         assert_eq!(b.lifecycle, Lifecycle::Ready);
         assert_eq!(b.connection, Connection::Connected);

@@ -80,12 +80,6 @@ impl Store {
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
     }
-
-    /// A trivial query, for readiness checks.
-    pub fn ping(&self) -> Result<()> {
-        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
-        Ok(())
-    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -245,32 +245,37 @@ impl Store {
 
     /// Appends the part of a chunk the store does not have yet. Chunks that end at or before the stored end
     /// are duplicates from a resend and change nothing.
+    /// Returns None, storing nothing, when the task is not `agent_id`'s.
     pub fn append_output(
         &self,
         task_id: &str,
+        agent_id: &str,
         stream: Stream,
         offset: u64,
         data: &bytes::Bytes,
-    ) -> Result<OutputAppend> {
+    ) -> Result<Option<OutputAppend>> {
         let column = len_column(stream)?;
         // The connection lock also serialises writers of one task's file.
         let conn = self.conn();
-        let (end, committed): (i64, i64) = conn
+        let Some((end, committed)) = conn
             .query_row(
-                &format!("SELECT {column}, output_bytes FROM tasks WHERE id = ?1"),
-                [task_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                &format!(
+                    "SELECT {column}, output_bytes FROM tasks WHERE id = ?1 AND agent_id = ?2"
+                ),
+                [task_id, agent_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
             .optional()?
-            .ok_or_else(|| StoreError::Corrupt(format!("output for unknown task {task_id}")))?;
-        let (end, committed) = (end as u64, committed as u64);
+        else {
+            return Ok(None);
+        };
         let chunk_end = offset + data.len() as u64;
         if chunk_end <= end {
-            return Ok(OutputAppend {
+            return Ok(Some(OutputAppend {
                 new: None,
                 end,
                 gap: 0,
-            });
+            }));
         }
         let (start, gap) = if offset >= end {
             (offset, offset - end)
@@ -285,7 +290,7 @@ impl Store {
             &format!("UPDATE tasks SET {column} = ?2, output_bytes = ?3 WHERE id = ?1"),
             params![task_id, chunk_end as i64, new_committed as i64],
         )?;
-        Ok(OutputAppend {
+        Ok(Some(OutputAppend {
             new: Some(StoredChunk {
                 seq: new_committed as i64,
                 stream,
@@ -294,7 +299,7 @@ impl Store {
             }),
             end: chunk_end,
             gap,
-        })
+        }))
     }
 
     /// Stored output after `after_seq` (0: from the start), in arrival order, at most `limit` chunks.
@@ -356,37 +361,39 @@ mod tests {
         (store, t.id)
     }
 
+    /// Appends to the task of `store_with_task`, whose agent is "id-demo".
+    fn append(
+        store: &Store,
+        id: &str,
+        stream: Stream,
+        offset: u64,
+        data: &'static [u8],
+    ) -> OutputAppend {
+        store
+            .append_output(
+                id,
+                "id-demo",
+                stream,
+                offset,
+                &bytes::Bytes::from_static(data),
+            )
+            .unwrap()
+            .expect("the task is this agent's")
+    }
+
     #[test]
     fn resent_output_is_stored_once() {
         let (store, id) = store_with_task();
-        let a = store
-            .append_output(
-                &id,
-                Stream::Stdout,
-                0,
-                &bytes::Bytes::from_static(b"hello "),
-            )
-            .unwrap();
+        let a = append(&store, &id, Stream::Stdout, 0, b"hello ");
         assert_eq!(a.end, 6);
         // A resend overlapping what we have: only "world" is new.
-        let b = store
-            .append_output(
-                &id,
-                Stream::Stdout,
-                3,
-                &bytes::Bytes::from_static(b"lo world"),
-            )
-            .unwrap();
+        let b = append(&store, &id, Stream::Stdout, 3, b"lo world");
         assert_eq!(b.new.as_ref().unwrap().data, &b"world"[..]);
         assert_eq!(b.new.as_ref().unwrap().offset, 6);
         // A pure duplicate.
-        let c = store
-            .append_output(&id, Stream::Stdout, 0, &bytes::Bytes::from_static(b"hello"))
-            .unwrap();
+        let c = append(&store, &id, Stream::Stdout, 0, b"hello");
         assert!(c.new.is_none());
-        store
-            .append_output(&id, Stream::Stderr, 0, &bytes::Bytes::from_static(b"err"))
-            .unwrap();
+        append(&store, &id, Stream::Stderr, 0, b"err");
         let all = store.output_after(&id, 0, 100).unwrap();
         let stdout: Vec<u8> = all
             .iter()
@@ -403,11 +410,25 @@ mod tests {
     #[test]
     fn a_gap_is_reported() {
         let (store, id) = store_with_task();
-        let a = store
-            .append_output(&id, Stream::Stdout, 10, &bytes::Bytes::from_static(b"x"))
-            .unwrap();
+        let a = append(&store, &id, Stream::Stdout, 10, b"x");
         assert_eq!(a.gap, 10);
         assert_eq!(a.end, 11);
+    }
+
+    #[test]
+    fn output_for_another_agents_task_is_refused() {
+        let (store, id) = store_with_task();
+        let got = store
+            .append_output(
+                &id,
+                "someone-else",
+                Stream::Stdout,
+                0,
+                &bytes::Bytes::from_static(b"x"),
+            )
+            .unwrap();
+        assert!(got.is_none());
+        assert!(store.output_after(&id, 0, 10).unwrap().is_empty());
     }
 
     #[test]
