@@ -1,22 +1,50 @@
-# The agent image: any base with a shell, plus the static agent and an unprivileged task user.
-# BASE is the docker-agent base built from Debian's packages by images/rootfs.sh, or, on a
-# machine that can pull, a public Debian image such as debian:bookworm-slim.
+# The agent image of one profile: a base with a shell, the profile's Debian packages, the task user, and
+# the static agent. The hub builds it with these build arguments:
+#   BASE       the docker-agent base built from Debian's packages by images/rootfs.sh, the profile's
+#              `base`, or on a machine that can pull, a public Debian image such as debian:bookworm-slim
+#   TASK_USER  the user tasks run as (created with uid 1000 unless the base has it, or `root`)
+#   PACKAGES   the profile's Debian packages, space-separated (empty: none)
+# Layers go from the least to the most often changed, so a new agent binary reuses the package layer.
 ARG BASE
 FROM ${BASE}
+ARG TASK_USER=agent
+ARG PACKAGES=
 
 RUN set -eu; \
-    if ! grep -q '^agent:' /etc/passwd; then \
+    if [ "$TASK_USER" != root ] && ! grep -q "^$TASK_USER:" /etc/passwd; then \
       if command -v useradd >/dev/null 2>&1; then \
-        useradd --create-home --uid 1000 --user-group --shell /bin/bash agent; \
+        useradd --create-home --uid 1000 --user-group --shell /bin/bash "$TASK_USER"; \
       else \
-        echo 'agent:x:1000:1000:docker-agent tasks:/home/agent:/bin/sh' >> /etc/passwd; \
-        echo 'agent:x:1000:' >> /etc/group; \
-        mkdir -p /home/agent && chown 1000:1000 /home/agent; \
+        echo "$TASK_USER:x:1000:1000:docker-agent tasks:/home/$TASK_USER:/bin/sh" >> /etc/passwd; \
+        echo "$TASK_USER:x:1000:" >> /etc/group; \
+        mkdir -p "/home/$TASK_USER" && chown 1000:1000 "/home/$TASK_USER"; \
       fi; \
     fi; \
-    mkdir -p /workspace /etc/docker-agent; \
-    chown agent:agent /workspace; \
-    chmod 0700 /etc/docker-agent
+    mkdir -p /workspace /etc/docker-agent /var/lib/docker-agent; \
+    chown "$TASK_USER:" /workspace; \
+    chmod 0700 /etc/docker-agent /var/lib/docker-agent
+
+# Every package is looked up first, so a misspelt one fails the build naming it (the hub reports the
+# `docker-agent: no such package` line) instead of in the middle of apt's output.
+RUN set -eu; \
+    if [ -n "$PACKAGES" ]; then \
+      if ! command -v apt-get >/dev/null 2>&1; then \
+        echo "docker-agent: the base has no apt-get, so it cannot install packages" >&2; exit 100; \
+      fi; \
+      export DEBIAN_FRONTEND=noninteractive; \
+      apt-get update -q; \
+      missing=""; \
+      for p in $PACKAGES; do \
+        name="${p%%=*}"; \
+        apt-cache show "$name" >/dev/null 2>&1 || missing="$missing $name"; \
+      done; \
+      if [ -n "$missing" ]; then \
+        echo "docker-agent: no such package in the base's Debian archive:$missing" >&2; exit 100; \
+      fi; \
+      apt-get install -y -q --no-install-recommends $PACKAGES; \
+      apt-get clean; \
+      rm -rf /var/lib/apt/lists/*; \
+    fi
 
 # The build context gives the binary mode 0755; COPY keeps it (no --chmod: the legacy builder lacks it).
 COPY docker-agent-agent /usr/local/bin/docker-agent-agent

@@ -52,8 +52,14 @@ pub enum Command {
     Exec(ExecArgs),
     /// Submit a JSON task, or inspect tasks (get, logs, list, cancel).
     Task(TaskArgs),
-    /// List the profiles the hub offers.
-    Profiles(JsonArg),
+    /// List the profiles the hub offers, or show one as the hub resolved it.
+    Profiles(ProfilesArgs),
+    /// Print an agent's container log: the agent's own messages and its profile's setup steps.
+    Logs(LogsArgs),
+    /// Commit an agent's filesystem and /workspace to a snapshot image.
+    Snapshot(SnapshotArgs),
+    /// List snapshots, or remove them.
+    Snapshots(SnapshotsArgs),
     /// Build agent images ahead of time.
     Image {
         #[command(subcommand)]
@@ -95,6 +101,9 @@ pub struct HubArgs {
     #[command(flatten)]
     pub image: ImageSource,
 
+    #[command(flatten)]
+    pub profiles: ProfilesDir,
+
     /// Interval the agents send heartbeats at.
     #[arg(long, env = "DOCKER_AGENT_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -115,6 +124,15 @@ pub struct HubArgs {
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "DOCKER_AGENT_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// Where user profiles live.
+#[derive(Debug, Clone, Args)]
+pub struct ProfilesDir {
+    /// Directory of user profiles (*.toml, *.json) that add to and override the built-in ones
+    /// (default: <home>/profiles).
+    #[arg(long, env = "DOCKER_AGENT_PROFILES_DIR", value_name = "DIR")]
+    pub profiles_dir: Option<PathBuf>,
 }
 
 /// Where image builds get the agent binary and the base root filesystem.
@@ -142,8 +160,92 @@ pub struct CreateArgs {
     /// How long to wait for the agent to dial back (default: the hub's).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Start from a snapshot (see `docker-agent snapshots`) instead of a profile's image.
+    #[arg(long, value_name = "TAG", conflicts_with = "profile")]
+    pub from_snapshot: Option<String>,
+    /// Accept a profile that mounts the host's Docker socket, which gives the agent root on this host.
+    #[arg(long, env = "DOCKER_AGENT_ALLOW_DOCKER_SOCKET")]
+    pub allow_docker_socket: bool,
     #[command(flatten)]
     pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ProfilesArgs {
+    #[command(subcommand)]
+    pub command: Option<ProfilesCommand>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// List the profiles (the default).
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Print one profile as the hub resolved it (TOML; --json for JSON), with the image it builds to.
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Keep printing new output until the container stops.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<u64>,
+    /// Only output after this: a duration ago (10m, 2h) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub since: Option<i64>,
+    /// Prefix every line with its time.
+    #[arg(long, short)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The agent to snapshot.
+    pub name: String,
+    /// The snapshot's tag (default NAME-YYYYMMDD-HHMMSS).
+    #[arg(long, short)]
+    pub tag: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SnapshotsArgs {
+    #[command(subcommand)]
+    pub command: Option<SnapshotsCommand>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    /// List snapshots (the default).
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Remove snapshots; refused while an agent made from one exists.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +395,8 @@ pub enum ImageCommand {
         profile: Option<String>,
         #[command(flatten)]
         source: ImageSource,
+        #[command(flatten)]
+        profiles: ProfilesDir,
         /// Print only the image tag.
         #[arg(long, short)]
         quiet: bool,
@@ -313,6 +417,20 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
+}
+
+/// `--since`: a duration ago or an RFC 3339 time, as unix seconds.
+fn parse_since(text: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now();
+    let at = match humantime::parse_duration(text) {
+        Ok(ago) => now.checked_sub(ago).ok_or("too far back")?,
+        Err(_) => humantime::parse_rfc3339_weak(text)
+            .map_err(|_| format!("{text:?} is neither a duration (10m) nor a time (2026-11-23T10:00:00Z)"))?,
+    };
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "before 1970")?
+        .as_secs() as i64)
 }
 
 #[cfg(test)]
@@ -383,3 +501,4 @@ mod tests {
         assert!(Cli::try_parse_from(["docker-agent", "hub", "--agent-listen", "nowhere"]).is_err());
     }
 }
+

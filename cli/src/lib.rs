@@ -4,6 +4,7 @@ pub mod args;
 mod client;
 mod commands;
 mod output;
+mod progress;
 mod views;
 
 use std::process::ExitCode;

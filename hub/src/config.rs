@@ -57,6 +57,8 @@ pub struct HubConfig {
     pub kill_grace: Duration,
     /// Bound of each agent's spool of unacknowledged output (the agent's default when None).
     pub agent_spool_bytes: Option<u64>,
+    /// User profiles; default `<data dir>/profiles`.
+    pub profiles_dir: Option<PathBuf>,
 }
 
 impl HubConfig {
@@ -74,6 +76,7 @@ impl HubConfig {
             ready_timeout: Duration::from_secs(120),
             kill_grace: Duration::from_secs(5),
             agent_spool_bytes: None,
+            profiles_dir: None,
         }
     }
 
@@ -104,6 +107,14 @@ impl HubConfig {
                     "agent URL {url:?} must look like https://HOST:PORT"
                 ));
             }
+        }
+        if let Some(dir) = &self.profiles_dir
+            && !dir.is_dir()
+        {
+            return bad(format!(
+                "profile directory {} does not exist or is not a directory",
+                dir.display()
+            ));
         }
         if let Some(path) = &self.agent_binary
             && !path.is_file()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::bus::Bus;
 use crate::driver::Driver;
 use crate::image::ImageBuilder;
-use crate::profile::ProfileSet;
+use crate::profile::ProfileCatalog;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -25,6 +25,10 @@ pub struct Settings {
     /// Passed to each agent as `--spool-bytes` when set.
     pub agent_spool_bytes: Option<u64>,
     pub data_dir: std::path::PathBuf,
+    /// The user profile directory (added to and overriding the built-in profiles).
+    pub profiles_dir: Option<std::path::PathBuf>,
+    /// CPUs the engine has: the most a container can be given.
+    pub engine_cpus: u32,
 }
 
 #[derive(Debug)]
@@ -34,7 +38,6 @@ pub struct Core {
     pub driver: Arc<dyn Driver>,
     pub registry: Registry,
     pub bus: Bus,
-    pub profiles: ProfileSet,
     pub images: ImageBuilder,
     /// Serialises lifecycle transitions, which read, decide and write.
     pub(crate) transitions: std::sync::Mutex<()>,
@@ -43,6 +46,13 @@ pub struct Core {
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken whenever tasks leave the queue, for senders waiting to follow a task.
     pub(crate) dispatched: tokio::sync::Notify,
+}
+
+impl Core {
+    /// The profiles as they are now: the user directory is read on every call, so edits apply at once.
+    pub fn profiles(&self) -> ProfileCatalog {
+        ProfileCatalog::load(self.settings.profiles_dir.as_deref())
+    }
 }
 
 #[cfg(test)]
@@ -67,6 +77,8 @@ impl Core {
                 ca_pem: String::new(),
                 agent_spool_bytes: None,
                 data_dir: dir.to_path_buf(),
+                profiles_dir: None,
+                engine_cpus: 2,
             },
             store: Store::open_in_memory().unwrap(),
             images: ImageBuilder::new(
@@ -78,7 +90,6 @@ impl Core {
             driver,
             registry: Registry::default(),
             bus: Bus::default(),
-            profiles: ProfileSet::builtin().unwrap(),
             transitions: Default::default(),
             stream_locks: Default::default(),
             dispatched: Default::default(),

@@ -22,6 +22,9 @@ pub enum HubError {
     FailedPrecondition(String),
     #[error("{0}")]
     Timeout(String),
+    /// A profile setup step failed; the agent stays in start_error.
+    #[error("{0}")]
+    SetupFailed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("invalid configuration: {0}")]

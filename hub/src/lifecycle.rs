@@ -24,8 +24,12 @@ pub enum Lifecycle {
 pub enum LifecycleEvent {
     /// The container was started (by us, by Docker's restart policy, or by someone else).
     ContainerStarted,
-    /// The agent inside completed its hello.
+    /// The agent inside completed its hello, with its profile's setup done (or none).
     AgentRegistered,
+    /// The agent runs its profile's setup steps; it is not ready until they succeed.
+    SetupRunning,
+    /// A setup step failed.
+    SetupFailed,
     /// The agent did not register within the ready timeout.
     ReadyTimeout,
     StopRequested,
@@ -56,7 +60,9 @@ impl Lifecycle {
             // A hello proves the container runs, even if Docker's start event has not reached us yet.
             (Creating | Starting | StartError | Ready | Stopped, E::AgentRegistered) => Ready,
             // A late hello from an agent we are stopping changes nothing.
-            (Stopping, E::AgentRegistered) => Stopping,
+            (Stopping, E::AgentRegistered | E::SetupRunning | E::SetupFailed) => Stopping,
+            (Creating | Starting | StartError | Ready | Stopped, E::SetupRunning) => Starting,
+            (Creating | Starting | StartError | Ready | Stopped, E::SetupFailed) => StartError,
             (Creating | Starting, E::ReadyTimeout) => StartError,
             (Ready | StartError | Stopping | Stopped, E::ReadyTimeout) => self,
             (Creating | Starting | Ready | StartError, E::StopRequested) => Stopping,
@@ -72,6 +78,8 @@ impl Lifecycle {
         let event = match event {
             LifecycleEvent::ContainerStarted => "start",
             LifecycleEvent::AgentRegistered => "register",
+            LifecycleEvent::SetupRunning => "run setup",
+            LifecycleEvent::SetupFailed => "fail setup",
             LifecycleEvent::ReadyTimeout => "time out",
             LifecycleEvent::StopRequested => "stop",
             LifecycleEvent::ContainerExited => "exit",
@@ -212,6 +220,19 @@ mod tests {
         assert_eq!(Creating.on(E::AgentRegistered).unwrap(), Ready);
         assert_eq!(Stopped.on(E::AgentRegistered).unwrap(), Ready);
         assert_eq!(Stopping.on(E::AgentRegistered).unwrap(), Stopping);
+    }
+
+    #[test]
+    fn setup_holds_readiness_back_and_a_failed_step_is_a_start_error() {
+        let s = Starting.on(E::SetupRunning).unwrap();
+        assert_eq!(s, Starting);
+        assert_eq!(s.on(E::SetupFailed).unwrap(), StartError);
+        assert_eq!(s.on(E::AgentRegistered).unwrap(), Ready);
+        // A restart after a failure resumes the setup.
+        assert_eq!(StartError.on(E::ContainerStarted).unwrap(), Starting);
+        assert_eq!(StartError.on(E::SetupRunning).unwrap(), Starting);
+        assert_eq!(Stopping.on(E::SetupFailed).unwrap(), Stopping);
+        assert!(Destroyed.on(E::SetupRunning).is_err());
     }
 
     #[test]

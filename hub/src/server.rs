@@ -19,7 +19,7 @@ use crate::error::{HubError, Result};
 use crate::grpc::control_svc::AdminAuth;
 use crate::grpc::{AgentSvc, ControlSvc};
 use crate::image::ImageBuilder;
-use crate::profile::ProfileSet;
+use crate::profile::ProfileCatalog;
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::tls::{self, AGENT_HOSTNAME};
@@ -73,10 +73,18 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     let hub_id = data_dir.hub_id()?;
     let admin_token = data_dir.ensure_admin_token()?;
     let store = Store::open(&data_dir.db_path())?;
-    let profiles = ProfileSet::builtin()?;
+    let profiles_dir = config
+        .profiles_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("profiles"));
+    // A broken profile file must not keep the hub down: it is reported here and on every use.
+    for error in ProfileCatalog::load(Some(&profiles_dir)).errors.values() {
+        tracing::warn!(%error, "profile not loaded");
+    }
 
     let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect().await?);
     driver.ping().await?;
+    let engine_cpus = driver.engine_cpus().await?;
     let network = driver
         .ensure_network(
             &config.network,
@@ -143,12 +151,13 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             ca_pem: tls.ca_pem.clone(),
             agent_spool_bytes: config.agent_spool_bytes,
             data_dir: config.data_dir.clone(),
+            profiles_dir: Some(profiles_dir),
+            engine_cpus,
         },
         store,
         driver,
         registry: Registry::default(),
         bus: Default::default(),
-        profiles,
         images,
         transitions: Default::default(),
         stream_locks: Default::default(),
@@ -242,7 +251,7 @@ impl RunningHub {
     pub fn warm_default_image(&self) {
         let core = self.core.clone();
         tokio::spawn(async move {
-            let Ok(profile) = core.profiles.get(crate::profile::DEFAULT_PROFILE).cloned() else {
+            let Ok(profile) = core.profiles().get(crate::profile::DEFAULT_PROFILE).cloned() else {
                 return;
             };
             let log = |p: crate::image::Progress| tracing::info!(stage = p.stage, "{}", p.message);

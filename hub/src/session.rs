@@ -7,13 +7,13 @@ use std::time::Duration;
 use docker_agent_proto::v1::agent_message::Msg as AgentMsg;
 use docker_agent_proto::v1::hub_message::Msg;
 use docker_agent_proto::v1::{
-    Ack, AgentMessage, Hello, OutputChunk, ResendFrom, Stream, TaskResult, Welcome,
+    Ack, AgentMessage, Hello, OutputChunk, ResendFrom, SetupStatus, Stream, TaskResult, Welcome,
 };
 use futures::{Stream as FutStream, StreamExt};
 
 use crate::core::Core;
 use crate::error::{HubError, Result};
-use crate::lifecycle::{Connection, LifecycleEvent};
+use crate::lifecycle::Connection;
 use crate::store::{AgentRecord, TaskState};
 
 /// How often stored-output acknowledgements go back to the agent, so it can free its spool.
@@ -111,10 +111,11 @@ impl Core {
         Ok(welcome)
     }
 
-    /// Marks the agent connected and ready, and sends it its queue. Called once the welcome is queued.
-    pub async fn agent_registered(&self, agent: &AgentRecord) -> Result<()> {
+    /// Marks the agent connected, and ready unless its setup still runs or failed, and sends it its
+    /// queue (the agent holds tasks back until its setup has ended). Called once the welcome is queued.
+    pub async fn agent_registered(&self, agent: &AgentRecord, setup: Option<&SetupStatus>) -> Result<()> {
         self.set_connection(&agent.id, Connection::Connected)?;
-        self.transition(&agent.id, LifecycleEvent::AgentRegistered, "")?;
+        self.apply_setup_status(&agent.id, setup)?;
         self.dispatch_queued(&agent.id).await
     }
 
@@ -208,6 +209,7 @@ impl Core {
             Some(AgentMsg::Started(_)) => {}
             Some(AgentMsg::Output(chunk)) => self.on_output(agent, chunk, acks)?,
             Some(AgentMsg::Result(result)) => self.on_result(agent, result, acks).await?,
+            Some(AgentMsg::Setup(status)) => self.apply_setup_status(&agent.id, Some(&status))?,
             Some(AgentMsg::Hello(_)) => {
                 tracing::warn!(agent = %agent.name, "ignoring a second hello")
             }

@@ -1,8 +1,6 @@
 //! Agent lifecycle verbs: create, list, status, start, stop, restart, destroy.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Result;
 use docker_agent_proto::v1 as pb;
@@ -11,6 +9,7 @@ use futures::StreamExt;
 use crate::args::{CreateArgs, DestroyArgs, ListArgs, StatusArgs, StopArgs};
 use crate::client::{Client, status_error};
 use crate::output::{ago, bytes, span, table};
+use crate::progress::ProgressView;
 use crate::views::{AgentView, connection, lifecycle};
 
 pub async fn create(mut client: Client, args: CreateArgs) -> Result<ExitCode> {
@@ -19,42 +18,34 @@ pub async fn create(mut client: Client, args: CreateArgs) -> Result<ExitCode> {
         profile: args.profile.unwrap_or_default(),
         env: args.env.into_iter().collect(),
         ready_timeout_secs: args.timeout.map(|d| d.as_secs().max(1) as u32).unwrap_or(0),
+        from_snapshot: args.from_snapshot.unwrap_or_default(),
+        allow_docker_socket: args.allow_docker_socket,
     };
     let mut events = client
         .create_agent(request)
         .await
         .map_err(status_error)?
         .into_inner();
-    let spinner = (!args.json.json && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar.set_message(format!("creating {}", args.name));
-        bar
-    });
+    let view = ProgressView::new(&format!("creating {}", args.name), args.json.json);
     let mut agent = None;
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
             Err(status) => {
-                if let Some(bar) = &spinner {
-                    bar.finish_and_clear();
-                }
+                view.finish();
                 return Err(status_error(status));
             }
         };
         match event.event {
-            Some(pb::create_agent_event::Event::Progress(p)) => match &spinner {
-                Some(bar) => bar.set_message(format!("[{}] {}", p.stage, p.message)),
-                None if !args.json.json => eprintln!("[{}] {}", p.stage, p.message),
-                None => {}
-            },
+            Some(pb::create_agent_event::Event::Progress(p)) => {
+                let steps = (p.total > 0).then_some((p.current, p.total));
+                view.update(&p.stage, &p.message, steps);
+            }
             Some(pb::create_agent_event::Event::Ready(a)) => agent = Some(a),
             None => {}
         }
     }
-    if let Some(bar) = &spinner {
-        bar.finish_and_clear();
-    }
+    view.finish();
     let agent =
         agent.ok_or_else(|| anyhow::anyhow!("the hub ended the create without an answer"))?;
     if args.json.json {

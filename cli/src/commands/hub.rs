@@ -20,6 +20,7 @@ pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
     config.ready_timeout = args.ready_timeout;
     config.kill_grace = args.kill_grace;
     config.agent_spool_bytes = args.agent_spool;
+    config.profiles_dir = args.profiles.profiles_dir.clone();
     config
 }
 

@@ -1,6 +1,7 @@
 //! One module per verb family; `run` dispatches.
 
 mod agents;
+mod catalog;
 mod exec;
 pub mod hub;
 mod image;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use clap::CommandFactory;
 
-use crate::args::{Cli, Command, ImageCommand};
+use crate::args::{Cli, Command, ImageCommand, ProfilesCommand, SnapshotsCommand};
 use crate::client;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
@@ -24,9 +25,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 ImageCommand::Build {
                     profile,
                     source,
+                    profiles,
                     quiet,
                 },
-        } => image::build(profile, source, quiet, &home).await,
+        } => image::build(profile, source, profiles, quiet, &home).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -53,6 +55,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 task::submit(connect().await?, run).await
             }
         },
-        Command::Profiles(json) => image::profiles(connect().await?, json).await,
+        Command::Profiles(args) => {
+            let command = args
+                .command
+                .unwrap_or(ProfilesCommand::List { json: args.json });
+            catalog::profiles(connect().await?, command).await
+        }
+        Command::Logs(args) => catalog::logs(connect().await?, args).await,
+        Command::Snapshot(args) => catalog::snapshot(connect().await?, args).await,
+        Command::Snapshots(args) => {
+            let command = args
+                .command
+                .unwrap_or(SnapshotsCommand::List { json: args.json });
+            catalog::snapshots(connect().await?, command).await
+        }
     }
 }

@@ -5,5 +5,7 @@ mod support;
 mod errors;
 mod exec;
 mod lifecycle;
+mod profiles;
 mod restart;
+mod snapshots;
 mod tasks;

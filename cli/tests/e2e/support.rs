@@ -353,6 +353,49 @@ impl Hub {
         );
     }
 
+    /// Writes a user profile into the hub's profile directory (read on every request).
+    pub fn write_profile(&self, file: &str, text: &str) {
+        let dir = self.home().join("profiles");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+
+    /// Runs `exec NAME -- sh -c SCRIPT` and returns its stdout, asserting success.
+    pub async fn sh(&self, name: &str, script: &str) -> String {
+        let out = self.cli(&["exec", name, "--", "sh", "-c", script]).await;
+        assert!(
+            out.status.success(),
+            "`{script}` in {name} failed ({}): {}{}",
+            out.code(),
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    /// Containers and volumes whose names carry this hub's prefix.
+    pub async fn leftovers(&self) -> Vec<String> {
+        let docker = docker().await;
+        let mut names: Vec<String> = labelled_containers(&docker, &self.hub_id)
+            .await
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .collect();
+        let volumes = docker
+            .list_volumes(None::<ListVolumesOptions>)
+            .await
+            .ok()
+            .and_then(|v| v.volumes)
+            .unwrap_or_default();
+        names.extend(
+            volumes
+                .into_iter()
+                .map(|v| v.name)
+                .filter(|n| n.starts_with(&format!("docker-agent-{}-", self.prefix))),
+        );
+        names
+    }
+
     /// Kills the hub process outright (SIGKILL): no shutdown code runs.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -442,6 +485,32 @@ impl Hub {
                     )
                     .await;
             }
+        }
+        // Snapshot images this hub made; profile images are content-addressed caches shared by tests.
+        let images = docker
+            .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                filters: Some(HashMap::from([(
+                    "label".to_string(),
+                    vec![
+                        format!("dev.docker-agent.hub={hub_id}"),
+                        "dev.docker-agent.snapshot".to_string(),
+                    ],
+                )])),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_default();
+        for image in images {
+            let _ = docker
+                .remove_image(
+                    &image.id,
+                    Some(bollard::query_parameters::RemoveImageOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                    None,
+                )
+                .await;
         }
         let _ = docker.remove_network(&network).await;
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{
     ByteStream, ContainerSpec, ContainerState, Driver, DriverError, EventStream, FileSpec,
-    LineStream, NetworkInfo, Result,
+    ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, Result,
 };
 
 /// Which call should fail.
@@ -26,6 +26,10 @@ pub struct FakeDriver {
     pub fail: Mutex<FailAt>,
     pub containers: Mutex<HashMap<String, ContainerSpec>>,
     pub volumes: Mutex<HashSet<String>>,
+    /// Every upload, in order: (container, files).
+    pub uploads: Mutex<Vec<(String, Vec<FileSpec>)>>,
+    /// Networks containers were connected to: (container, network).
+    pub connected: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeDriver {
@@ -45,6 +49,58 @@ impl FakeDriver {
 impl Driver for FakeDriver {
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn engine_cpus(&self) -> Result<u32> {
+        Ok(2)
+    }
+
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        Ok(Some(ImageInfo {
+            id: format!("sha256:{reference}"),
+            tags: vec![reference.to_string()],
+            labels: HashMap::new(),
+            created_unix: 0,
+            size_bytes: 0,
+        }))
+    }
+
+    async fn list_images(&self, _labels: &[String]) -> Result<Vec<ImageInfo>> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_image(&self, _reference: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn commit_container(
+        &self,
+        container: &str,
+        _repo: &str,
+        _tag: Option<&str>,
+        _labels: HashMap<String, String>,
+    ) -> Result<String> {
+        Ok(format!("sha256:commit-{container}"))
+    }
+
+    fn download_archive(&self, _container: &str, _path: &str) -> ByteStream {
+        Box::pin(futures::stream::empty())
+    }
+
+    async fn upload_archive(&self, _container: &str, _path: &str, _tar: ByteStream) -> Result<()> {
+        Ok(())
+    }
+
+    async fn connect_network(&self, container: &str, network: &str) -> Result<()> {
+        self.connected
+            .lock()
+            .unwrap()
+            .push((container.to_string(), network.to_string()));
+        Ok(())
+    }
+
+    fn logs(&self, _container: &str, _options: LogsOptions) -> LogStream {
+        Box::pin(futures::stream::empty())
     }
 
     async fn ensure_network(
@@ -103,7 +159,11 @@ impl Driver for FakeDriver {
         Ok(id)
     }
 
-    async fn upload_files(&self, _container: &str, _files: &[FileSpec]) -> Result<()> {
+    async fn upload_files(&self, container: &str, files: &[FileSpec]) -> Result<()> {
+        self.uploads
+            .lock()
+            .unwrap()
+            .push((container.to_string(), files.to_vec()));
         Ok(())
     }
 

@@ -20,6 +20,12 @@ pub mod labels {
     pub const AGENT_ID: &str = "dev.docker-agent.agent-id";
     pub const PROFILE: &str = "dev.docker-agent.profile";
     pub const HUB: &str = "dev.docker-agent.hub";
+    /// The resolved profile as JSON, so a snapshot can carry it whatever happens to the profile file.
+    pub const PROFILE_JSON: &str = "dev.docker-agent.profile-json";
+    /// On snapshot images: the tag, the agent it was taken from, and when (unix ms).
+    pub const SNAPSHOT: &str = "dev.docker-agent.snapshot";
+    pub const SNAPSHOT_OF: &str = "dev.docker-agent.snapshot-of";
+    pub const CREATED: &str = "dev.docker-agent.created";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +54,8 @@ pub struct NetworkInfo {
     pub gateway: IpAddr,
 }
 
-/// A file placed into a container before it starts.
-#[derive(Debug, Clone)]
+/// A file (or, with `dir`, a directory) placed into a container before it starts.
+#[derive(Debug, Clone, Default)]
 pub struct FileSpec {
     /// Absolute path inside the container.
     pub path: String,
@@ -57,6 +63,47 @@ pub struct FileSpec {
     pub uid: u64,
     pub gid: u64,
     pub contents: Vec<u8>,
+    pub dir: bool,
+}
+
+/// A bind mount or a named volume besides the workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    /// True: `source` is a host path; false: a volume name.
+    pub bind: bool,
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// What `logs` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct LogsOptions {
+    pub follow: bool,
+    /// Only the last N lines (None: all).
+    pub tail: Option<u64>,
+    /// Unix seconds; only lines after it.
+    pub since: Option<i64>,
+    pub timestamps: bool,
+}
+
+/// A piece of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub stderr: bool,
+    pub data: Bytes,
+}
+
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk>> + Send>>;
+
+/// An image as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub created_unix: i64,
+    pub size_bytes: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -77,6 +124,9 @@ pub struct ContainerSpec {
     pub pids_limit: i64,
     pub cap_add: Vec<String>,
     pub hostname: String,
+    pub mounts: Vec<MountSpec>,
+    /// Supplementary groups of the container's processes (numeric gids).
+    pub group_add: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +164,8 @@ pub struct ContainerEvent {
 pub trait Driver: Send + Sync + std::fmt::Debug {
     /// A cheap call that proves the engine answers.
     async fn ping(&self) -> Result<()>;
+    /// The number of CPUs the engine can give containers.
+    async fn engine_cpus(&self) -> Result<u32>;
 
     async fn ensure_network(
         &self,
@@ -123,6 +175,24 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
 
     /// The image's id, if the engine has it.
     async fn image_id(&self, reference: &str) -> Result<Option<String>>;
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>>;
+    /// Images carrying every one of `labels` (`key=value`).
+    async fn list_images(&self, labels: &[String]) -> Result<Vec<ImageInfo>>;
+    /// Removes an image (by id or tag); fails with Conflict while a container uses it.
+    async fn remove_image(&self, reference: &str) -> Result<()>;
+    /// Commits a container's filesystem (not its volumes) to `repo:tag`, or to an untagged image when
+    /// `tag` is None; returns the image id.
+    async fn commit_container(
+        &self,
+        container: &str,
+        repo: &str,
+        tag: Option<&str>,
+        labels: HashMap<String, String>,
+    ) -> Result<String>;
+    /// A tar stream of `path` in a container (running or not; volumes included).
+    fn download_archive(&self, container: &str, path: &str) -> ByteStream;
+    /// Extracts a tar stream into a created or running container at `path`.
+    async fn upload_archive(&self, container: &str, path: &str, tar: ByteStream) -> Result<()>;
     /// Imports a root filesystem tarball as an image (`docker import`).
     async fn import_rootfs(
         &self,
@@ -146,12 +216,16 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String>;
     /// Writes files into a created or running container.
     async fn upload_files(&self, container: &str, files: &[FileSpec]) -> Result<()>;
+    /// Connects a created container to another existing network.
+    async fn connect_network(&self, container: &str, network: &str) -> Result<()>;
     async fn start_container(&self, container: &str) -> Result<()>;
     async fn stop_container(&self, container: &str, timeout_secs: Option<u32>) -> Result<()>;
     async fn remove_container(&self, container: &str) -> Result<()>;
     async fn inspect_container(&self, container: &str) -> Result<Option<ContainerState>>;
     /// The last `lines` lines the container's main process wrote (both streams, in order).
     async fn logs_tail(&self, container: &str, lines: usize) -> Result<Vec<String>>;
+    /// The container's log as it is written; with `follow`, until the container stops.
+    fn logs(&self, container: &str, options: LogsOptions) -> LogStream;
     /// Containers carrying `labels::MANAGED` and `labels::HUB == hub_id`, running or not.
     async fn list_managed(&self, hub_id: &str) -> Result<Vec<ContainerState>>;
     /// Container events for this hub's containers, from now on.

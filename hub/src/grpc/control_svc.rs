@@ -16,7 +16,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
-use crate::agents::CreateRequest;
+use crate::create::CreateRequest;
 use crate::core::Core;
 use crate::credentials;
 use crate::error::HubError;
@@ -54,7 +54,7 @@ impl Interceptor for AdminAuth {
 
 #[derive(Debug, Clone)]
 pub struct ControlSvc {
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
 }
 
 impl ControlSvc {
@@ -84,7 +84,7 @@ impl ControlSvc {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn required<T>(value: Option<T>, what: &str) -> Result<T, Status> {
     value.ok_or_else(|| Status::invalid_argument(format!("missing {what}")))
@@ -120,6 +120,8 @@ impl ControlService for ControlSvc {
             env: req.env.into_iter().collect::<BTreeMap<_, _>>(),
             ready_timeout: (req.ready_timeout_secs > 0)
                 .then(|| Duration::from_secs(req.ready_timeout_secs.into())),
+            from_snapshot: (!req.from_snapshot.is_empty()).then_some(req.from_snapshot),
+            allow_docker_socket: req.allow_docker_socket,
         };
         let (tx, rx) = mpsc::channel(256);
         let core = self.core.clone();
@@ -132,8 +134,8 @@ impl ControlService for ControlSvc {
                     event: Some(pb::create_agent_event::Event::Progress(pb::Progress {
                         stage: p.stage.to_string(),
                         message: p.message,
-                        current: 0,
-                        total: 0,
+                        current: p.steps.map_or(0, |(n, _)| n.into()),
+                        total: p.steps.map_or(0, |(_, t)| t.into()),
                     })),
                 };
                 let _ = progress_tx.try_send(Ok(event));
@@ -449,16 +451,44 @@ impl ControlService for ControlSvc {
         &self,
         _: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
-        let profiles = self
-            .core
-            .profiles
-            .iter()
-            .map(|p| pb::ProfileSummary {
-                name: p.name.clone(),
-                description: p.description.clone(),
-                source: p.origin.clone(),
-            })
-            .collect();
-        Ok(Response::new(pb::ListProfilesResponse { profiles }))
+        Ok(Response::new(self.list_profiles_impl()))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::ProfileRequest>,
+    ) -> Result<Response<pb::ProfileDetail>, Status> {
+        Ok(Response::new(self.get_profile_impl(&request.into_inner().name)?))
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        Ok(Response::new(self.create_snapshot_impl(request.into_inner()).await?))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        Ok(Response::new(self.list_snapshots_impl().await?))
+    }
+
+    async fn remove_snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::RemoveSnapshotResponse>, Status> {
+        self.remove_snapshot_impl(&request.into_inner().tag).await?;
+        Ok(Response::new(pb::RemoveSnapshotResponse {}))
+    }
+
+    type AgentLogsStream = BoxStream<pb::LogChunk>;
+
+    async fn agent_logs(
+        &self,
+        request: Request<pb::AgentLogsRequest>,
+    ) -> Result<Response<Self::AgentLogsStream>, Status> {
+        self.agent_logs_impl(request.into_inner())
     }
 }

@@ -1,6 +1,7 @@
 //! gRPC services: the agent stream (agent listener) and the control API (operator listener).
 
 pub mod agent_svc;
+mod catalog_svc;
 pub mod control_svc;
 mod convert;
 mod status;

@@ -14,7 +14,7 @@ impl From<HubError> for Status {
                 (Code::InvalidArgument, err.to_string())
             }
             HubError::Profile(ProfileError::Unknown { .. }) => (Code::NotFound, err.to_string()),
-            HubError::Profile(ProfileError::Invalid { .. }) => {
+            HubError::Profile(ProfileError::Invalid { .. } | ProfileError::Directory { .. }) => {
                 (Code::InvalidArgument, err.to_string())
             }
             HubError::AgentNotFound(_) | HubError::TaskNotFound(_) => {
@@ -23,7 +23,7 @@ impl From<HubError> for Status {
             HubError::AgentExists(_) | HubError::Conflict(_) => {
                 (Code::AlreadyExists, err.to_string())
             }
-            HubError::FailedPrecondition(_) | HubError::Transition(_) => {
+            HubError::FailedPrecondition(_) | HubError::SetupFailed(_) | HubError::Transition(_) => {
                 (Code::FailedPrecondition, err.to_string())
             }
             HubError::Timeout(_) => (Code::DeadlineExceeded, err.to_string()),

@@ -1,25 +1,28 @@
 //! The Docker implementation of [`Driver`], on bollard. No `docker` CLI anywhere.
 
+mod images;
+mod logs;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, Mount, MountType, NetworkConnectRequest,
+    NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, CreateImageOptions, EventsOptions,
-    InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StopContainerOptions, UploadToContainerOptions,
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::{
     ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver,
-    DriverError, EventStream, FileSpec, LineStream, NetworkInfo, Result, labels,
+    DriverError, EventStream, FileSpec, ImageInfo, LineStream, LogStream, LogsOptions,
+    NetworkInfo, Result, labels,
 };
 
 /// Talks to one Docker engine through its API socket.
@@ -86,17 +89,18 @@ fn tar_files(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     for f in files {
         let mut header = tar::Header::new_gnu();
-        header.set_size(f.contents.len() as u64);
+        header.set_size(if f.dir { 0 } else { f.contents.len() as u64 });
         header.set_mode(f.mode);
         header.set_uid(f.uid);
         header.set_gid(f.gid);
         header.set_mtime(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(
-            &mut header,
-            f.path.trim_start_matches('/'),
-            f.contents.as_slice(),
-        )?;
+        header.set_entry_type(if f.dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        let contents: &[u8] = if f.dir { &[] } else { &f.contents };
+        builder.append_data(&mut header, f.path.trim_start_matches('/'), contents)?;
     }
     builder.into_inner()
 }
@@ -109,6 +113,15 @@ impl Driver for DockerDriver {
             .await
             .map_err(map_err("the Docker engine"))?;
         Ok(())
+    }
+
+    async fn engine_cpus(&self) -> Result<u32> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(map_err("the Docker engine"))?;
+        Ok(info.ncpu.unwrap_or(1).max(1) as u32)
     }
 
     async fn ensure_network(
@@ -156,13 +169,37 @@ impl Driver for DockerDriver {
     }
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
-        match self.docker.inspect_image(reference).await {
-            Ok(image) => Ok(image.id),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(e) => Err(map_err(format!("image {reference}"))(e)),
-        }
+        Ok(self.image(reference).await?.map(|i| i.id))
+    }
+
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        self.image(reference).await
+    }
+
+    async fn list_images(&self, labels: &[String]) -> Result<Vec<ImageInfo>> {
+        self.images_labelled(labels).await
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        self.remove_image_ref(reference).await
+    }
+
+    async fn commit_container(
+        &self,
+        container: &str,
+        repo: &str,
+        tag: Option<&str>,
+        labels: HashMap<String, String>,
+    ) -> Result<String> {
+        self.commit(container, repo, tag, labels).await
+    }
+
+    fn download_archive(&self, container: &str, path: &str) -> ByteStream {
+        self.download(container, path)
+    }
+
+    async fn upload_archive(&self, container: &str, path: &str, tar: ByteStream) -> Result<()> {
+        self.upload(container, path, tar).await
     }
 
     async fn import_rootfs(
@@ -171,20 +208,7 @@ impl Driver for DockerDriver {
         tar: ByteStream,
         changes: Vec<String>,
     ) -> Result<()> {
-        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
-        let options = CreateImageOptions {
-            from_src: Some("-".into()),
-            repo: Some(repo.into()),
-            tag: Some(tag.into()),
-            changes,
-            ..Default::default()
-        };
-        let body = bollard::body_try_stream(tar);
-        let mut progress = self.docker.create_image(Some(options), Some(body), None);
-        while let Some(item) = progress.next().await {
-            item.map_err(map_err(format!("image {reference}")))?;
-        }
-        Ok(())
+        self.import(reference, tar, changes).await
     }
 
     fn build_image<'a>(
@@ -193,28 +217,7 @@ impl Driver for DockerDriver {
         context: Bytes,
         build_args: HashMap<String, String>,
     ) -> LineStream<'a> {
-        let options = BuildImageOptions {
-            dockerfile: "Dockerfile".into(),
-            t: Some(reference.into()),
-            rm: true,
-            forcerm: true,
-            buildargs: Some(build_args),
-            ..Default::default()
-        };
-        let stream = self
-            .docker
-            .build_image(options, None, Some(bollard::body_full(context)))
-            .map_err(move |e| map_err(format!("image {reference}"))(e))
-            .and_then(|info| async move {
-                if let Some(detail) = info.error_detail {
-                    return Err(DriverError::Engine(
-                        detail.message.unwrap_or_else(|| "build failed".into()),
-                    ));
-                }
-                Ok(info.stream.or(info.status).unwrap_or_default())
-            })
-            .try_filter(|line| futures::future::ready(!line.trim().is_empty()));
-        Box::pin(stream)
+        self.build(reference, context, build_args)
     }
 
     async fn create_volume(&self, name: &str, vol_labels: HashMap<String, String>) -> Result<()> {
@@ -257,13 +260,30 @@ impl Driver for DockerDriver {
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
         let host_config = HostConfig {
             network_mode: Some(spec.network.clone()),
-            extra_hosts: Some(spec.extra_hosts.clone()),
-            mounts: Some(vec![Mount {
-                target: Some(spec.volume_target.clone()),
-                source: Some(spec.volume.clone()),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            }]),
+            extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
+            mounts: Some(
+                (!spec.volume.is_empty())
+                    .then(|| Mount {
+                        target: Some(spec.volume_target.clone()),
+                        source: Some(spec.volume.clone()),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .chain(spec.mounts.iter().map(|m| Mount {
+                    target: Some(m.target.clone()),
+                    source: Some(m.source.clone()),
+                    typ: Some(if m.bind {
+                        MountType::BIND
+                    } else {
+                        MountType::VOLUME
+                    }),
+                    read_only: Some(m.read_only),
+                    ..Default::default()
+                }))
+                .collect(),
+            ),
+            group_add: (!spec.group_add.is_empty()).then(|| spec.group_add.clone()),
             nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
             memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
             pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
@@ -279,7 +299,7 @@ impl Driver for DockerDriver {
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            cmd: Some(spec.cmd.clone()),
+            cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
             hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
@@ -309,6 +329,17 @@ impl Driver for DockerDriver {
             .upload_to_container(container, Some(options), bollard::body_full(archive.into()))
             .await
             .map_err(map_err(format!("container {container}")))
+    }
+
+    async fn connect_network(&self, container: &str, network: &str) -> Result<()> {
+        let request = NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: None,
+        };
+        self.docker
+            .connect_network(network, request)
+            .await
+            .map_err(map_err(format!("network {network}")))
     }
 
     async fn start_container(&self, container: &str) -> Result<()> {
@@ -380,20 +411,11 @@ impl Driver for DockerDriver {
     }
 
     async fn logs_tail(&self, container: &str, lines: usize) -> Result<Vec<String>> {
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: lines.to_string(),
-            ..Default::default()
-        };
-        let chunks: Vec<_> = self
-            .docker
-            .logs(container, Some(options))
-            .try_collect()
-            .await
-            .map_err(map_err(format!("container {container}")))?;
-        let text: String = chunks.iter().map(|c| c.to_string()).collect();
-        Ok(text.lines().map(str::to_string).collect())
+        self.tail_lines(container, lines).await
+    }
+
+    fn logs(&self, container: &str, options: LogsOptions) -> LogStream {
+        self.log_stream(container, options)
     }
 
     async fn list_managed(&self, hub_id: &str) -> Result<Vec<ContainerState>> {
@@ -485,6 +507,7 @@ mod tests {
             uid: 0,
             gid: 0,
             contents: b"secret".to_vec(),
+            dir: false,
         }];
         let archive = tar_files(&files).unwrap();
         let mut reader = tar::Archive::new(archive.as_slice());

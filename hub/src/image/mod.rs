@@ -1,21 +1,20 @@
-//! Agent images: the base root filesystem (debootstrap, offline from any registry) and the per-profile agent image, tagged by content hash so nothing unchanged is rebuilt.
+//! Agent images: one per profile on a base root filesystem, tagged by content hash so nothing unchanged is rebuilt.
+
+mod base;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 use crate::driver::{Driver, DriverError};
 use crate::profile::Profile;
 
-const ROOTFS_SCRIPT: &str = include_str!("../../images/rootfs.sh");
-const AGENT_DOCKERFILE: &str = include_str!("../../images/agent.Dockerfile");
+const ROOTFS_SCRIPT: &str = include_str!("../../../images/rootfs.sh");
+const AGENT_DOCKERFILE: &str = include_str!("../../../images/agent.Dockerfile");
 
 /// Special `--base-image` value: build the base from Debian's packages with debootstrap.
 pub const DEBOOTSTRAP_BASE: &str = "debootstrap";
@@ -56,6 +55,18 @@ pub enum ImageError {
 pub struct Progress {
     pub stage: &'static str,
     pub message: String,
+    /// (step, steps) when the line starts a build step.
+    pub steps: Option<(u32, u32)>,
+}
+
+impl Progress {
+    pub fn new(stage: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            stage,
+            message: message.into(),
+            steps: None,
+        }
+    }
 }
 
 pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
@@ -151,14 +162,18 @@ impl ImageBuilder {
         })
     }
 
-    /// The tag the image for `profile` has (or will have) with the current agent binary.
+    /// The tag the image for `profile` has (or will have) with the current agent binary: a hash of what
+    /// goes into the image (recipe, base, task user, packages, agent binary). The rest of a profile is
+    /// applied at create, so changing it rebuilds nothing.
     pub fn image_tag(&self, profile: &Profile) -> Result<(String, Arc<AgentBinary>), ImageError> {
         let binary = self.agent_binary()?;
         let mut hash = Sha256::new();
+        let packages = profile.packages.join(" ");
         for part in [
             AGENT_DOCKERFILE.as_bytes(),
-            self.base_reference().as_bytes(),
-            profile.source_text.as_bytes(),
+            self.base_reference(profile).as_bytes(),
+            profile.user.as_bytes(),
+            packages.as_bytes(),
             &binary.digest,
         ] {
             hash.update((part.len() as u64).to_le_bytes());
@@ -171,16 +186,21 @@ impl ImageBuilder {
         ))
     }
 
-    fn base_reference(&self) -> String {
-        if self.base_image == DEBOOTSTRAP_BASE {
-            let digest = hex::encode(Sha256::digest(ROOTFS_SCRIPT.as_bytes()));
-            format!("docker-agent/base:bookworm-{}", &digest[..12])
-        } else {
-            self.base_image.clone()
+    /// The image a profile builds on: its own `base`, else the hub's.
+    fn base_reference(&self, profile: &Profile) -> String {
+        match &profile.base {
+            Some(base) => base.clone(),
+            None if self.base_image == DEBOOTSTRAP_BASE => {
+                let digest = hex::encode(Sha256::digest(ROOTFS_SCRIPT.as_bytes()));
+                format!("docker-agent/base:bookworm-{}", &digest[..12])
+            }
+            None => self.base_image.clone(),
         }
     }
 
     /// Returns the profile's image tag, building the base and the image first if the engine lacks them.
+    /// Dropping the future cancels the build: the engine stops when the request goes away, and nothing
+    /// is tagged.
     pub async fn ensure(
         &self,
         profile: &Profile,
@@ -193,30 +213,44 @@ impl ImageBuilder {
         let _guard = match self.lock.try_lock() {
             Ok(guard) => guard,
             Err(_) => {
-                progress(Progress {
-                    stage: "image",
-                    message: format!("waiting for the image build already under way ({tag})"),
-                });
+                progress(Progress::new(
+                    "image",
+                    format!("waiting for the image build already under way ({tag})"),
+                ));
                 self.lock.lock().await
             }
         };
         if self.driver.image_id(&tag).await?.is_some() {
             return Ok(tag);
         }
-        let base = self.ensure_base(progress).await?;
-        progress(Progress {
-            stage: "image",
-            message: format!("building {tag} on {base}"),
-        });
+        let base = self.base_reference(profile);
+        if self.driver.image_id(&base).await?.is_none() {
+            if profile.base.is_some() || self.base_image != DEBOOTSTRAP_BASE {
+                return Err(ImageError::BaseMissing(base));
+            }
+            base::build(&*self.driver, &base, &self.work_dir, progress).await?;
+        }
+        progress(Progress::new("image", format!("building {tag} on {base}")));
         let context = build_context(&binary.bytes).map_err(|e| ImageError::Build(e.to_string()))?;
-        let args = HashMap::from([("BASE".to_string(), base)]);
+        let args = HashMap::from([
+            ("BASE".to_string(), base),
+            ("TASK_USER".to_string(), profile.user.clone()),
+            ("PACKAGES".to_string(), profile.packages.join(" ")),
+        ]);
         let mut lines = self.driver.build_image(&tag, context, args);
+        let mut tail = Tail::default();
         while let Some(line) = lines.next().await {
-            let line = line.map_err(|e| ImageError::Build(e.to_string()))?;
-            progress(Progress {
-                stage: "image",
-                message: line.trim_end().to_string(),
-            });
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => return Err(build_error(&profile.name, &e.to_string(), &tail)),
+            };
+            // One engine message can carry several lines of a step's output.
+            for line in line.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                tail.push(line);
+                let mut p = Progress::new("image", line);
+                p.steps = build_step(line);
+                progress(p);
+            }
         }
         drop(lines);
         if self.driver.image_id(&tag).await?.is_none() {
@@ -224,134 +258,52 @@ impl ImageBuilder {
                 "the engine reported success but has no {tag}"
             )));
         }
-        progress(Progress {
-            stage: "image",
-            message: format!("built {tag}"),
-        });
+        progress(Progress::new("image", format!("built {tag}")));
         Ok(tag)
     }
+}
 
-    async fn ensure_base(&self, progress: ProgressFn<'_>) -> Result<String, ImageError> {
-        let base = self.base_reference();
-        if self.driver.image_id(&base).await?.is_some() {
-            return Ok(base);
-        }
-        if self.base_image != DEBOOTSTRAP_BASE {
-            return Err(ImageError::BaseMissing(base));
-        }
-        progress(Progress {
-            stage: "image",
-            message: format!(
-                "building base {base} from Debian packages (debootstrap, about a minute)"
-            ),
-        });
-        if !command_exists("debootstrap") {
-            return Err(ImageError::DebootstrapMissing);
-        }
-        std::fs::create_dir_all(&self.work_dir).map_err(|source| ImageError::Io {
-            path: self.work_dir.clone(),
-            source,
-        })?;
-        let dir = tempfile::Builder::new()
-            .prefix("rootfs-")
-            .tempdir_in(&self.work_dir)
-            .map_err(|source| ImageError::Io {
-                path: self.work_dir.clone(),
-                source,
-            })?;
-        let rootfs = dir.path().join("rootfs");
-        let script = dir.path().join("rootfs.sh");
-        std::fs::write(&script, ROOTFS_SCRIPT).map_err(|source| ImageError::Io {
-            path: script.clone(),
-            source,
-        })?;
-        run_logged(Command::new("bash").arg(&script).arg(&rootfs), progress).await?;
+/// The last lines of a build, kept for its error message.
+#[derive(Default)]
+struct Tail {
+    lines: std::collections::VecDeque<String>,
+    /// What the recipe itself said went wrong (`docker-agent: ...` lines).
+    own: Vec<String>,
+}
 
-        progress(Progress {
-            stage: "image",
-            message: format!("importing {base}"),
-        });
-        let mut tar = Command::new("tar")
-            .args(["--numeric-owner", "-C"])
-            .arg(&rootfs)
-            .args(["-cf", "-", "."])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| ImageError::Rootfs(format!("cannot run tar: {e}")))?;
-        let stdout = tar.stdout.take().expect("piped stdout");
-        let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            stdout,
-            256 * 1024,
-        ));
-        let changes = vec![
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            "CMD [\"/bin/bash\"]".to_string(),
-        ];
-        let imported = self.driver.import_rootfs(&base, body, changes).await;
-        let output = tar
-            .wait_with_output()
-            .await
-            .map_err(|e| ImageError::Rootfs(format!("tar failed: {e}")))?;
-        if !output.status.success() {
-            return Err(ImageError::Rootfs(format!(
-                "tar failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+impl Tail {
+    fn push(&mut self, line: &str) {
+        if let Some(own) = line.strip_prefix("docker-agent: ") {
+            self.own.push(own.to_string());
         }
-        imported?;
-        progress(Progress {
-            stage: "image",
-            message: format!("base {base} ready"),
-        });
-        Ok(base)
+        if !line.trim().is_empty() {
+            if self.lines.len() == 3 {
+                self.lines.pop_front();
+            }
+            self.lines.push_back(line.trim().to_string());
+        }
     }
 }
 
-/// Runs a command, turning each output line into progress; fails with the last lines of output.
-async fn run_logged(cmd: &mut Command, progress: ProgressFn<'_>) -> Result<(), ImageError> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ImageError::Rootfs(format!("cannot start: {e}")))?;
-    let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let mut lines = futures::stream::select(
-        tokio_stream::wrappers::LinesStream::new(stdout),
-        tokio_stream::wrappers::LinesStream::new(stderr),
-    );
-    let mut tail: std::collections::VecDeque<String> = Default::default();
-    while let Some(Ok(line)) = lines.next().await {
-        if tail.len() == 5 {
-            tail.pop_front();
-        }
-        tail.push_back(line.clone());
-        progress(Progress {
-            stage: "image",
-            message: line,
-        });
+/// The build's own diagnosis when it gave one (a missing package, no apt in the base), else the engine's
+/// error with the last lines of output.
+fn build_error(profile: &str, engine: &str, tail: &Tail) -> ImageError {
+    if !tail.own.is_empty() {
+        return ImageError::Build(format!("profile {profile}: {}", tail.own.join("; ")));
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| ImageError::Rootfs(e.to_string()))?;
-    if !status.success() {
-        return Err(ImageError::Rootfs(format!(
-            "{status}: {}",
-            tail.into_iter().collect::<Vec<_>>().join(" | ")
-        )));
-    }
-    Ok(())
+    let last: Vec<&str> = tail.lines.iter().map(String::as_str).collect();
+    ImageError::Build(format!(
+        "profile {profile}: {engine} (last output: {})",
+        last.join(" | ")
+    ))
 }
 
-fn command_exists(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|dir| dir.join(name).is_file())
+/// `Step 3/7 : RUN ...` → (3, 7): the classic builder's own progress.
+fn build_step(line: &str) -> Option<(u32, u32)> {
+    let rest = line.strip_prefix("Step ")?;
+    let (fraction, _) = rest.split_once(' ')?;
+    let (n, total) = fraction.split_once('/')?;
+    Some((n.parse().ok()?, total.parse().ok()?))
 }
 
 /// The build context: the Dockerfile and the agent binary (mode 0755).
@@ -409,6 +361,23 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_steps_and_the_recipes_own_diagnosis() {
+        assert_eq!(build_step("Step 3/7 : RUN set -eu"), Some((3, 7)));
+        assert_eq!(build_step("Get:1 http://x bookworm InRelease"), None);
+        let mut tail = Tail::default();
+        for line in ["Step 4/6 : RUN ...", "docker-agent: no such package in the base's Debian archive: nosuchpkg", "x", "y", "z"] {
+            tail.push(line);
+        }
+        let err = build_error("mine", "returned a non-zero code: 100", &tail).to_string();
+        assert_eq!(
+            err,
+            "image build failed: profile mine: no such package in the base's Debian archive: nosuchpkg"
+        );
+        let err = build_error("mine", "boom", &Tail::default()).to_string();
+        assert!(err.contains("profile mine: boom"), "{err}");
+    }
 
     #[test]
     fn dynamic_executables_are_not_static() {

@@ -1,0 +1,320 @@
+//! Profiles applied for real: the builder's tools, environment, files, resources and setup seen from inside its container; user profiles (files, modes, user, setup output in logs, a failing setup); validation before anything exists; image caching; the docker-host opt-in.
+
+use bollard::query_parameters::InspectContainerOptions;
+
+use crate::support::{Hub, docker};
+
+async fn image_id(reference: &str) -> String {
+    docker()
+        .await
+        .inspect_image(reference)
+        .await
+        .unwrap_or_else(|e| panic!("inspect image {reference}: {e}"))
+        .id
+        .unwrap()
+}
+
+async fn container_image_id(name: &str) -> String {
+    docker()
+        .await
+        .inspect_container(
+            &format!("docker-agent-{name}"),
+            None::<InspectContainerOptions>,
+        )
+        .await
+        .unwrap()
+        .image
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn builder_has_its_tools_environment_files_resources_and_setup() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("b1");
+    let created = hub.cli(&["create", &name, "--profile", "builder"]).await;
+    created.ok();
+
+    for (cmd, expect) in [
+        ("gcc --version", "gcc"),
+        ("make --version", "GNU Make"),
+        ("git --version", "git version"),
+        ("cmake --version", "cmake version"),
+    ] {
+        let argv: Vec<&str> = cmd.split(' ').collect();
+        let mut args = vec!["exec", name.as_str(), "--"];
+        args.extend(argv);
+        let out = hub.cli(&args).await;
+        assert!(out.ok().contains(expect), "{cmd}: {}", out.stdout);
+    }
+    // The profile's environment reaches tasks.
+    assert_eq!(hub.sh(&name, "echo $CI $LANG").await, "true C.UTF-8\n");
+    // Its file, with its mode, owned by the task user, in a directory the user owns too.
+    assert_eq!(
+        hub.sh(
+            &name,
+            "stat -c '%a %U' ~/.config/git/ignore ~/.config/git ~/.config"
+        )
+        .await,
+        "644 agent\n755 agent\n755 agent\n"
+    );
+    assert!(hub.sh(&name, "cat ~/.config/git/ignore").await.contains("target/"));
+    // The setup step ran once, as the task user, and its output is in the container log.
+    assert_eq!(
+        hub.sh(&name, "git config --global init.defaultBranch").await,
+        "main\n"
+    );
+    let logs = hub.cli(&["logs", &name]).await;
+    let text = logs.ok();
+    assert!(
+        text.contains("==> setup 1/1: git defaults for the task user"),
+        "{text}"
+    );
+    assert!(text.contains("==> setup 1/1 finished: exit code 0"), "{text}");
+    assert!(text.lines().any(|l| l == "main"), "setup output in logs: {text}");
+    let tail = hub.cli(&["logs", &name, "--tail", "1"]).await;
+    assert_eq!(tail.ok().lines().count(), 1, "{}", tail.stdout);
+
+    // Resources in the container's configuration (CPUs are capped at what the engine has).
+    let engine_cpus = docker().await.info().await.unwrap().ncpu.unwrap().min(2);
+    let host = hub.container(&name).await.host_config.unwrap();
+    assert_eq!(host.nano_cpus, Some(engine_cpus * 1_000_000_000));
+    assert_eq!(host.memory, Some(4 << 30));
+    assert_eq!(host.pids_limit, Some(4096));
+
+    // An unchanged profile is not rebuilt: a second agent gets the very same image, and its create
+    // builds nothing.
+    let status = hub.cli(&["status", &name, "--json"]).await.json();
+    let tag = status["image"].as_str().unwrap().to_string();
+    assert!(tag.starts_with("docker-agent/builder:"), "{tag}");
+    let first = image_id(&tag).await;
+    assert_eq!(container_image_id(&name).await, first);
+    let second = hub.name("b2");
+    let again = hub.cli(&["create", &second, "--profile", "builder"]).await;
+    again.ok();
+    assert!(
+        !again.stderr.contains("building"),
+        "the second create rebuilt: {}",
+        again.stderr
+    );
+    assert_eq!(container_image_id(&second).await, first);
+    assert_eq!(image_id(&tag).await, first);
+    // And `image build` agrees that the image is current.
+    let rebuilt = hub
+        .cli(&["image", "build", "--profile", "builder", "--quiet"])
+        .await;
+    assert_eq!(rebuilt.ok().trim(), tag);
+}
+
+const FILES_PROFILE: &str = r##"
+name = "t-files"
+description = "files, modes, a user of its own, setup output"
+user = "dev"
+
+[environment]
+GREETING = "hello there"
+COUNT = 3
+
+[[files]]
+path = "/home/dev/bin/hello"
+mode = "0750"
+content = """#!/bin/sh
+echo "hello from $(id -un)"
+"""
+
+[[files]]
+path = "/etc/docker-agent-demo.conf"
+mode = "0600"
+content = "secret=1\n"
+
+[[files]]
+path = "/workspace/notes/readme.txt"
+content = "read me\n"
+
+[[setup_tasks]]
+description = "first step"
+command = "echo step-one-out; echo step-one-err >&2; echo ran >> /workspace/setup-count"
+
+[[setup_tasks]]
+command = "touch /workspace/second && id -un"
+"##;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_profile_applies_its_user_files_modes_environment_and_setup_once() {
+    let hub = Hub::builder().start().await;
+    hub.write_profile("t-files.toml", FILES_PROFILE);
+    let name = hub.name("files");
+    let created = hub.cli(&["create", &name, "--profile", "t-files"]).await;
+    created.ok();
+
+    assert_eq!(hub.sh(&name, "id -un").await, "dev\n");
+    assert_eq!(hub.sh(&name, "echo $GREETING/$COUNT").await, "hello there/3\n");
+    assert_eq!(
+        hub.sh(&name, "stat -c '%a %U %G' ~/bin/hello ~/bin").await,
+        "750 dev dev\n755 dev dev\n"
+    );
+    assert_eq!(hub.sh(&name, "~/bin/hello").await, "hello from dev\n");
+    // Outside the user's directories files belong to root; this one the task user cannot read.
+    assert_eq!(
+        hub.sh(&name, "stat -c '%a %U' /etc/docker-agent-demo.conf")
+            .await,
+        "600 root\n"
+    );
+    let denied = hub
+        .cli(&["exec", &name, "--", "cat", "/etc/docker-agent-demo.conf"])
+        .await;
+    assert_ne!(denied.code(), 0, "the task user read a root-only file");
+    assert_eq!(
+        hub.sh(&name, "stat -c '%U' /workspace/notes /workspace/notes/readme.txt")
+            .await,
+        "dev\ndev\n"
+    );
+    // Both setup steps ran, as the profile's user, each once.
+    assert_eq!(hub.sh(&name, "cat /workspace/setup-count").await, "ran\n");
+    assert_eq!(hub.sh(&name, "stat -c %U /workspace/second").await, "dev\n");
+    let logs = hub.cli(&["logs", &name]).await;
+    logs.ok();
+    assert!(logs.stdout.contains("step-one-out"), "{}", logs.stdout);
+    assert!(logs.stderr.contains("step-one-err"), "{}", logs.stderr);
+    assert!(logs.stdout.contains("==> setup 2/2 finished"), "{}", logs.stdout);
+
+    // A restart does not run the setup again.
+    hub.cli(&["restart", &name]).await.ok();
+    assert_eq!(hub.sh(&name, "cat /workspace/setup-count").await, "ran\n");
+    let status = hub.cli(&["status", &name, "--json"]).await.json();
+    assert_eq!(status["lifecycle"], "ready");
+    assert_eq!(status["profile"], "t-files");
+
+    // `profiles` lists it with its file as the source; `profiles show` prints it resolved.
+    let list = hub.cli(&["profiles", "--json"]).await.json();
+    let mine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "t-files")
+        .expect("listed");
+    assert!(mine["source"].as_str().unwrap().ends_with("profiles/t-files.toml"));
+    let shown = hub.cli(&["profiles", "show", "t-files"]).await;
+    let text = shown.ok();
+    assert!(text.contains("user = \"dev\""), "{text}");
+    assert!(text.contains("COUNT = \"3\""), "{text}");
+    assert!(text.contains("# image: docker-agent/t-files:"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_setup_step_leaves_the_agent_in_start_error_with_the_command_and_code() {
+    let hub = Hub::builder().start().await;
+    hub.write_profile(
+        "t-fail.toml",
+        r#"
+name = "t-fail"
+[[setup_tasks]]
+command = "echo fine"
+[[setup_tasks]]
+description = "breaks"
+command = "echo about to fail; exit 3"
+[[setup_tasks]]
+command = "touch /workspace/never"
+"#,
+    );
+    let name = hub.name("fail");
+    let out = hub.cli(&["create", &name, "--profile", "t-fail"]).await;
+    out.fails_with("setup 2/3 failed: breaks (`echo about to fail; exit 3`) exited with code 3");
+    let status = hub.cli(&["status", &name, "--json"]).await.json();
+    assert_eq!(status["lifecycle"], "start_error");
+    let reason = status["lifecycle_reason"].as_str().unwrap();
+    assert!(reason.contains("exit 3") && reason.contains("code 3"), "{reason}");
+    let human = hub.cli(&["status", &name]).await;
+    assert!(human.ok().contains("exited with code 3"), "{}", human.stdout);
+    // The container stays for inspection; its log has the failing step's output.
+    let logs = hub.cli(&["logs", &name]).await;
+    assert!(logs.ok().contains("about to fail"), "{}", logs.stdout);
+    assert!(logs.stdout.contains("==> setup 2/3 failed: exit code 3"), "{}", logs.stdout);
+    // Tasks still run (to look around), and the third step never ran.
+    let never = hub
+        .cli(&["exec", &name, "--", "test", "-e", "/workspace/never"])
+        .await;
+    assert_eq!(never.code(), 1);
+    hub.cli(&["destroy", &name, "--purge"]).await.ok();
+    assert!(hub.leftovers().await.is_empty(), "{:?}", hub.leftovers().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_profiles_are_refused_before_any_container_exists() {
+    let hub = Hub::builder().start().await;
+    hub.write_profile("t-bogus.toml", "name = \"t-bogus\"\nbogus = 1\n");
+    hub.write_profile(
+        "t-size.toml",
+        "name = \"t-size\"\n[resources]\nmemory = \"4q\"\n",
+    );
+    hub.write_profile("t-cpus.json", r#"{"name": "t-cpus", "resources": {"cpus": "many"}}"#);
+    hub.write_profile("t-noname.toml", "description = \"nameless\"\n");
+    hub.write_profile(
+        "t-nopkg.toml",
+        "name = \"t-nopkg\"\npackages = [\"git\", \"no-such-package-xyz\"]\n",
+    );
+    let name = hub.name("bad");
+    let cases = [
+        ("t-bogus", "t-bogus.toml: unknown field `bogus`"),
+        ("t-size", "t-size.toml: field `resources.memory`: \"4q\" has an unknown unit"),
+        ("t-cpus", "t-cpus.json: field `resources.cpus`: \"many\" is not a CPU count"),
+        ("t-noname", "t-noname.toml: field `name` is missing"),
+        ("t-nopkg", "no such package in the base's Debian archive: no-such-package-xyz"),
+    ];
+    for (profile, needle) in cases {
+        hub.cli(&["create", &name, "--profile", profile])
+            .await
+            .fails_with(needle);
+    }
+    hub.cli(&["create", &name, "--profile", "docker-host"])
+        .await
+        .fails_with("--allow-docker-socket");
+    hub.cli(&["create", &name, "--profile", "nope"])
+        .await
+        .fails_with("unknown profile \"nope\"");
+    assert!(hub.leftovers().await.is_empty(), "{:?}", hub.leftovers().await);
+    assert!(hub.cli(&["list", "--json"]).await.json().as_array().unwrap().is_empty());
+
+    // The listing shows the good profiles and names each broken file, and says so with its exit code.
+    let list = hub.cli(&["profiles"]).await;
+    assert_eq!(list.code(), 1);
+    for builtin in ["builder", "tester", "deployer", "researcher", "docker-host", "minimal"] {
+        assert!(list.stdout.contains(builtin), "{}", list.stdout);
+    }
+    assert!(list.stdout.contains("t-nopkg"), "{}", list.stdout);
+    assert_eq!(list.stderr.lines().count(), 4, "{}", list.stderr);
+    assert!(list.stderr.contains("t-bogus.toml"), "{}", list.stderr);
+    hub.cli(&["profiles", "show", "nope"])
+        .await
+        .fails_with("unknown profile");
+    // The hub is still up.
+    hub.create(&hub.name("good")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_host_drives_the_hosts_engine_when_allowed() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("dh");
+    hub.cli(&[
+        "create",
+        &name,
+        "--profile",
+        "docker-host",
+        "--allow-docker-socket",
+    ])
+    .await
+    .ok();
+    let ours = docker().await.version().await.unwrap().version.unwrap();
+    // As the unprivileged task user, through the socket's group.
+    assert_eq!(hub.sh(&name, "id -un").await, "agent\n");
+    let seen = hub
+        .sh(&name, "docker version --format '{{.Server.Version}}'")
+        .await;
+    assert_eq!(seen.trim(), ours);
+    let mounts = hub.container(&name).await.mounts.unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.destination.as_deref() == Some("/var/run/docker.sock")),
+        "{mounts:?}"
+    );
+}

@@ -1,0 +1,719 @@
+//! Creating an agent: resolve its profile (or snapshot), make the volume and container with everything the profile says, start it and wait until the agent is ready. A create that fails before the agent runs undoes everything it made.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::broadcast;
+
+use crate::agents::{container_name, validate_name, volume_name};
+use crate::core::Core;
+use crate::credentials;
+use crate::driver::{ContainerSpec, FileSpec, MountSpec, labels};
+use crate::error::{HubError, Result};
+use crate::image::{Progress, ProgressFn};
+use crate::lifecycle::{Connection, Lifecycle, LifecycleEvent};
+use crate::profile::{DEFAULT_PROFILE, FileOwner, MountKind, Profile, TASK_UID};
+use crate::store::{AgentRecord, NewAgent};
+
+/// Where the agent finds its credentials and setup plan; root-only, so tasks cannot read them.
+const TOKEN_PATH: &str = "/etc/docker-agent/token";
+const CA_PATH: &str = "/etc/docker-agent/ca.pem";
+const SETUP_PATH: &str = "/etc/docker-agent/setup.pb";
+const WORKSPACE: &str = "/workspace";
+
+/// Capabilities the agent needs after `cap-drop ALL`: switch to the task user, signal its processes,
+/// and prepare /workspace. Task processes run as the task user and keep none of them.
+const AGENT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "KILL",
+];
+
+/// Lifecycle reasons of the setup phase start with this, which is how a setup failure is told apart
+/// from other start errors.
+pub const SETUP_REASON_PREFIX: &str = "setup ";
+
+/// What a create asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: String,
+    pub profile: String,
+    pub env: BTreeMap<String, String>,
+    pub ready_timeout: Option<Duration>,
+    /// Start from this snapshot (its tag) instead of a profile's image.
+    pub from_snapshot: Option<String>,
+    /// The caller accepts that the profile mounts the host's Docker socket (root on the host).
+    pub allow_docker_socket: bool,
+}
+
+/// What the agent will be made from.
+struct Plan {
+    profile: Profile,
+    image: String,
+    /// A snapshot already holds the profile's files and the record of its setup.
+    from_snapshot: bool,
+}
+
+/// Docker objects a create made so far, to undo on failure.
+#[derive(Default)]
+struct Undo {
+    container: Option<String>,
+    volume: Option<String>,
+    record: Option<String>,
+}
+
+impl Core {
+    /// Creates an agent and waits until it is ready. On any failure before the agent runs, every
+    /// Docker object it made and its store row are removed again. A failed setup step is different:
+    /// the agent stays, in start_error, so its logs and container can be inspected.
+    pub async fn create_agent(
+        &self,
+        req: CreateRequest,
+        progress: ProgressFn<'_>,
+    ) -> Result<AgentRecord> {
+        validate_name(&req.name)?;
+        for key in req.env.keys() {
+            if key.is_empty() || key.contains('=') || key.starts_with("DOCKER_AGENT_") {
+                return Err(HubError::InvalidArgument(format!(
+                    "invalid environment variable {key:?} (empty, contains '=', or reserved DOCKER_AGENT_ prefix)"
+                )));
+            }
+        }
+        let plan = self.plan(&req).await?;
+        let profile = &plan.profile;
+        let sockets = profile.docker_socket_mounts();
+        if !sockets.is_empty() && !req.allow_docker_socket {
+            return Err(HubError::InvalidArgument(format!(
+                "profile {} mounts the Docker socket {}, which gives the agent root on this host; pass --allow-docker-socket to create it anyway",
+                profile.name, sockets[0].source
+            )));
+        }
+        if let Some(existing) = self.store.agent_by_name(&req.name)? {
+            return Err(HubError::AgentExists(existing.name));
+        }
+        let cpus = if profile.cpus > f64::from(self.settings.engine_cpus) {
+            progress(Progress::new(
+                "container",
+                format!(
+                    "profile {} asks for {} CPUs; the engine has {}, so the agent gets {}",
+                    profile.name, profile.cpus, self.settings.engine_cpus, self.settings.engine_cpus
+                ),
+            ));
+            f64::from(self.settings.engine_cpus)
+        } else {
+            profile.cpus
+        };
+
+        let token = credentials::new_token();
+        let mut env = profile.environment.clone();
+        env.extend(req.env.clone());
+        let new = NewAgent {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name: req.name.clone(),
+            profile: profile.name.clone(),
+            image: plan.image.clone(),
+            container_name: container_name(&req.name),
+            volume: volume_name(&req.name),
+            token_hash: credentials::hash_token(&token),
+            cpus,
+            memory_bytes: profile.memory_bytes,
+            pids: profile.pids,
+            env,
+        };
+        // The row claims the name first, so two concurrent creates of one name cannot both proceed.
+        let record = match self.store.insert_agent(&new) {
+            Ok(r) => r,
+            Err(_) if self.store.agent_by_name(&req.name)?.is_some() => {
+                return Err(HubError::AgentExists(req.name));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut undo = Undo {
+            record: Some(record.id.clone()),
+            ..Default::default()
+        };
+        let timeout = req.ready_timeout.unwrap_or(self.settings.ready_timeout);
+        let created = match self
+            .provision(&record, &plan, &token, progress, &mut undo)
+            .await
+        {
+            Ok(()) => self.wait_ready(&record.id, timeout, progress).await,
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(agent) => Ok(agent),
+            Err(HubError::SetupFailed(m)) => Err(HubError::SetupFailed(format!(
+                "{m}; the agent is kept in start_error: see `docker-agent logs {0}`, fix the profile and `docker-agent start {0}` to resume, or `docker-agent destroy {0}`",
+                record.name
+            ))),
+            Err(e) => Err(self.undo(undo, e).await),
+        }
+    }
+
+    /// Resolves the profile and image a create uses, failing before anything exists.
+    async fn plan(&self, req: &CreateRequest) -> Result<Plan> {
+        if let Some(tag) = &req.from_snapshot {
+            if !req.profile.is_empty() {
+                return Err(HubError::InvalidArgument(
+                    "--profile and --from-snapshot cannot be combined: an agent made from a snapshot keeps the snapshot's profile".into(),
+                ));
+            }
+            let snapshot = self.snapshot(tag).await?;
+            return Ok(Plan {
+                profile: snapshot.profile,
+                image: snapshot.image,
+                from_snapshot: true,
+            });
+        }
+        let name = if req.profile.is_empty() {
+            DEFAULT_PROFILE
+        } else {
+            &req.profile
+        };
+        let profile = self.profiles().get(name)?.clone();
+        // Fails here when the agent binary is missing or not static.
+        let (image, _) = self.images.image_tag(&profile)?;
+        Ok(Plan {
+            profile,
+            image,
+            from_snapshot: false,
+        })
+    }
+
+    async fn provision(
+        &self,
+        record: &AgentRecord,
+        plan: &Plan,
+        token: &str,
+        progress: ProgressFn<'_>,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let step = |name: &str| tracing::debug!(agent = %record.name, step = name, elapsed_ms = started.elapsed().as_millis() as u64, "create");
+        let profile = &plan.profile;
+        // Independent lookups, concurrently: each is an engine round trip on the create's critical path.
+        let (image, existing, volume_exists, network) = tokio::try_join!(
+            async {
+                if plan.from_snapshot {
+                    return Ok(plan.image.clone());
+                }
+                self.images
+                    .ensure(profile, progress)
+                    .await
+                    .map_err(HubError::from)
+            },
+            async {
+                Ok(self
+                    .driver
+                    .inspect_container(&record.container_name)
+                    .await?)
+            },
+            async { Ok(self.driver.volume_exists(&record.volume).await?) },
+            async {
+                Ok(self
+                    .driver
+                    .ensure_network(&self.settings.network, HashMap::new())
+                    .await?)
+            },
+        )?;
+        if image != record.image {
+            return Err(HubError::Internal(format!(
+                "image tag changed during create ({} → {image})",
+                record.image
+            )));
+        }
+        if let Some(existing) = existing {
+            return Err(HubError::Conflict(format!(
+                "a container named {} already exists ({}); remove it or choose another name",
+                existing.name,
+                if existing.labels.get(labels::HUB) == Some(&self.settings.hub_id) {
+                    "left by this hub"
+                } else {
+                    "not made by this hub"
+                }
+            )));
+        }
+        let mut labels = self.labels(record);
+        labels.insert(labels::PROFILE_JSON.to_string(), profile.to_json());
+        // A volume kept by `destroy` (without --purge) is reattached, which is the point of keeping it.
+        if volume_exists {
+            progress(Progress::new(
+                "volume",
+                format!("reusing volume {}", record.volume),
+            ));
+        } else {
+            self.driver
+                .create_volume(&record.volume, labels.clone())
+                .await?;
+            undo.volume = Some(record.volume.clone());
+        }
+        progress(Progress::new(
+            "container",
+            format!("creating container {}", record.container_name),
+        ));
+        let mut group_add = Vec::new();
+        for socket in profile.docker_socket_mounts() {
+            // Tasks reach the socket through its group, as a member of the host's docker group would.
+            if let Ok(meta) = std::fs::metadata(&socket.source) {
+                group_add.push(meta.gid().to_string());
+            }
+        }
+        let spec = ContainerSpec {
+            name: record.container_name.clone(),
+            image: record.image.clone(),
+            labels,
+            cmd: self.agent_args(record, profile, &group_add),
+            env: record.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            network: self.settings.network.clone(),
+            extra_hosts: vec![format!(
+                "{}:{}",
+                crate::tls::AGENT_HOSTNAME,
+                network.gateway
+            )],
+            volume: record.volume.clone(),
+            volume_target: WORKSPACE.into(),
+            nano_cpus: (record.cpus * 1e9) as i64,
+            memory_bytes: record.memory_bytes as i64,
+            pids_limit: record.pids,
+            cap_add: AGENT_CAPS.iter().map(|c| c.to_string()).collect(),
+            hostname: record.name.clone(),
+            mounts: profile
+                .mounts
+                .iter()
+                .map(|m| MountSpec {
+                    bind: m.kind == MountKind::Bind,
+                    source: m.source.clone(),
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
+            group_add,
+        };
+        step("lookups and volume");
+        let id = self.driver.create_container(&spec).await?;
+        step("container created");
+        undo.container = Some(id.clone());
+        self.store.set_container_id(&record.id, &id)?;
+        if let Some(network) = &profile.network {
+            self.driver
+                .connect_network(&id, network)
+                .await
+                .map_err(|e| match e {
+                    crate::driver::DriverError::NotFound(_) => HubError::InvalidArgument(format!(
+                        "profile {}: network {network:?} does not exist (create it first)",
+                        profile.name
+                    )),
+                    other => other.into(),
+                })?;
+        }
+        let mut files = vec![
+            FileSpec {
+                path: TOKEN_PATH.into(),
+                mode: 0o400,
+                contents: token.as_bytes().to_vec(),
+                ..Default::default()
+            },
+            FileSpec {
+                path: CA_PATH.into(),
+                mode: 0o444,
+                contents: self.settings.ca_pem.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        ];
+        if !plan.from_snapshot {
+            files.extend(setup_plan_file(profile));
+            files.extend(profile_files(profile));
+        }
+        self.driver.upload_files(&id, &files).await?;
+        step("files uploaded");
+        progress(Progress::new("start", "starting container"));
+        self.driver.start_container(&id).await?;
+        step("container started");
+        self.transition(&record.id, LifecycleEvent::ContainerStarted, "")?;
+        progress(Progress::new("connect", "waiting for the agent to dial back"));
+        Ok(())
+    }
+
+    /// Removes what a failed create made and returns the error to report, with the agent's last log
+    /// line when it ran but never became ready. If Docker refuses the cleanup, the row is kept (in
+    /// start_error) so `destroy` can finish the job; nothing is left that the hub does not know about.
+    async fn undo(&self, undo: Undo, error: HubError) -> HubError {
+        let mut hint = String::new();
+        if let Some(container) = &undo.container
+            && matches!(
+                error,
+                HubError::Timeout(_) | HubError::FailedPrecondition(_)
+            )
+            && let Ok(lines) = self.driver.logs_tail(container, 5).await
+            && let Some(last) = lines.iter().rev().find(|l| !l.trim().is_empty())
+        {
+            hint = format!("; the agent's last log line: {}", last.trim());
+        }
+        let mut cleanup_errors = Vec::new();
+        if let Some(container) = &undo.container
+            && let Err(e) = self.driver.remove_container(container).await
+        {
+            tracing::error!(%container, error = %e, "failed to remove the container of a failed create");
+            cleanup_errors.push(format!("container: {e}"));
+        }
+        if let Some(volume) = &undo.volume
+            && let Err(e) = self.driver.remove_volume(volume).await
+        {
+            tracing::error!(%volume, error = %e, "failed to remove the volume of a failed create");
+            cleanup_errors.push(format!("volume: {e}"));
+        }
+        if let Some(id) = &undo.record {
+            self.registry.evict(id);
+            if cleanup_errors.is_empty() {
+                if let Err(e) = self.store.delete_agent(id) {
+                    tracing::error!(agent_id = %id, error = %e, "failed to forget a failed create");
+                }
+            } else {
+                let reason = format!(
+                    "create failed and cleanup failed ({})",
+                    cleanup_errors.join("; ")
+                );
+                let _ = self.store.set_lifecycle(id, Lifecycle::StartError, &reason);
+            }
+        }
+        let kept = if cleanup_errors.is_empty() {
+            "; nothing was kept".to_string()
+        } else {
+            format!(
+                "; cleanup failed ({}): remove the rest with `docker-agent destroy`",
+                cleanup_errors.join("; ")
+            )
+        };
+        match error {
+            HubError::Timeout(m) => HubError::Timeout(format!("{m}{hint}{kept}")),
+            HubError::FailedPrecondition(m) => {
+                HubError::FailedPrecondition(format!("{m}{hint}{kept}"))
+            }
+            HubError::InvalidArgument(m) => HubError::InvalidArgument(format!("{m}{kept}")),
+            other if !cleanup_errors.is_empty() => HubError::Internal(format!("{other}{kept}")),
+            other => other,
+        }
+    }
+
+    /// The agent's command line: where to dial, who it is, who tasks run as. Nothing secret goes here
+    /// (it shows in `docker inspect`); the token is a file.
+    fn agent_args(&self, record: &AgentRecord, profile: &Profile, groups: &[String]) -> Vec<String> {
+        let mut args = vec![
+            "--hub-url".to_string(),
+            self.settings.agent_url.clone(),
+            "--agent-id".to_string(),
+            record.id.clone(),
+        ];
+        if profile.user != crate::profile::DEFAULT_USER {
+            args.extend(["--task-user".to_string(), profile.user.clone()]);
+        }
+        if !groups.is_empty() {
+            args.extend(["--task-groups".to_string(), groups.join(",")]);
+        }
+        if let Some(bytes) = self.settings.agent_spool_bytes {
+            args.extend(["--spool-bytes".to_string(), bytes.to_string()]);
+        }
+        args
+    }
+
+    fn labels(&self, record: &AgentRecord) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::AGENT.to_string(), record.name.clone()),
+            (labels::AGENT_ID.to_string(), record.id.clone()),
+            (labels::PROFILE.to_string(), record.profile.clone()),
+            (labels::HUB.to_string(), self.settings.hub_id.clone()),
+        ])
+    }
+
+    /// Waits for the agent to become ready, passing on its setup progress. The timeout covers dialling
+    /// back; once the agent is connected, its setup steps run for as long as they need (each can have
+    /// its own timeout). After `timeout` without a connection the agent is marked start_error.
+    pub(crate) async fn wait_ready(
+        &self,
+        agent_id: &str,
+        timeout: Duration,
+        progress: ProgressFn<'_>,
+    ) -> Result<AgentRecord> {
+        let mut events = self.bus.subscribe_events();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut reported = String::new();
+        loop {
+            let agent = self
+                .store
+                .agent_by_id(agent_id)?
+                .ok_or_else(|| HubError::AgentNotFound(agent_id.to_string()))?;
+            match agent.lifecycle {
+                Lifecycle::Ready => return Ok(agent),
+                Lifecycle::Stopped | Lifecycle::Destroyed => {
+                    return Err(HubError::FailedPrecondition(format!(
+                        "agent {:?} stopped before it was ready ({})",
+                        agent.name, agent.lifecycle_reason
+                    )));
+                }
+                Lifecycle::StartError
+                    if agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX) =>
+                {
+                    return Err(HubError::SetupFailed(format!(
+                        "agent {:?} failed its setup: {}",
+                        agent.name, agent.lifecycle_reason
+                    )));
+                }
+                Lifecycle::Starting
+                    if agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX)
+                        && agent.lifecycle_reason != reported =>
+                {
+                    reported = agent.lifecycle_reason.clone();
+                    progress(Progress::new("setup", reported.clone()));
+                }
+                _ => {}
+            }
+            let next = if agent.connection == Connection::Connected
+                || agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX)
+            {
+                Ok(events.recv().await)
+            } else {
+                tokio::time::timeout_at(deadline, events.recv()).await
+            };
+            match next {
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err(HubError::Internal("event bus closed".into()));
+                }
+                Err(_) => {
+                    self.transition(
+                        agent_id,
+                        LifecycleEvent::ReadyTimeout,
+                        "the agent did not connect in time",
+                    )?;
+                    return Err(HubError::Timeout(format!(
+                        "agent {:?} did not connect within {}s",
+                        agent.name,
+                        timeout.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The profile's setup steps as the agent reads them (`SetupPlan`, protobuf), or nothing without steps.
+fn setup_plan_file(profile: &Profile) -> Option<FileSpec> {
+    if profile.setup_tasks.is_empty() {
+        return None;
+    }
+    let plan = docker_agent_proto::v1::SetupPlan {
+        steps: profile
+            .setup_tasks
+            .iter()
+            .map(|t| docker_agent_proto::v1::SetupStep {
+                command: t.command.clone(),
+                description: t.description.clone(),
+                user: t.user.clone().unwrap_or_default(),
+                timeout_ms: t.timeout.map_or(0, |d| d.as_millis() as u64),
+            })
+            .collect(),
+    };
+    Some(FileSpec {
+        path: SETUP_PATH.into(),
+        mode: 0o400,
+        contents: plan.encode_to_vec(),
+        ..Default::default()
+    })
+}
+
+/// The profile's files, with their missing parent directories under the user's home or /workspace
+/// owned by the user too (Docker would make them root's).
+fn profile_files(profile: &Profile) -> Vec<FileSpec> {
+    let (uid, gid) = if profile.user == "root" {
+        (0, 0)
+    } else {
+        (TASK_UID, TASK_UID)
+    };
+    let mut out: Vec<FileSpec> = Vec::new();
+    for file in &profile.files {
+        let (owner, user_root) = profile.file_owner(file);
+        let (file_uid, file_gid) = match owner {
+            FileOwner::User => (uid, gid),
+            FileOwner::Root => (0, 0),
+        };
+        if let Some(root) = user_root {
+            let mut dir = std::path::Path::new(&file.path).parent();
+            let mut parents = Vec::new();
+            while let Some(d) = dir {
+                if d == std::path::Path::new(&root) || !d.starts_with(&root) {
+                    break;
+                }
+                parents.push(d.display().to_string());
+                dir = d.parent();
+            }
+            for path in parents.into_iter().rev() {
+                if out.iter().any(|f| f.path == path) {
+                    continue;
+                }
+                out.push(FileSpec {
+                    path,
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    dir: true,
+                    ..Default::default()
+                });
+            }
+        }
+        out.push(FileSpec {
+            path: file.path.clone(),
+            mode: file.mode,
+            uid: file_uid,
+            gid: file_gid,
+            contents: file.content.as_bytes().to_vec(),
+            dir: false,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::driver::fake::{FailAt, FakeDriver};
+    use crate::profile::{Format, parse};
+
+    fn create_request(name: &str) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_failing_after_the_container_exists_removes_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(FakeDriver::failing(FailAt::Start));
+        let core = Core::for_tests(driver.clone(), dir.path());
+        let err = core
+            .create_agent(create_request("demo"), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
+        assert!(
+            driver.containers.lock().unwrap().is_empty(),
+            "container left behind"
+        );
+        assert!(
+            driver.volumes.lock().unwrap().is_empty(),
+            "volume left behind"
+        );
+        assert!(
+            core.store.agent_by_name("demo").unwrap().is_none(),
+            "row left behind"
+        );
+        // The name is free again.
+        *driver.fail.lock().unwrap() = FailAt::Nothing;
+        let err = core
+            .create_agent(create_request("demo"), &|_| {})
+            .await
+            .unwrap_err();
+        // No agent dials back in a unit test: the ready timeout, with everything removed again.
+        assert!(err.to_string().contains("did not connect"), "{err}");
+        assert!(err.to_string().contains("nothing was kept"), "{err}");
+        assert!(driver.containers.lock().unwrap().is_empty());
+        assert!(core.store.agent_by_name("demo").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_cleanup_keeps_the_row_so_destroy_can_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(FakeDriver::failing(FailAt::StartAndRemove));
+        let core = Core::for_tests(driver.clone(), dir.path());
+        let err = core
+            .create_agent(create_request("demo"), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cleanup failed"), "{err}");
+        let kept = core.store.agent_by_name("demo").unwrap().expect("row kept");
+        assert_eq!(kept.lifecycle, Lifecycle::StartError);
+        assert_eq!(driver.containers.lock().unwrap().len(), 1);
+        *driver.fail.lock().unwrap() = FailAt::Nothing;
+        core.destroy_agent("demo", true).await.unwrap();
+        assert!(driver.containers.lock().unwrap().is_empty());
+        assert!(driver.volumes.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_docker_socket_needs_an_explicit_opt_in_and_nothing_is_made_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(FakeDriver::default());
+        let core = Core::for_tests(driver.clone(), dir.path());
+        let err = core
+            .create_agent(
+                CreateRequest {
+                    name: "dh".into(),
+                    profile: "docker-host".into(),
+                    ..Default::default()
+                },
+                &|_| {},
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--allow-docker-socket"), "{err}");
+        assert!(driver.containers.lock().unwrap().is_empty());
+        assert!(driver.volumes.lock().unwrap().is_empty());
+        assert!(core.store.agent_by_name("dh").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_profile_reaches_the_container_spec_and_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(FakeDriver::default());
+        let core = Core::for_tests(driver.clone(), dir.path());
+        // No agent dials back in a unit test; what was sent to Docker before that is what counts.
+        let _ = core
+            .create_agent(create_request_with_profile("b", "builder"), &|_| {})
+            .await;
+        let uploads = driver.uploads.lock().unwrap();
+        let (_, files) = &uploads[0];
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert!(paths.contains(&TOKEN_PATH) && paths.contains(&SETUP_PATH), "{paths:?}");
+        let config_dir = files
+            .iter()
+            .find(|f| f.path == "/home/agent/.config/git")
+            .expect("parent directory of the git ignore file");
+        assert!(config_dir.dir && config_dir.uid == TASK_UID);
+        assert!(files.iter().any(|f| f.path == "/home/agent/.config" && f.dir));
+        assert!(!files.iter().any(|f| f.path == "/home/agent"));
+        let plan = files.iter().find(|f| f.path == SETUP_PATH).unwrap();
+        let plan = docker_agent_proto::v1::SetupPlan::decode(plan.contents.as_slice()).unwrap();
+        assert!(plan.steps[0].command.contains("git config"));
+    }
+
+    fn create_request_with_profile(name: &str, profile: &str) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            profile: profile.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn root_profiles_give_files_to_root_and_others_to_uid_1000() {
+        let p = parse(
+            "name = \"r\"\nuser = \"root\"\n[[files]]\npath = \"/root/.x/y\"\ncontent = \"1\"\nmode = \"0600\"\n",
+            Format::Toml,
+            "r",
+        )
+        .unwrap();
+        let files = profile_files(&p);
+        assert_eq!(files.len(), 2);
+        assert!(files.iter().all(|f| f.uid == 0));
+        assert_eq!(files[1].mode, 0o600);
+    }
+}

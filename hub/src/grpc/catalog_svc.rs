@@ -1,0 +1,109 @@
+//! The control service's profile, snapshot and container-log calls; `control_svc` delegates to them to keep one concern per file.
+
+use docker_agent_proto::v1 as pb;
+use futures::StreamExt;
+use tonic::{Response, Status};
+
+use super::control_svc::{BoxStream, ControlSvc};
+use crate::driver::LogsOptions;
+use crate::error::HubError;
+use crate::profile::Profile;
+use crate::snapshot::Snapshot;
+
+fn summary(p: &Profile) -> pb::ProfileSummary {
+    pb::ProfileSummary {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        source: p.origin.clone(),
+    }
+}
+
+fn snapshot_message(s: Snapshot) -> pb::Snapshot {
+    pb::Snapshot {
+        tag: s.tag,
+        image: s.image,
+        id: s.id,
+        agent: s.agent,
+        profile: s.profile.name,
+        created_at_ms: s.created_ms,
+        size_bytes: s.size_bytes,
+    }
+}
+
+impl ControlSvc {
+    pub(super) fn list_profiles_impl(&self) -> pb::ListProfilesResponse {
+        let catalog = self.core.profiles();
+        pb::ListProfilesResponse {
+            profiles: catalog.iter().map(summary).collect(),
+            errors: catalog.errors.values().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    pub(super) fn get_profile_impl(&self, name: &str) -> Result<pb::ProfileDetail, Status> {
+        let catalog = self.core.profiles();
+        let profile = catalog.get(name).map_err(HubError::from)?;
+        let image = self
+            .core
+            .images
+            .image_tag(profile)
+            .map(|(tag, _)| tag)
+            .unwrap_or_default();
+        Ok(pb::ProfileDetail {
+            summary: Some(summary(profile)),
+            toml: profile.to_toml(),
+            json: serde_json::to_string_pretty(&profile.to_json_value())
+                .map_err(|e| Status::internal(e.to_string()))?,
+            image,
+        })
+    }
+
+    pub(super) async fn create_snapshot_impl(
+        &self,
+        req: pb::CreateSnapshotRequest,
+    ) -> Result<pb::Snapshot, Status> {
+        let tag = (!req.tag.is_empty()).then_some(req.tag);
+        let snapshot = self.core.snapshot_agent(&req.agent, tag).await?;
+        Ok(snapshot_message(snapshot))
+    }
+
+    pub(super) async fn list_snapshots_impl(&self) -> Result<pb::ListSnapshotsResponse, Status> {
+        let snapshots = self.core.list_snapshots().await?;
+        Ok(pb::ListSnapshotsResponse {
+            snapshots: snapshots.into_iter().map(snapshot_message).collect(),
+        })
+    }
+
+    pub(super) async fn remove_snapshot_impl(&self, tag: &str) -> Result<(), Status> {
+        self.core.remove_snapshot(tag).await?;
+        Ok(())
+    }
+
+    pub(super) fn agent_logs_impl(
+        &self,
+        req: pb::AgentLogsRequest,
+    ) -> Result<Response<BoxStream<pb::LogChunk>>, Status> {
+        let agent = self.core.agent(&req.name)?;
+        if agent.lifecycle == crate::lifecycle::Lifecycle::Destroyed {
+            return Err(HubError::FailedPrecondition(format!(
+                "agent {:?} was destroyed; its container log went with it",
+                agent.name
+            ))
+            .into());
+        }
+        let container = agent.container_id.unwrap_or(agent.container_name);
+        let options = LogsOptions {
+            follow: req.follow,
+            tail: req.tail,
+            since: (req.since_unix > 0).then_some(req.since_unix),
+            timestamps: req.timestamps,
+        };
+        let stream = self.core.driver.logs(&container, options).map(|item| {
+            item.map(|chunk| pb::LogChunk {
+                stderr: chunk.stderr,
+                data: chunk.data,
+            })
+            .map_err(|e| Status::from(HubError::from(e)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,680 @@
+//! Reading a profile file (TOML, or the seed system's JSON shape) and validating every field, with errors that name the field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{FileOwner, MountKind, Profile, ProfileFile, ProfileMount, SetupTask};
+
+/// The format a profile was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    base: Option<String>,
+    #[serde(default)]
+    packages: Vec<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    files: Vec<RawFile>,
+    #[serde(default)]
+    setup_tasks: Vec<RawSetupTask>,
+    #[serde(default)]
+    resources: RawResources,
+    network: Option<String>,
+    #[serde(default)]
+    mounts: Vec<RawMount>,
+    user: Option<String>,
+}
+
+/// Environment values and the seed's `"cpus": "2"`: people write numbers and booleans as either.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Text(s) => s.clone(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    path: String,
+    content: String,
+    mode: Option<Scalar>,
+    owner: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetupTask {
+    /// The seed writes `"type": "exec"` on every setup task; it is the only kind.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    command: String,
+    description: Option<String>,
+    user: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    cpus: Option<Scalar>,
+    memory: Option<Scalar>,
+    pids: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    source: String,
+    target: String,
+    #[serde(default)]
+    read_only: bool,
+}
+
+/// Paths the hub and the agent own inside every container.
+const RESERVED_TARGETS: &[&str] = &["/etc/docker-agent", "/var/lib/docker-agent", "/workspace"];
+
+/// Parses `512m`, `4g`, `1.5G`, `1024k` or a plain byte count.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (use e.g. 512m or 4g)"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{text:?} has an unknown unit (use k, m, g or t)")),
+    };
+    let bytes = value * multiplier as f64;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("{text:?} is not a positive size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses the text of one profile file. `origin` names it in errors (a path, or `builtin NAME`).
+pub fn parse(text: &str, format: Format, origin: &str) -> Result<Profile, super::ProfileError> {
+    let invalid = |message: String| super::ProfileError::Invalid {
+        origin: origin.to_string(),
+        message,
+    };
+    let raw: RawProfile = match format {
+        Format::Toml => {
+            let de = toml::Deserializer::parse(text)
+                .map_err(|e| invalid(toml_message(text, &e)))?;
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let line = e
+                    .inner()
+                    .span()
+                    .map(|s| format!(" (line {})", line_of(text, s.start)))
+                    .unwrap_or_default();
+                invalid(field_message(e.path(), e.inner().message(), &line))
+            })?
+        }
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let inner = e.inner();
+                let line = format!(" (line {})", inner.line());
+                let message = inner.to_string();
+                // serde_json appends " at line L column C"; the line is given once, our way.
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_string();
+                invalid(field_message(e.path(), &message, &line))
+            })?
+        }
+    };
+    validate(raw, format).map_err(invalid)
+}
+
+fn field_message(path: &serde_path_to_error::Path, message: &str, line: &str) -> String {
+    let path = path.to_string();
+    if path == "." || path.is_empty() {
+        format!("{message}{line}")
+    } else {
+        format!("field `{path}`: {message}{line}")
+    }
+}
+
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let line = e
+        .span()
+        .map(|s| format!(" (line {})", line_of(text, s.start)))
+        .unwrap_or_default();
+    format!("not valid TOML: {}{line}", e.message().trim())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn validate(raw: RawProfile, format: Format) -> Result<Profile, String> {
+    let name = raw
+        .name
+        .ok_or("field `name` is missing (every profile names itself)")?;
+    validate_profile_name(&name).map_err(|e| format!("field `name`: {e}"))?;
+    let base = match raw.base {
+        Some(b) if b.trim().is_empty() => {
+            return Err("field `base`: empty (leave it out for the default base)".into());
+        }
+        Some(b) if b.contains(char::is_whitespace) => {
+            return Err(format!("field `base`: {b:?} is not an image reference"));
+        }
+        other => other,
+    };
+    let mut packages = Vec::new();
+    for (i, package) in raw.packages.into_iter().enumerate() {
+        if !is_package_name(&package) {
+            return Err(format!(
+                "field `packages[{i}]`: {package:?} is not a Debian package name (lower-case letters, digits, '+', '-', '.'; optionally =VERSION)"
+            ));
+        }
+        if !packages.contains(&package) {
+            packages.push(package);
+        }
+    }
+    let mut environment = BTreeMap::new();
+    for (key, value) in raw.environment {
+        if !is_env_name(&key) {
+            return Err(format!(
+                "field `environment`: {key:?} is not a variable name (letters, digits and '_', not starting with a digit)"
+            ));
+        }
+        if key.starts_with("DOCKER_AGENT_") {
+            return Err(format!(
+                "field `environment`: {key:?} uses the reserved DOCKER_AGENT_ prefix"
+            ));
+        }
+        environment.insert(key, value.text());
+    }
+    let user = match raw.user {
+        None => super::DEFAULT_USER.to_string(),
+        Some(u) if is_user_name(&u) => u,
+        Some(u) => {
+            return Err(format!(
+                "field `user`: {u:?} is not a user name (lower-case letters, digits, '_' and '-', starting with a letter or '_')"
+            ));
+        }
+    };
+    let mut files: Vec<ProfileFile> = Vec::new();
+    for (i, f) in raw.files.into_iter().enumerate() {
+        let field = format!("files[{i}]");
+        let path = validate_abs_path(&f.path).map_err(|e| format!("field `{field}.path`: {e}"))?;
+        if RESERVED_TARGETS[..2]
+            .iter()
+            .any(|r| path == *r || path.starts_with(&format!("{r}/")))
+        {
+            return Err(format!(
+                "field `{field}.path`: {path:?} is inside a directory docker-agent owns"
+            ));
+        }
+        if files.iter().any(|other| other.path == path) {
+            return Err(format!("field `{field}.path`: {path:?} is listed twice"));
+        }
+        let mode = match &f.mode {
+            None => 0o644,
+            Some(m) => parse_mode(m, format).map_err(|e| format!("field `{field}.mode`: {e}"))?,
+        };
+        let owner = match f.owner.as_deref() {
+            None => None,
+            Some("root") => Some(FileOwner::Root),
+            Some("user") => Some(FileOwner::User),
+            Some(other) => {
+                return Err(format!(
+                    "field `{field}.owner`: {other:?} is not \"root\" or \"user\""
+                ));
+            }
+        };
+        files.push(ProfileFile {
+            path,
+            content: f.content,
+            mode,
+            owner,
+        });
+    }
+    let mut setup_tasks = Vec::new();
+    for (i, t) in raw.setup_tasks.into_iter().enumerate() {
+        let field = format!("setup_tasks[{i}]");
+        if let Some(kind) = &t.kind
+            && kind != "exec"
+        {
+            return Err(format!(
+                "field `{field}.type`: {kind:?} is not a setup task type (only \"exec\")"
+            ));
+        }
+        if t.command.trim().is_empty() {
+            return Err(format!("field `{field}.command`: empty"));
+        }
+        if let Some(u) = &t.user
+            && !is_user_name(u)
+        {
+            return Err(format!("field `{field}.user`: {u:?} is not a user name"));
+        }
+        let timeout = match &t.timeout {
+            None => None,
+            Some(text) => Some(
+                humantime::parse_duration(text)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        format!("field `{field}.timeout`: {text:?} is not a duration (e.g. 90s, 10m)")
+                    })?,
+            ),
+        };
+        setup_tasks.push(SetupTask {
+            command: t.command,
+            description: t.description.unwrap_or_default(),
+            user: t.user,
+            timeout,
+        });
+    }
+    let cpus = match &raw.resources.cpus {
+        None => 0.0,
+        Some(c) => {
+            let text = c.text();
+            text.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|c| c.is_finite() && *c > 0.0 && *c <= 1024.0)
+                .ok_or_else(|| {
+                    format!(
+                        "field `resources.cpus`: {text:?} is not a CPU count (a number above 0, e.g. 0.5 or 2)"
+                    )
+                })?
+        }
+    };
+    let memory_bytes = match &raw.resources.memory {
+        None => 0,
+        Some(Scalar::Int(n)) if *n > 0 => *n as u64,
+        Some(Scalar::Text(m)) => {
+            parse_size(m).map_err(|e| format!("field `resources.memory`: {e}"))?
+        }
+        Some(other) => {
+            return Err(format!(
+                "field `resources.memory`: {:?} is not a size (use e.g. \"512m\" or \"4g\")",
+                other.text()
+            ));
+        }
+    };
+    if memory_bytes != 0 && memory_bytes < 6 << 20 {
+        return Err("field `resources.memory`: Docker needs at least 6m".into());
+    }
+    let pids = raw.resources.pids.unwrap_or(0);
+    if pids < 0 || (pids > 0 && pids < 16) {
+        return Err(format!(
+            "field `resources.pids`: {pids} is too low (at least 16; leave it out for no limit)"
+        ));
+    }
+    let network = match raw.network {
+        None => None,
+        Some(n) if is_docker_object_name(&n) => Some(n),
+        Some(n) => return Err(format!("field `network`: {n:?} is not a network name")),
+    };
+    let mut mounts: Vec<ProfileMount> = Vec::new();
+    for (i, m) in raw.mounts.into_iter().enumerate() {
+        let field = format!("mounts[{i}]");
+        let kind = match m.kind.as_deref() {
+            None | Some("bind") => MountKind::Bind,
+            Some("volume") => MountKind::Volume,
+            Some(other) => {
+                return Err(format!(
+                    "field `{field}.type`: {other:?} is not \"bind\" or \"volume\""
+                ));
+            }
+        };
+        let source = match kind {
+            MountKind::Bind => validate_abs_path(&m.source)
+                .map_err(|e| format!("field `{field}.source`: {e} (a host path)"))?,
+            MountKind::Volume if is_docker_object_name(&m.source) => m.source,
+            MountKind::Volume => {
+                return Err(format!(
+                    "field `{field}.source`: {:?} is not a volume name",
+                    m.source
+                ));
+            }
+        };
+        let target =
+            validate_abs_path(&m.target).map_err(|e| format!("field `{field}.target`: {e}"))?;
+        if target == "/"
+            || RESERVED_TARGETS
+                .iter()
+                .any(|r| target == *r || target.starts_with(&format!("{r}/")) || r.starts_with(&format!("{target}/")))
+        {
+            return Err(format!(
+                "field `{field}.target`: {target:?} would hide a directory docker-agent owns"
+            ));
+        }
+        if mounts.iter().any(|o| o.target == target) {
+            return Err(format!("field `{field}.target`: {target:?} is mounted twice"));
+        }
+        mounts.push(ProfileMount {
+            kind,
+            source,
+            target,
+            read_only: m.read_only,
+        });
+    }
+    Ok(Profile {
+        name,
+        description: raw.description,
+        base,
+        packages,
+        user,
+        environment,
+        files,
+        setup_tasks,
+        cpus,
+        memory_bytes,
+        pids,
+        network,
+        mounts,
+        origin: String::new(),
+    })
+}
+
+/// Profile names become image repository names: lower-case, digits, '-', '_' and '.'.
+pub fn validate_profile_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a profile name (1-63 lower-case letters, digits, '-' and '_', starting with a letter or digit)"
+        ))
+    }
+}
+
+fn is_package_name(p: &str) -> bool {
+    let (name, version) = match p.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (p, None),
+    };
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        && version.is_none_or(|v| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".+-:~".contains(&b))
+        })
+}
+
+fn is_env_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn is_user_name(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 32
+        && u.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && u
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_docker_object_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// An absolute, normalised path with no `..`.
+fn validate_abs_path(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} is not an absolute path"));
+    }
+    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    if parts.contains(&"..") || p.contains('\0') {
+        return Err(format!("{p:?} must not contain '..'"));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// Modes are octal text (`"0644"`, `"755"`). TOML may also write an octal integer (`0o644`); a JSON
+/// integer is refused, because `644` there would silently mean 0o1204.
+fn parse_mode(m: &Scalar, format: Format) -> Result<u32, String> {
+    let mode = match (m, format) {
+        (Scalar::Text(t), _) => {
+            let digits = t.trim().trim_start_matches("0o");
+            u32::from_str_radix(digits, 8)
+                .map_err(|_| format!("{t:?} is not an octal mode (e.g. \"0644\")"))?
+        }
+        (Scalar::Int(i), Format::Toml) if *i >= 0 => *i as u32,
+        _ => {
+            return Err(format!(
+                "{:?}: write the mode as an octal string, e.g. \"0644\"",
+                m.text()
+            ));
+        }
+    };
+    if mode > 0o7777 {
+        return Err(format!("{mode:o} is not a file mode (at most 7777)"));
+    }
+    Ok(mode)
+}
+
+/// `Duration` as profiles write it.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml_err(text: &str) -> String {
+        parse(text, Format::Toml, "p.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4g").unwrap(), 4 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("4x").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn every_field_parses() {
+        let p = parse(
+            r##"
+name = "full"
+description = "all of it"
+base = "docker-agent/base:custom"
+packages = ["git", "build-essential", "git", "python3=3.11.2-1+b1"]
+user = "dev"
+network = "shared-net"
+
+[environment]
+CI = true
+JOBS = 4
+NODE_ENV = "production"
+
+[resources]
+cpus = 1.5
+memory = "512m"
+pids = 256
+
+[[files]]
+path = "/home/dev/.config//tool.conf"
+content = "x=1\n"
+mode = 0o600
+
+[[files]]
+path = "/usr/local/bin/hello"
+content = "#!/bin/sh\necho hi\n"
+mode = "755"
+owner = "root"
+
+[[setup_tasks]]
+command = "git config --global init.defaultBranch main"
+description = "git defaults"
+timeout = "2m"
+
+[[setup_tasks]]
+command = "apt-get --version"
+user = "root"
+
+[[mounts]]
+source = "/srv/cache"
+target = "/cache"
+read_only = true
+
+[[mounts]]
+type = "volume"
+source = "shared-cache"
+target = "/shared"
+"##,
+            Format::Toml,
+            "full.toml",
+        )
+        .unwrap();
+        assert_eq!(p.packages, ["git", "build-essential", "python3=3.11.2-1+b1"]);
+        assert_eq!(p.environment["CI"], "true");
+        assert_eq!(p.environment["JOBS"], "4");
+        assert_eq!((p.cpus, p.memory_bytes, p.pids), (1.5, 512 << 20, 256));
+        assert_eq!(p.files[0].path, "/home/dev/.config/tool.conf");
+        assert_eq!(p.files[0].mode, 0o600);
+        assert_eq!(p.files[1].mode, 0o755);
+        assert_eq!(p.files[1].owner, Some(FileOwner::Root));
+        assert_eq!(p.setup_tasks[0].timeout, Some(Duration::from_secs(120)));
+        assert_eq!(p.setup_tasks[1].user.as_deref(), Some("root"));
+        assert_eq!(p.mounts[0].kind, MountKind::Bind);
+        assert!(p.mounts[0].read_only);
+        assert_eq!(p.mounts[1].kind, MountKind::Volume);
+        assert_eq!(p.user, "dev");
+        assert_eq!(p.network.as_deref(), Some("shared-net"));
+    }
+
+    #[test]
+    fn the_seed_json_shape_is_accepted() {
+        let p = parse(
+            r#"{
+  "name": "builder",
+  "description": "Build agent for Node.js projects",
+  "resources": { "cpus": "2", "memory": "4g" },
+  "environment": { "NODE_ENV": "production", "CI": "true" },
+  "packages": ["git", "curl", "build-essential"],
+  "setup_tasks": [
+    { "type": "exec", "command": "npm install -g yarn pnpm", "description": "Install package managers" }
+  ]
+}"#,
+            Format::Json,
+            "builder.json",
+        )
+        .unwrap();
+        assert_eq!(p.cpus, 2.0);
+        assert_eq!(p.memory_bytes, 4 << 30);
+        assert_eq!(p.setup_tasks[0].description, "Install package managers");
+        assert_eq!(p.user, "agent");
+    }
+
+    #[test]
+    fn errors_name_the_file_the_field_and_the_line() {
+        let err = toml_err("name = \"x\"\nbogus = 1\n");
+        assert!(err.starts_with("profile p.toml: "), "{err}");
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let err = toml_err("name = \"x\"\n[resources]\nmemory = \"4q\"\n");
+        assert!(err.contains("field `resources.memory`"), "{err}");
+        assert!(err.contains("unknown unit"), "{err}");
+        let err = toml_err("name = \"x\"\n[resources]\ncpus = -1\n");
+        assert!(err.contains("field `resources.cpus`"), "{err}");
+        let err = toml_err("name = \"x\"\n[resources]\ncpus = \"lots\"\n");
+        assert!(err.contains("field `resources.cpus`"), "{err}");
+        let err = toml_err("description = \"no name\"\n");
+        assert!(err.contains("field `name` is missing"), "{err}");
+        let err = toml_err("name = \"x\"\n[[files]]\npath = \"/a\"\ncontent = \"\"\nmodee = 1\n");
+        assert!(err.contains("field `files[0]"), "{err}");
+        assert!(err.contains("modee"), "{err}");
+        let err = toml_err("name = \"x\"\npackages = [\"Not A Package\"]\n");
+        assert!(err.contains("field `packages[0]`"), "{err}");
+        let err = toml_err("name = \"x\"\n[[mounts]]\nsource = \"rel\"\ntarget = \"/x\"\n");
+        assert!(err.contains("field `mounts[0].source`"), "{err}");
+        let err = toml_err("name = \"x\"\n[[mounts]]\nsource = \"/a\"\ntarget = \"/workspace\"\n");
+        assert!(err.contains("docker-agent owns"), "{err}");
+        let err = toml_err("name = \"x\"\n[environment]\nDOCKER_AGENT_X = \"1\"\n");
+        assert!(err.contains("reserved"), "{err}");
+        let err = toml_err("name = \"x\"\n[[setup_tasks]]\ncommand = \"true\"\ntimeout = \"soon\"\n");
+        assert!(err.contains("field `setup_tasks[0].timeout`"), "{err}");
+        let err = toml_err("name = [\n");
+        assert!(err.contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn json_errors_name_the_field_and_line_and_refuse_integer_modes() {
+        let err = parse(
+            "{\"name\": \"x\",\n \"files\": [{\"path\": \"/a\", \"content\": \"\", \"mode\": 644}]}",
+            Format::Json,
+            "x.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("field `files[0].mode`"), "{err}");
+        assert!(err.contains("octal string"), "{err}");
+        let err = parse("{\"name\": \"x\",\n \"colour\": 1}", Format::Json, "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode(&Scalar::Text("0644".into()), Format::Json), Ok(0o644));
+        assert_eq!(parse_mode(&Scalar::Text("0o755".into()), Format::Toml), Ok(0o755));
+        assert!(parse_mode(&Scalar::Text("0999".into()), Format::Toml).is_err());
+        assert!(parse_mode(&Scalar::Int(0o17777), Format::Toml).is_err());
+    }
+}
