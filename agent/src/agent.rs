@@ -1,6 +1,7 @@
 //! The agent's main loop: reconnect to the hub forever with jittered backoff, and shut down cleanly on TERM/INT.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +14,7 @@ use crate::config::Config;
 use crate::health::HealthSampler;
 use crate::session::{self, Identity, SessionEnd, SessionError};
 use crate::state::{ExecSettings, Shared};
-use crate::{reaper, runner, spawn, system};
+use crate::{reaper, runner, setup, spawn, system};
 
 /// A session that lasted this long was healthy: the next failure starts the backoff over.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
@@ -63,6 +64,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let grace = config.kill_grace;
+    // Before the first dial: the setup runs whether or not the hub can be reached, and Hello reports it.
+    setup::start(&shared, &config.setup_file, &config.state_dir);
     let connector = tokio::spawn(connect_forever(shared.clone(), config, identity));
 
     tokio::select! {
@@ -111,11 +114,15 @@ pub async fn connect_forever(shared: Arc<Shared>, config: Config, identity: Iden
     }
 }
 
-/// TERM to every task's group, up to `grace` for them to go, KILL for the rest, then a short flush.
+/// TERM to every task's group (and the setup step's), up to `grace` for them to go, KILL for the rest,
+/// then a short flush. Tasks held for the setup end without starting.
 async fn shutdown(shared: &Shared, grace: Duration) {
+    shared.stopping.store(true, Ordering::SeqCst);
+    runner::abandon_held(shared);
     runner::terminate_all(shared, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
-    if !wait_until(shared, deadline, |s| s.table().running_count() == 0).await {
+    let gone = |s: &Shared| s.table().running_count() == 0 && s.setup().step_pgid.is_none();
+    if !wait_until(shared, deadline, gone).await {
         tracing::warn!("tasks outlived the grace period; killing them");
         runner::terminate_all(shared, Signal::SIGKILL);
     }

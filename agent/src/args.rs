@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long, env = "DOCKER_AGENT_TASK_USER", default_value = "agent")]
     pub task_user: String,
 
+    /// Extra supplementary groups (numeric gids, comma-separated) for the task user, e.g. the group of a
+    /// mounted Docker socket, which the image's /etc/group does not know.
+    #[arg(long, env = "DOCKER_AGENT_TASK_GROUPS", value_delimiter = ',')]
+    pub task_groups: Vec<u32>,
+
     /// Working directory of tasks that do not name one; its filesystem is reported as the disk.
     #[arg(long, env = "DOCKER_AGENT_WORKDIR", default_value = "/workspace")]
     pub workdir: PathBuf,
@@ -51,6 +56,22 @@ pub struct Args {
     /// Time between TERM and KILL when a task is stopped and the hub named no grace.
     #[arg(long, env = "DOCKER_AGENT_KILL_GRACE_MS", default_value_t = 5000)]
     pub kill_grace_ms: u64,
+
+    /// The profile's setup steps (an encoded SetupPlan), run once before any task; absent: none.
+    #[arg(
+        long,
+        env = "DOCKER_AGENT_SETUP_FILE",
+        default_value = "/etc/docker-agent/setup.pb"
+    )]
+    pub setup_file: PathBuf,
+
+    /// Where the agent keeps state across container restarts (how many setup steps succeeded).
+    #[arg(
+        long,
+        env = "DOCKER_AGENT_STATE_DIR",
+        default_value = "/var/lib/docker-agent"
+    )]
+    pub state_dir: PathBuf,
 }
 
 #[cfg(test)]

@@ -67,6 +67,9 @@ pub struct Config {
     pub workdir: PathBuf,
     pub spool_bytes: u64,
     pub kill_grace: Duration,
+    /// Read at start; a missing file means no setup steps.
+    pub setup_file: PathBuf,
+    pub state_dir: PathBuf,
 }
 
 pub fn parse_hub_url(url: &str) -> Result<(String, u16), ConfigError> {
@@ -159,7 +162,10 @@ impl Config {
         }
         let token = read_token(&args.token_file)?;
         let ca_pem = read_ca(&args.ca_file)?;
-        let task_user = users::lookup(&args.task_user)?;
+        let mut task_user = users::lookup(&args.task_user)?;
+        task_user.groups.extend(&args.task_groups);
+        task_user.groups.sort_unstable();
+        task_user.groups.dedup();
         if args.spool_bytes == 0 {
             return Err(ConfigError::SpoolBytes);
         }
@@ -177,6 +183,8 @@ impl Config {
             workdir: args.workdir.clone(),
             spool_bytes: args.spool_bytes,
             kill_grace: Duration::from_millis(args.kill_grace_ms),
+            setup_file: args.setup_file.clone(),
+            state_dir: args.state_dir.clone(),
         })
     }
 }
@@ -286,6 +294,11 @@ mod tests {
         assert_eq!(c.kill_grace, Duration::from_secs(5));
         assert_eq!(c.spool_bytes, 64 << 20);
         assert_eq!(c.workdir, PathBuf::from("/workspace"));
+        assert_eq!(c.setup_file, PathBuf::from("/etc/docker-agent/setup.pb"));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/docker-agent"));
+        let c = Config::from_args(&args(&["--task-groups=999,5,999"])).unwrap();
+        assert!(c.task_user.groups.contains(&999) && c.task_user.groups.contains(&5));
+        assert_eq!(c.task_user.groups.iter().filter(|g| **g == 999).count(), 1);
         let c = Config::from_args(&args(&["--tls-server-name=hub.local"])).unwrap();
         assert_eq!(c.hub.server_name, "hub.local");
         assert!(Config::from_args(&args(&["--task-user=no-such-user-xyz"])).is_err());

@@ -2,21 +2,27 @@
 //!
 //! Flow: `args` → `config` (validated before any dial) → `agent` (reconnect loop, shutdown) →
 //! `session` (Hello/Welcome, reader and writer) → `runner` (one supervisor per task, on top of
-//! `spawn` and `reaper`) → `tasks`/`spool` (what the hub has and has not seen yet).
+//! `spawn` and `reaper`, waited for by `supervise`) → `tasks`/`spool` (what the hub has and has not seen
+//! yet). Beside them, `setup` runs the profile's setup steps once (`progress` remembers how far it
+//! got, `console` puts their output in the container log) while new tasks are held back.
 
 pub mod agent;
 pub mod args;
 pub mod backoff;
 pub mod config;
+pub mod console;
 pub mod dial;
 pub mod health;
 pub mod hosts;
+pub mod progress;
 pub mod reaper;
 pub mod runner;
 pub mod session;
+pub mod setup;
 pub mod spawn;
 pub mod spool;
 pub mod state;
+pub mod supervise;
 pub mod system;
 pub mod tasks;
 pub mod users;

@@ -9,18 +9,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use docker_agent_proto::v1::{
     CloseStdin, RunTask, SignalTask, StdinData, TaskResult, task_result::Outcome,
 };
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::reaper::ExitStatus;
 use crate::spawn::{self, ProcessSpec, Spawned};
 use crate::spool::{READ_CHUNK, StreamId};
 use crate::state::Shared;
-use crate::tasks::{Admission, Control};
+use crate::supervise::{self, Ended, signal_group};
+use crate::tasks::{Admission, CANCELLED_WHILE_HELD, Control, Held, StdinRx};
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -28,19 +28,29 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Sends `sig` to the task's whole process group; a group that is already gone is fine.
-fn signal_group(pgid: i32, sig: Signal) {
-    match killpg(Pid::from_raw(pgid), sig) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal task"),
-    }
-}
-
-/// Handles RunTask: runs a new id once; for a finished, unacknowledged id, sends its result again.
+/// Handles RunTask: runs a new id once (held back while the setup steps run); for a finished,
+/// unacknowledged id, sends its result again.
 pub fn run(shared: &Arc<Shared>, task: RunTask) {
     let admission = shared.table().admit(&task.task_id);
     match admission {
-        Admission::Run => start(shared, task),
+        Admission::Run => {
+            let (tx, rx) = if task.stdin {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            let id = task.task_id.clone();
+            let now = {
+                let mut table = shared.table();
+                table.set_stdin(&id, tx);
+                table.hold_back(Held { task, stdin: rx })
+            };
+            match now {
+                Some(held) => start(shared, held),
+                None => tracing::info!(task = %id, "task waits for the setup steps to end"),
+            }
+        }
         Admission::ResendResult => {
             tracing::info!(task = %task.task_id, "task already finished; resending its result");
             shared.outbound.notify_one();
@@ -51,7 +61,42 @@ pub fn run(shared: &Arc<Shared>, task: RunTask) {
     }
 }
 
-fn start(shared: &Arc<Shared>, task: RunTask) {
+/// Starts, in arrival order, the tasks held while the setup steps ran.
+pub fn release_held(shared: &Arc<Shared>) {
+    let held = shared.table().release();
+    if !held.is_empty() {
+        tracing::info!(
+            tasks = held.len(),
+            "starting the tasks that waited for setup"
+        );
+    }
+    for h in held {
+        start(shared, h);
+    }
+}
+
+/// Ends every held task without running it (the agent is stopping), so the hub learns they never ran.
+pub fn abandon_held(shared: &Shared) {
+    let mut table = shared.table();
+    let ids = table.held_ids();
+    for id in &ids {
+        table.end_held(
+            id,
+            Outcome::Error("the agent stopped before the setup steps ended; never started".into()),
+        );
+    }
+    drop(table);
+    if !ids.is_empty() {
+        shared.outbound.notify_one();
+        shared.task_done.notify_waiters();
+    }
+}
+
+fn start(shared: &Arc<Shared>, held: Held) {
+    let Held {
+        task,
+        stdin: stdin_rx,
+    } = held;
     let exec = &shared.exec;
     let id = task.task_id.clone();
     let spec = ProcessSpec {
@@ -86,12 +131,6 @@ fn start(shared: &Arc<Shared>, task: RunTask) {
     };
     tracing::info!(task = %id, pid = proc.pid, argv0 = %spec.argv[0], "task started");
     let stop = Arc::new(Notify::new());
-    let (stdin_tx, stdin_rx) = if proc.stdin.is_some() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
     let pgid = i32::try_from(proc.pid).unwrap_or(i32::MAX);
     shared.table().started(
         &id,
@@ -100,13 +139,13 @@ fn start(shared: &Arc<Shared>, task: RunTask) {
         Control {
             pgid,
             stop: stop.clone(),
-            stdin: stdin_tx,
         },
     );
     shared.outbound.notify_one();
-    let limits = Limits {
-        timeout: (task.timeout_ms > 0).then(|| Duration::from_millis(task.timeout_ms)),
+    let limits = supervise::Limits {
+        deadline: (task.timeout_ms > 0).then(|| started + Duration::from_millis(task.timeout_ms)),
         grace: kill_grace(task.kill_grace_ms, exec.kill_grace),
+        drain: None,
     };
     tokio::spawn(supervise(
         shared.clone(),
@@ -121,7 +160,8 @@ fn start(shared: &Arc<Shared>, task: RunTask) {
 
 pub fn stdin(shared: &Shared, data: StdinData) {
     let table = shared.table();
-    match table.control(&data.task_id).and_then(|c| c.stdin.as_ref()) {
+    // Held tasks have their channel too: what they are sent now waits for their process.
+    match table.stdin(&data.task_id) {
         Some(tx) => drop(tx.send(Some(data.data))),
         None => {
             tracing::debug!(task = %data.task_id, "stdin for a task without open stdin; dropped")
@@ -131,39 +171,60 @@ pub fn stdin(shared: &Shared, data: StdinData) {
 
 pub fn close_stdin(shared: &Shared, msg: CloseStdin) {
     let table = shared.table();
-    if let Some(tx) = table.control(&msg.task_id).and_then(|c| c.stdin.as_ref()) {
+    if let Some(tx) = table.stdin(&msg.task_id) {
         drop(tx.send(None));
     }
 }
 
+/// Signals that stop a process by default: sent to a held task, they end it before it starts, as a
+/// Ctrl-C during `exec` would be expected to. Other signals have nothing to reach yet.
+fn stops_a_held_task(sig: Signal) -> bool {
+    matches!(
+        sig,
+        Signal::SIGHUP | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGTERM | Signal::SIGKILL
+    )
+}
+
 pub fn signal(shared: &Shared, msg: SignalTask) {
-    let pgid = shared.table().control(&msg.task_id).map(|c| c.pgid);
-    let Some(pgid) = pgid else {
-        tracing::debug!(task = %msg.task_id, "signal for a task that is not running");
+    let Ok(sig) = Signal::try_from(msg.signal) else {
+        tracing::warn!(task = %msg.task_id, signal = msg.signal, "unknown signal number");
         return;
     };
-    match Signal::try_from(msg.signal) {
-        Ok(sig) => signal_group(pgid, sig),
-        Err(_) => tracing::warn!(task = %msg.task_id, signal = msg.signal, "unknown signal number"),
+    let mut table = shared.table();
+    if let Some(pgid) = table.control(&msg.task_id).map(|c| c.pgid) {
+        drop(table);
+        signal_group(pgid, sig);
+    } else if stops_a_held_task(sig) && table.end_held(&msg.task_id, Outcome::Signal(msg.signal)) {
+        drop(table);
+        tracing::info!(task = %msg.task_id, signal = %sig, "held task ended by a signal before it started");
+        shared.outbound.notify_one();
+        shared.task_done.notify_waiters();
+    } else {
+        tracing::debug!(task = %msg.task_id, "signal for a task that is not running");
     }
 }
 
-/// TERM now, KILL after the task's grace: the supervisor does the escalation.
+/// TERM now, KILL after the task's grace: the supervisor does the escalation. A held task just ends.
 pub fn cancel(shared: &Shared, task_id: &str) {
     let mut table = shared.table();
-    match table.control(task_id) {
-        Some(c) => c.stop.notify_one(),
-        None => {
-            // A cancel can overtake its RunTask across a reconnect; the id must then never run.
-            tracing::debug!(task = %task_id, "cancel for a task that is not running");
-            table.remember(task_id);
-        }
+    if let Some(c) = table.control(task_id) {
+        c.stop.notify_one();
+    } else if table.end_held(task_id, Outcome::Error(CANCELLED_WHILE_HELD.into())) {
+        drop(table);
+        tracing::info!(task = %task_id, "held task cancelled before it started");
+        shared.outbound.notify_one();
+        shared.task_done.notify_waiters();
+    } else {
+        // A cancel can overtake its RunTask across a reconnect; the id must then never run.
+        tracing::debug!(task = %task_id, "cancel for a task that is not running");
+        table.remember(task_id);
     }
 }
 
-/// TERM to every task's process group (shutdown).
+/// `sig` to every task's process group and to the setup step's, if one runs (shutdown).
 pub fn terminate_all(shared: &Shared, sig: Signal) {
-    let pgids: Vec<i32> = shared.table().controls().map(|c| c.pgid).collect();
+    let mut pgids: Vec<i32> = shared.table().controls().map(|c| c.pgid).collect();
+    pgids.extend(shared.setup().step_pgid);
     for pgid in pgids {
         signal_group(pgid, sig);
     }
@@ -176,12 +237,6 @@ pub fn kill_grace(task_ms: u64, default: Duration) -> Duration {
     } else {
         Duration::from_millis(task_ms)
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    timeout: Option<Duration>,
-    grace: Duration,
 }
 
 /// Unacknowledged output allowed in flight while connected. Enough to keep the link busy between acks
@@ -238,10 +293,7 @@ async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
 }
 
 /// Writes stdin messages in order until closed; a task that stops reading only stalls this pump.
-async fn pump_stdin(
-    fd: Option<OwnedFd>,
-    rx: Option<mpsc::UnboundedReceiver<Option<tonic::codegen::Bytes>>>,
-) {
+async fn pump_stdin(fd: Option<OwnedFd>, rx: Option<StdinRx>) {
     let (Some(fd), Some(mut rx)) = (fd, rx) else {
         return;
     };
@@ -262,18 +314,14 @@ async fn pump_stdin(
     // Dropping `tx` closes the task's stdin.
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 86_400)
-}
-
 /// Owns one running task until its process exited and both pipes reached EOF.
 async fn supervise(
     shared: Arc<Shared>,
     id: String,
     proc: Spawned,
-    stdin_rx: Option<mpsc::UnboundedReceiver<Option<tonic::codegen::Bytes>>>,
+    stdin_rx: Option<StdinRx>,
     stop: Arc<Notify>,
-    limits: Limits,
+    limits: supervise::Limits,
     started: Instant,
 ) {
     let Spawned {
@@ -284,53 +332,21 @@ async fn supervise(
         exit,
     } = proc;
     let pgid = i32::try_from(pid).unwrap_or(i32::MAX);
-    let out = pump_output(&shared, &id, StreamId::Stdout, stdout);
-    let err = pump_output(&shared, &id, StreamId::Stderr, stderr);
-    let input = pump_stdin(stdin, stdin_rx);
-    tokio::pin!(out, err, input, exit);
-
-    let deadline = limits.timeout.map(|t| started + t);
-    let mut status: Option<ExitStatus> = None;
-    let (mut out_done, mut err_done, mut in_done) = (false, false, false);
-    let mut timed_out = false;
-    // Set once TERM went out: when KILL follows.
-    let mut kill_at: Option<Instant> = None;
-    let mut killed = false;
-
     // docker exec semantics: the result waits for the exit and for EOF on both pipes, so all output precedes it.
-    while status.is_none() || !out_done || !err_done {
-        tokio::select! {
-            s = &mut exit, if status.is_none() => {
-                status = Some(s.unwrap_or_else(|_| {
-                    tracing::error!(task = %id, "exit status lost");
-                    ExitStatus::Exited(-1)
-                }));
-            }
-            () = &mut out, if !out_done => out_done = true,
-            () = &mut err, if !err_done => err_done = true,
-            () = &mut input, if !in_done => in_done = true,
-            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() && kill_at.is_none() => {
-                tracing::info!(task = %id, "task timed out; stopping it");
-                timed_out = true;
-                signal_group(pgid, Signal::SIGTERM);
-                kill_at = Some(Instant::now() + limits.grace);
-            }
-            () = stop.notified(), if kill_at.is_none() => {
-                tracing::info!(task = %id, "stopping task");
-                signal_group(pgid, Signal::SIGTERM);
-                kill_at = Some(Instant::now() + limits.grace);
-            }
-            () = sleep_until(kill_at.unwrap_or_else(far_future)), if kill_at.is_some() && !killed => {
-                signal_group(pgid, Signal::SIGKILL);
-                killed = true;
-            }
-        }
-    }
+    let output = async {
+        tokio::join!(
+            pump_output(&shared, &id, StreamId::Stdout, stdout),
+            pump_output(&shared, &id, StreamId::Stderr, stderr),
+        );
+    };
+    let input = pump_stdin(stdin, stdin_rx);
+    let who = format!("task {id}");
+    let Ended { status, timed_out } =
+        supervise::until_ended(&who, pgid, exit, output, input, Some(&stop), limits).await;
 
     let outcome = match status {
-        Some(ExitStatus::Signaled(sig)) => Outcome::Signal(sig),
-        Some(ExitStatus::Exited(code)) => Outcome::ExitCode(code),
-        None => Outcome::ExitCode(-1),
+        ExitStatus::Signaled(sig) => Outcome::Signal(sig),
+        ExitStatus::Exited(code) => Outcome::ExitCode(code),
     };
     tracing::info!(task = %id, ?outcome, timed_out, "task finished");
     shared.table().finish(

@@ -82,6 +82,7 @@ fn hello(shared: &Shared, config: &Config, identity: &Identity) -> AgentMessage 
             instance_id: identity.instance_id.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             system: Some(identity.system.clone()),
+            setup: shared.setup().for_hello(),
         })),
     }
 }
@@ -262,7 +263,14 @@ async fn write_loop_inner(
             }
             p = tx.reserve() => p.map_err(|_| SessionError::Closed)?,
         };
-        let next = shared.table().next_outbound();
+        // Setup changes first: the status that ends the setup must precede the TaskStarted of a task it released.
+        let setup = shared.setup().next_unsent();
+        let next = match setup {
+            Some(status) => Some(AgentMessage {
+                msg: Some(agent_message::Msg::Setup(status)),
+            }),
+            None => shared.table().next_outbound(),
+        };
         match next {
             Some(msg) => permit.send(msg),
             None => {

@@ -1,19 +1,31 @@
 //! The agent's task table: which tasks run or await acknowledgement, what the hub has seen of them, and what to send next.
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::Hasher;
 use std::sync::Arc;
 
 use docker_agent_proto::v1::{
     Ack, AgentMessage, OutputChunk, Stream, TaskReport, TaskResult, TaskStarted, Welcome,
-    agent_message::Msg,
+    agent_message::Msg, task_result::Outcome,
 };
 use tokio::sync::{Notify, mpsc};
 
 use crate::spool::{Spool, StreamId};
 
+mod held;
+mod seen;
+
+pub use held::Held;
+use seen::Seen;
+
 /// How many recent task ids are remembered so a retried RunTask never runs twice.
 pub const SEEN_CAPACITY: usize = 4096;
+
+/// The error of a held task that was cancelled (or told to stop) before it could start.
+pub const CANCELLED_WHILE_HELD: &str =
+    "cancelled before it started (it was waiting for the setup steps)";
+
+/// In-order stdin bytes for a task; `None` closes its stdin.
+pub type StdinTx = mpsc::UnboundedSender<Option<tonic::codegen::Bytes>>;
+pub type StdinRx = mpsc::UnboundedReceiver<Option<tonic::codegen::Bytes>>;
 
 /// Handles on a running task's process.
 #[derive(Debug)]
@@ -22,8 +34,6 @@ pub struct Control {
     pub pgid: i32,
     /// Asks the task's supervisor to stop it: TERM, then KILL after `kill_grace`.
     pub stop: Arc<Notify>,
-    /// In-order stdin bytes; `None` closes stdin. Absent when the task has no stdin pipe.
-    pub stdin: Option<mpsc::UnboundedSender<Option<tonic::codegen::Bytes>>>,
 }
 
 /// What to do with a RunTask.
@@ -46,6 +56,10 @@ struct TaskMeta {
     /// The hub acked something of this task after TaskStarted went out, so it has it.
     started_confirmed: bool,
     control: Option<Control>,
+    /// Open from admission until the task ends, so stdin sent to a held task is kept, not dropped.
+    stdin: Option<StdinTx>,
+    /// Admitted but not started: the setup steps still run.
+    held: Option<Box<Held>>,
     result: Option<TaskResult>,
     result_sent: bool,
     result_acked: bool,
@@ -53,36 +67,9 @@ struct TaskMeta {
     prefer_stderr: bool,
 }
 
-/// Recent task ids, oldest evicted first. Kept as 64-bit hashes: a few bytes per id instead of the
-/// whole string keeps a long-lived agent's memory flat, and a collision among 4096 ids is ~1e-12.
-#[derive(Debug, Default)]
-struct Seen {
-    order: VecDeque<u64>,
-    set: HashSet<u64>,
-}
-
-fn id_hash(id: &str) -> u64 {
-    // DefaultHasher::new() has fixed keys, so the same id always hashes the same within the process.
-    let mut h = std::hash::DefaultHasher::new();
-    h.write(id.as_bytes());
-    h.finish()
-}
-
-impl Seen {
-    fn insert(&mut self, id: &str) {
-        let h = id_hash(id);
-        if self.set.insert(h) {
-            self.order.push_back(h);
-            while self.order.len() > SEEN_CAPACITY {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.set.contains(&id_hash(id))
+impl TaskMeta {
+    fn is_running(&self) -> bool {
+        self.result.is_none() && self.held.is_none()
     }
 }
 
@@ -93,6 +80,8 @@ pub struct TaskTable {
     seen: Seen,
     /// Round-robin position in `tasks` for fairness between tasks.
     cursor: usize,
+    /// New tasks are held, not started (the setup steps run).
+    holding: bool,
 }
 
 impl TaskTable {
@@ -102,6 +91,7 @@ impl TaskTable {
             spool: Spool::new(spool_bytes),
             seen: Seen::default(),
             cursor: 0,
+            holding: false,
         }
     }
 
@@ -133,6 +123,8 @@ impl TaskTable {
             started_sent: false,
             started_confirmed: false,
             control: None,
+            stdin: None,
+            held: None,
             result: None,
             result_sent: false,
             result_acked: false,
@@ -153,6 +145,7 @@ impl TaskTable {
     pub fn finish(&mut self, id: &str, result: TaskResult) {
         if let Some(t) = self.find_mut(id) {
             t.control = None;
+            t.stdin = None;
             t.result = Some(result);
         }
         self.forget_if_done(id);
@@ -166,21 +159,32 @@ impl TaskTable {
         self.find(id)?.control.as_ref()
     }
 
+    /// Set at admission for a task with a stdin pipe.
+    pub fn set_stdin(&mut self, id: &str, tx: Option<StdinTx>) {
+        if let Some(t) = self.find_mut(id) {
+            t.stdin = tx;
+        }
+    }
+
+    pub fn stdin(&self, id: &str) -> Option<&StdinTx> {
+        self.find(id)?.stdin.as_ref()
+    }
+
     pub fn controls(&self) -> impl Iterator<Item = &Control> {
         self.tasks.iter().filter_map(|t| t.control.as_ref())
     }
 
-    /// Tasks not finished yet (including ones still starting).
+    /// Tasks not finished yet (including ones still starting), but not held ones: those have not begun.
     pub fn running_ids(&self) -> Vec<String> {
         self.tasks
             .iter()
-            .filter(|t| t.result.is_none())
+            .filter(|t| t.is_running())
             .map(|t| t.id.clone())
             .collect()
     }
 
     pub fn running_count(&self) -> usize {
-        self.tasks.iter().filter(|t| t.result.is_none()).count()
+        self.tasks.iter().filter(|t| t.is_running()).count()
     }
 
     /// Some finished task's result has not been acknowledged by the hub yet.
@@ -223,7 +227,8 @@ impl TaskTable {
                 let (stdout_end, stderr_end) = self.spool.ends(&t.id);
                 TaskReport {
                     task_id: t.id.clone(),
-                    running: t.result.is_none(),
+                    // A held task is neither running nor finished: the hub leaves it dispatched.
+                    running: t.is_running(),
                     stdout_end,
                     stderr_end,
                     result: self.final_result(t),
@@ -266,8 +271,11 @@ impl TaskTable {
     /// Applies a Welcome: forget, resend positions, and cancellations. Returns the ids it asked to stop.
     pub fn apply_welcome(&mut self, w: &Welcome) -> Vec<String> {
         for id in &w.forget {
-            let finished = self.find(id).is_some_and(|t| t.result.is_some());
-            if finished {
+            let gone = self
+                .find(id)
+                .is_some_and(|t| t.result.is_some() || t.held.is_some());
+            if gone {
+                // A held task the hub has given up on must never start.
                 self.forget(id);
             } else if let Some(t) = self.find_mut(id) {
                 // Still running, yet the hub wants nothing more of it (usually it is cancelled in the
@@ -295,6 +303,8 @@ impl TaskTable {
                 Some(t) => {
                     if let Some(c) = &t.control {
                         c.stop.notify_one();
+                        stopped.push(id.clone());
+                    } else if self.end_held(id, Outcome::Error(CANCELLED_WHILE_HELD.into())) {
                         stopped.push(id.clone());
                     }
                 }
@@ -369,7 +379,6 @@ mod tests {
             Control {
                 pgid: 1,
                 stop: stop.clone(),
-                stdin: None,
             },
             stop,
         )

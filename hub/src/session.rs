@@ -59,7 +59,8 @@ impl Core {
                     }
                 }
                 Some(t) => {
-                    if t.cancel_requested && report.running {
+                    // A task still held back by the agent's setup is not running yet, but is cancelled all the same.
+                    if t.cancel_requested && report.result.is_none() {
                         welcome.cancel.push(t.id.clone());
                     }
                     if report.running || report.result.is_some() {

@@ -51,7 +51,7 @@ async fn heartbeat_process_count(s: &mut HubSession) -> u32 {
     .await
 }
 
-fn agent_command(hub: &Hub, dir: &Path, pid1: bool) -> Command {
+pub fn agent_command(hub: &Hub, dir: &Path, pid1: bool) -> Command {
     let bin = env!("CARGO_BIN_EXE_docker-agent-agent");
     std::fs::write(dir.join("token"), "tok\n").unwrap();
     std::fs::write(dir.join("ca.pem"), &hub.ca_pem).unwrap();

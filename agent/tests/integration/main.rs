@@ -3,5 +3,6 @@
 mod binary;
 mod hub;
 mod session;
+mod setup;
 mod support;
 mod tasks;
