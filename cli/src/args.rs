@@ -424,8 +424,9 @@ fn parse_since(text: &str) -> Result<i64, String> {
     let now = std::time::SystemTime::now();
     let at = match humantime::parse_duration(text) {
         Ok(ago) => now.checked_sub(ago).ok_or("too far back")?,
-        Err(_) => humantime::parse_rfc3339_weak(text)
-            .map_err(|_| format!("{text:?} is neither a duration (10m) nor a time (2026-11-23T10:00:00Z)"))?,
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            format!("{text:?} is neither a duration (10m) nor a time (2026-11-23T10:00:00Z)")
+        })?,
     };
     Ok(at
         .duration_since(std::time::UNIX_EPOCH)
@@ -501,4 +502,3 @@ mod tests {
         assert!(Cli::try_parse_from(["docker-agent", "hub", "--agent-listen", "nowhere"]).is_err());
     }
 }
-

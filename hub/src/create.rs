@@ -101,7 +101,10 @@ impl Core {
                 "container",
                 format!(
                     "profile {} asks for {} CPUs; the engine has {}, so the agent gets {}",
-                    profile.name, profile.cpus, self.settings.engine_cpus, self.settings.engine_cpus
+                    profile.name,
+                    profile.cpus,
+                    self.settings.engine_cpus,
+                    self.settings.engine_cpus
                 ),
             ));
             f64::from(self.settings.engine_cpus)
@@ -335,7 +338,10 @@ impl Core {
         self.driver.start_container(&id).await?;
         step("container started");
         self.transition(&record.id, LifecycleEvent::ContainerStarted, "")?;
-        progress(Progress::new("connect", "waiting for the agent to dial back"));
+        progress(Progress::new(
+            "connect",
+            "waiting for the agent to dial back",
+        ));
         Ok(())
     }
 
@@ -402,7 +408,12 @@ impl Core {
 
     /// The agent's command line: where to dial, who it is, who tasks run as. Nothing secret goes here
     /// (it shows in `docker inspect`); the token is a file.
-    fn agent_args(&self, record: &AgentRecord, profile: &Profile, groups: &[String]) -> Vec<String> {
+    fn agent_args(
+        &self,
+        record: &AgentRecord,
+        profile: &Profile,
+        groups: &[String],
+    ) -> Vec<String> {
         let mut args = vec![
             "--hub-url".to_string(),
             self.settings.agent_url.clone(),
@@ -682,13 +693,20 @@ mod tests {
         let uploads = driver.uploads.lock().unwrap();
         let (_, files) = &uploads[0];
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        assert!(paths.contains(&TOKEN_PATH) && paths.contains(&SETUP_PATH), "{paths:?}");
+        assert!(
+            paths.contains(&TOKEN_PATH) && paths.contains(&SETUP_PATH),
+            "{paths:?}"
+        );
         let config_dir = files
             .iter()
             .find(|f| f.path == "/home/agent/.config/git")
             .expect("parent directory of the git ignore file");
         assert!(config_dir.dir && config_dir.uid == TASK_UID);
-        assert!(files.iter().any(|f| f.path == "/home/agent/.config" && f.dir));
+        assert!(
+            files
+                .iter()
+                .any(|f| f.path == "/home/agent/.config" && f.dir)
+        );
         assert!(!files.iter().any(|f| f.path == "/home/agent"));
         let plan = files.iter().find(|f| f.path == SETUP_PATH).unwrap();
         let plan = docker_agent_proto::v1::SetupPlan::decode(plan.contents.as_slice()).unwrap();

@@ -251,7 +251,11 @@ impl RunningHub {
     pub fn warm_default_image(&self) {
         let core = self.core.clone();
         tokio::spawn(async move {
-            let Ok(profile) = core.profiles().get(crate::profile::DEFAULT_PROFILE).cloned() else {
+            let Ok(profile) = core
+                .profiles()
+                .get(crate::profile::DEFAULT_PROFILE)
+                .cloned()
+            else {
                 return;
             };
             let log = |p: crate::image::Progress| tracing::info!(stage = p.stage, "{}", p.message);

@@ -114,7 +114,11 @@ impl Core {
 
     /// Marks the agent connected, and ready unless its setup still runs or failed, and sends it its
     /// queue (the agent holds tasks back until its setup has ended). Called once the welcome is queued.
-    pub async fn agent_registered(&self, agent: &AgentRecord, setup: Option<&SetupStatus>) -> Result<()> {
+    pub async fn agent_registered(
+        &self,
+        agent: &AgentRecord,
+        setup: Option<&SetupStatus>,
+    ) -> Result<()> {
         self.set_connection(&agent.id, Connection::Connected)?;
         self.apply_setup_status(&agent.id, setup)?;
         self.dispatch_queued(&agent.id).await

@@ -84,9 +84,19 @@ mod tests {
         );
         failed.exited = false;
         failed.signal = 9;
-        assert!(transition_for(&failed).unwrap().1.ends_with("killed by signal 9"));
+        assert!(
+            transition_for(&failed)
+                .unwrap()
+                .1
+                .ends_with("killed by signal 9")
+        );
         failed.error = "timed out after 10s".into();
-        assert!(transition_for(&failed).unwrap().1.ends_with("timed out after 10s"));
+        assert!(
+            transition_for(&failed)
+                .unwrap()
+                .1
+                .ends_with("timed out after 10s")
+        );
         assert!(transition_for(&status(SetupState::Done)).is_none());
         assert!(transition_for(&SetupStatus::default()).is_none());
     }

@@ -91,7 +91,10 @@ pub async fn snapshot(mut client: Client, args: SnapshotArgs) -> Result<ExitCode
         .map_err(status_error)?
         .into_inner();
     if args.json.json {
-        println!("{}", serde_json::to_string_pretty(&snapshot_json(&snapshot))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&snapshot_json(&snapshot))?
+        );
     } else {
         println!(
             "{} ({}, {})",

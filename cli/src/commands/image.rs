@@ -18,7 +18,9 @@ pub async fn build(
     quiet: bool,
     home: &std::path::Path,
 ) -> Result<ExitCode> {
-    let dir = profiles.profiles_dir.unwrap_or_else(|| home.join("profiles"));
+    let dir = profiles
+        .profiles_dir
+        .unwrap_or_else(|| home.join("profiles"));
     let catalog = ProfileCatalog::load(Some(&dir));
     let profile = catalog
         .get(profile.as_deref().unwrap_or(DEFAULT_PROFILE))?

@@ -57,10 +57,15 @@ async fn builder_has_its_tools_environment_files_resources_and_setup() {
         .await,
         "644 agent\n755 agent\n755 agent\n"
     );
-    assert!(hub.sh(&name, "cat ~/.config/git/ignore").await.contains("target/"));
+    assert!(
+        hub.sh(&name, "cat ~/.config/git/ignore")
+            .await
+            .contains("target/")
+    );
     // The setup step ran once, as the task user, and its output is in the container log.
     assert_eq!(
-        hub.sh(&name, "git config --global init.defaultBranch").await,
+        hub.sh(&name, "git config --global init.defaultBranch")
+            .await,
         "main\n"
     );
     let logs = hub.cli(&["logs", &name]).await;
@@ -69,10 +74,17 @@ async fn builder_has_its_tools_environment_files_resources_and_setup() {
         text.contains("==> setup 1/1: git defaults for the task user"),
         "{text}"
     );
-    assert!(text.contains("==> setup 1/1 finished: exit code 0"), "{text}");
-    assert!(text.lines().any(|l| l == "main"), "setup output in logs: {text}");
+    assert!(
+        text.contains("==> setup 1/1 finished: exit code 0"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "main"),
+        "setup output in logs: {text}"
+    );
     let tail = hub.cli(&["logs", &name, "--tail", "1"]).await;
-    assert_eq!(tail.ok().lines().count(), 1, "{}", tail.stdout);
+    let lines = tail.ok().lines().count() + tail.stderr.lines().count();
+    assert_eq!(lines, 1, "{}{}", tail.stdout, tail.stderr);
 
     // Resources in the container's configuration (CPUs are capped at what the engine has).
     let engine_cpus = docker().await.info().await.unwrap().ncpu.unwrap().min(2);
@@ -147,7 +159,10 @@ async fn a_user_profile_applies_its_user_files_modes_environment_and_setup_once(
     created.ok();
 
     assert_eq!(hub.sh(&name, "id -un").await, "dev\n");
-    assert_eq!(hub.sh(&name, "echo $GREETING/$COUNT").await, "hello there/3\n");
+    assert_eq!(
+        hub.sh(&name, "echo $GREETING/$COUNT").await,
+        "hello there/3\n"
+    );
     assert_eq!(
         hub.sh(&name, "stat -c '%a %U %G' ~/bin/hello ~/bin").await,
         "750 dev dev\n755 dev dev\n"
@@ -164,8 +179,11 @@ async fn a_user_profile_applies_its_user_files_modes_environment_and_setup_once(
         .await;
     assert_ne!(denied.code(), 0, "the task user read a root-only file");
     assert_eq!(
-        hub.sh(&name, "stat -c '%U' /workspace/notes /workspace/notes/readme.txt")
-            .await,
+        hub.sh(
+            &name,
+            "stat -c '%U' /workspace/notes /workspace/notes/readme.txt"
+        )
+        .await,
         "dev\ndev\n"
     );
     // Both setup steps ran, as the profile's user, each once.
@@ -175,7 +193,11 @@ async fn a_user_profile_applies_its_user_files_modes_environment_and_setup_once(
     logs.ok();
     assert!(logs.stdout.contains("step-one-out"), "{}", logs.stdout);
     assert!(logs.stderr.contains("step-one-err"), "{}", logs.stderr);
-    assert!(logs.stdout.contains("==> setup 2/2 finished"), "{}", logs.stdout);
+    assert!(
+        logs.stdout.contains("==> setup 2/2 finished"),
+        "{}",
+        logs.stdout
+    );
 
     // A restart does not run the setup again.
     hub.cli(&["restart", &name]).await.ok();
@@ -192,7 +214,12 @@ async fn a_user_profile_applies_its_user_files_modes_environment_and_setup_once(
         .iter()
         .find(|p| p["name"] == "t-files")
         .expect("listed");
-    assert!(mine["source"].as_str().unwrap().ends_with("profiles/t-files.toml"));
+    assert!(
+        mine["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("profiles/t-files.toml")
+    );
     let shown = hub.cli(&["profiles", "show", "t-files"]).await;
     let text = shown.ok();
     assert!(text.contains("user = \"dev\""), "{text}");
@@ -222,20 +249,35 @@ command = "touch /workspace/never"
     let status = hub.cli(&["status", &name, "--json"]).await.json();
     assert_eq!(status["lifecycle"], "start_error");
     let reason = status["lifecycle_reason"].as_str().unwrap();
-    assert!(reason.contains("exit 3") && reason.contains("code 3"), "{reason}");
+    assert!(
+        reason.contains("exit 3") && reason.contains("code 3"),
+        "{reason}"
+    );
     let human = hub.cli(&["status", &name]).await;
-    assert!(human.ok().contains("exited with code 3"), "{}", human.stdout);
+    assert!(
+        human.ok().contains("exited with code 3"),
+        "{}",
+        human.stdout
+    );
     // The container stays for inspection; its log has the failing step's output.
     let logs = hub.cli(&["logs", &name]).await;
     assert!(logs.ok().contains("about to fail"), "{}", logs.stdout);
-    assert!(logs.stdout.contains("==> setup 2/3 failed: exit code 3"), "{}", logs.stdout);
+    assert!(
+        logs.stdout.contains("==> setup 2/3 failed: exit code 3"),
+        "{}",
+        logs.stdout
+    );
     // Tasks still run (to look around), and the third step never ran.
     let never = hub
         .cli(&["exec", &name, "--", "test", "-e", "/workspace/never"])
         .await;
     assert_eq!(never.code(), 1);
     hub.cli(&["destroy", &name, "--purge"]).await.ok();
-    assert!(hub.leftovers().await.is_empty(), "{:?}", hub.leftovers().await);
+    assert!(
+        hub.leftovers().await.is_empty(),
+        "{:?}",
+        hub.leftovers().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -246,7 +288,10 @@ async fn bad_profiles_are_refused_before_any_container_exists() {
         "t-size.toml",
         "name = \"t-size\"\n[resources]\nmemory = \"4q\"\n",
     );
-    hub.write_profile("t-cpus.json", r#"{"name": "t-cpus", "resources": {"cpus": "many"}}"#);
+    hub.write_profile(
+        "t-cpus.json",
+        r#"{"name": "t-cpus", "resources": {"cpus": "many"}}"#,
+    );
     hub.write_profile("t-noname.toml", "description = \"nameless\"\n");
     hub.write_profile(
         "t-nopkg.toml",
@@ -255,10 +300,19 @@ async fn bad_profiles_are_refused_before_any_container_exists() {
     let name = hub.name("bad");
     let cases = [
         ("t-bogus", "t-bogus.toml: unknown field `bogus`"),
-        ("t-size", "t-size.toml: field `resources.memory`: \"4q\" has an unknown unit"),
-        ("t-cpus", "t-cpus.json: field `resources.cpus`: \"many\" is not a CPU count"),
+        (
+            "t-size",
+            "t-size.toml: field `resources.memory`: \"4q\" has an unknown unit",
+        ),
+        (
+            "t-cpus",
+            "t-cpus.json: field `resources.cpus`: \"many\" is not a CPU count",
+        ),
         ("t-noname", "t-noname.toml: field `name` is missing"),
-        ("t-nopkg", "no such package in the base's Debian archive: no-such-package-xyz"),
+        (
+            "t-nopkg",
+            "no such package in the base's Debian archive: no-such-package-xyz",
+        ),
     ];
     for (profile, needle) in cases {
         hub.cli(&["create", &name, "--profile", profile])
@@ -271,13 +325,31 @@ async fn bad_profiles_are_refused_before_any_container_exists() {
     hub.cli(&["create", &name, "--profile", "nope"])
         .await
         .fails_with("unknown profile \"nope\"");
-    assert!(hub.leftovers().await.is_empty(), "{:?}", hub.leftovers().await);
-    assert!(hub.cli(&["list", "--json"]).await.json().as_array().unwrap().is_empty());
+    assert!(
+        hub.leftovers().await.is_empty(),
+        "{:?}",
+        hub.leftovers().await
+    );
+    assert!(
+        hub.cli(&["list", "--json"])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // The listing shows the good profiles and names each broken file, and says so with its exit code.
     let list = hub.cli(&["profiles"]).await;
     assert_eq!(list.code(), 1);
-    for builtin in ["builder", "tester", "deployer", "researcher", "docker-host", "minimal"] {
+    for builtin in [
+        "builder",
+        "tester",
+        "deployer",
+        "researcher",
+        "docker-host",
+        "minimal",
+    ] {
         assert!(list.stdout.contains(builtin), "{}", list.stdout);
     }
     assert!(list.stdout.contains("t-nopkg"), "{}", list.stdout);

@@ -20,7 +20,10 @@ async fn a_snapshot_round_trip_keeps_the_files_and_removal_is_guarded() {
         .json();
     assert_eq!(taken["tag"], tag.as_str());
     assert_eq!(taken["agent"], source.as_str());
-    assert_eq!(taken["image"], format!("docker-agent/snapshot:{tag}").as_str());
+    assert_eq!(
+        taken["image"],
+        format!("docker-agent/snapshot:{tag}").as_str()
+    );
     hub.cli(&["snapshot", &source, "--tag", &tag])
         .await
         .fails_with("already exists");
@@ -30,21 +33,39 @@ async fn a_snapshot_round_trip_keeps_the_files_and_removal_is_guarded() {
     assert_eq!(list[0]["profile"], "minimal");
 
     // The source goes on unchanged.
-    assert_eq!(hub.sh(&source, "cat /workspace/keep.txt").await, "kept-in-workspace\n");
+    assert_eq!(
+        hub.sh(&source, "cat /workspace/keep.txt").await,
+        "kept-in-workspace\n"
+    );
 
     let copy = hub.name("copy");
-    hub.cli(&["create", &copy, "--from-snapshot", &tag]).await.ok();
-    assert_eq!(hub.sh(&copy, "cat /workspace/keep.txt").await, "kept-in-workspace\n");
-    assert_eq!(hub.sh(&copy, "cat ~/cache/home.txt").await, "kept-at-home\n");
+    hub.cli(&["create", &copy, "--from-snapshot", &tag])
+        .await
+        .ok();
     assert_eq!(
-        hub.sh(&copy, "stat -c %U /workspace/keep.txt ~/cache").await,
+        hub.sh(&copy, "cat /workspace/keep.txt").await,
+        "kept-in-workspace\n"
+    );
+    assert_eq!(
+        hub.sh(&copy, "cat ~/cache/home.txt").await,
+        "kept-at-home\n"
+    );
+    assert_eq!(
+        hub.sh(&copy, "stat -c %U /workspace/keep.txt ~/cache")
+            .await,
         "agent\nagent\n"
     );
     // The copy has its own workspace: writes do not reach the source.
     hub.sh(&copy, "echo changed > /workspace/keep.txt").await;
-    assert_eq!(hub.sh(&source, "cat /workspace/keep.txt").await, "kept-in-workspace\n");
+    assert_eq!(
+        hub.sh(&source, "cat /workspace/keep.txt").await,
+        "kept-in-workspace\n"
+    );
     let status = hub.cli(&["status", &copy, "--json"]).await.json();
-    assert_eq!(status["image"], format!("docker-agent/snapshot:{tag}").as_str());
+    assert_eq!(
+        status["image"],
+        format!("docker-agent/snapshot:{tag}").as_str()
+    );
 
     hub.cli(&["snapshots", "rm", &tag])
         .await
@@ -65,7 +86,14 @@ async fn a_snapshot_round_trip_keeps_the_files_and_removal_is_guarded() {
         .await
         .fails_with("snapshot \"no-such-snapshot\" not found");
     let both = hub
-        .cli(&["create", &ghost, "--from-snapshot", &tag, "--profile", "builder"])
+        .cli(&[
+            "create",
+            &ghost,
+            "--from-snapshot",
+            &tag,
+            "--profile",
+            "builder",
+        ])
         .await;
     assert_eq!(both.code(), 2, "{}", both.stderr);
     hub.cli(&["snapshot", &source, "--tag", "Bad Tag"])

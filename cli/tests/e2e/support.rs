@@ -133,7 +133,7 @@ impl Out {
         &self.stdout
     }
 
-    /// Asserts failure with a single-line error mentioning `needle`.
+    /// Asserts failure with a single-line error mentioning `needle` (after any `[stage]` progress lines).
     #[track_caller]
     pub fn fails_with(&self, needle: &str) {
         assert!(
@@ -141,7 +141,13 @@ impl Out {
             "expected failure, got success: {}",
             self.stdout
         );
-        let err = self.stderr.trim_end();
+        let err = self
+            .stderr
+            .trim_end()
+            .lines()
+            .filter(|l| !l.starts_with('['))
+            .collect::<Vec<_>>()
+            .join("\n");
         assert_eq!(err.lines().count(), 1, "error should be one line: {err:?}");
         assert!(
             err.starts_with("error: "),

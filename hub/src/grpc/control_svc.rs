@@ -16,8 +16,8 @@ use tonic::service::Interceptor;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
-use crate::create::CreateRequest;
 use crate::core::Core;
+use crate::create::CreateRequest;
 use crate::credentials;
 use crate::error::HubError;
 use crate::image::Progress;
@@ -458,14 +458,18 @@ impl ControlService for ControlSvc {
         &self,
         request: Request<pb::ProfileRequest>,
     ) -> Result<Response<pb::ProfileDetail>, Status> {
-        Ok(Response::new(self.get_profile_impl(&request.into_inner().name)?))
+        Ok(Response::new(
+            self.get_profile_impl(&request.into_inner().name)?,
+        ))
     }
 
     async fn create_snapshot(
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        Ok(Response::new(self.create_snapshot_impl(request.into_inner()).await?))
+        Ok(Response::new(
+            self.create_snapshot_impl(request.into_inner()).await?,
+        ))
     }
 
     async fn list_snapshots(

@@ -23,9 +23,9 @@ impl From<HubError> for Status {
             HubError::AgentExists(_) | HubError::Conflict(_) => {
                 (Code::AlreadyExists, err.to_string())
             }
-            HubError::FailedPrecondition(_) | HubError::SetupFailed(_) | HubError::Transition(_) => {
-                (Code::FailedPrecondition, err.to_string())
-            }
+            HubError::FailedPrecondition(_)
+            | HubError::SetupFailed(_)
+            | HubError::Transition(_) => (Code::FailedPrecondition, err.to_string()),
             HubError::Timeout(_) => (Code::DeadlineExceeded, err.to_string()),
             HubError::Driver(DriverError::Unreachable(_))
             | HubError::Image(ImageError::Driver(DriverError::Unreachable(_))) => (

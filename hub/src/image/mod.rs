@@ -367,7 +367,13 @@ mod tests {
         assert_eq!(build_step("Step 3/7 : RUN set -eu"), Some((3, 7)));
         assert_eq!(build_step("Get:1 http://x bookworm InRelease"), None);
         let mut tail = Tail::default();
-        for line in ["Step 4/6 : RUN ...", "docker-agent: no such package in the base's Debian archive: nosuchpkg", "x", "y", "z"] {
+        for line in [
+            "Step 4/6 : RUN ...",
+            "docker-agent: no such package in the base's Debian archive: nosuchpkg",
+            "x",
+            "y",
+            "z",
+        ] {
             tail.push(line);
         }
         let err = build_error("mine", "returned a non-zero code: 100", &tail).to_string();

@@ -20,9 +20,15 @@ pub const TASK_UID: u64 = 1000;
 const BUILTIN: &[(&str, &str)] = &[
     ("builder", include_str!("../../../profiles/builder.toml")),
     ("deployer", include_str!("../../../profiles/deployer.toml")),
-    ("docker-host", include_str!("../../../profiles/docker-host.toml")),
+    (
+        "docker-host",
+        include_str!("../../../profiles/docker-host.toml"),
+    ),
     ("minimal", include_str!("../../../profiles/minimal.toml")),
-    ("researcher", include_str!("../../../profiles/researcher.toml")),
+    (
+        "researcher",
+        include_str!("../../../profiles/researcher.toml"),
+    ),
     ("tester", include_str!("../../../profiles/tester.toml")),
 ];
 
@@ -161,7 +167,9 @@ impl ProfileCatalog {
         for (name, text) in BUILTIN {
             match parse(text, Format::Toml, &format!("builtin {name}")) {
                 Ok(p) => {
-                    catalog.profiles.insert(p.name.clone(), p.with_origin("builtin"));
+                    catalog
+                        .profiles
+                        .insert(p.name.clone(), p.with_origin("builtin"));
                 }
                 Err(e) => {
                     catalog.errors.insert(name.to_string(), e);
@@ -224,7 +232,12 @@ impl ProfileCatalog {
                     }
                 });
             match loaded {
-                Ok(p) if self.profiles.get(&p.name).is_some_and(|o| o.origin != "builtin") => {
+                Ok(p)
+                    if self
+                        .profiles
+                        .get(&p.name)
+                        .is_some_and(|o| o.origin != "builtin") =>
+                {
                     self.errors.insert(
                         stem,
                         ProfileError::Invalid {
@@ -279,13 +292,33 @@ mod tests {
         let names: Vec<&str> = catalog.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
-            ["builder", "deployer", "docker-host", "minimal", "researcher", "tester"]
+            [
+                "builder",
+                "deployer",
+                "docker-host",
+                "minimal",
+                "researcher",
+                "tester"
+            ]
         );
         let minimal = catalog.get(DEFAULT_PROFILE).unwrap();
         assert_eq!(minimal.memory_bytes, 1 << 30);
         assert!(minimal.packages.is_empty());
-        assert_eq!(catalog.get("docker-host").unwrap().docker_socket_mounts().len(), 1);
-        assert!(catalog.get("builder").unwrap().docker_socket_mounts().is_empty());
+        assert_eq!(
+            catalog
+                .get("docker-host")
+                .unwrap()
+                .docker_socket_mounts()
+                .len(),
+            1
+        );
+        assert!(
+            catalog
+                .get("builder")
+                .unwrap()
+                .docker_socket_mounts()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -306,7 +339,13 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let catalog = ProfileCatalog::load(Some(dir.path()));
         assert_eq!(catalog.get("minimal").unwrap().description, "mine");
-        assert!(catalog.get("minimal").unwrap().origin.ends_with("minimal.toml"));
+        assert!(
+            catalog
+                .get("minimal")
+                .unwrap()
+                .origin
+                .ends_with("minimal.toml")
+        );
         assert_eq!(catalog.get("extra").unwrap().name, "extra");
         // The broken override hides the built-in one rather than falling back to it.
         let err = catalog.get("builder").unwrap_err().to_string();
@@ -316,7 +355,10 @@ mod tests {
         assert!(err.contains("differs from the file name"), "{err}");
         assert_eq!(catalog.errors.len(), 2);
         let err = catalog.get("nope").unwrap_err().to_string();
-        assert!(err.starts_with("unknown profile \"nope\" (available: "), "{err}");
+        assert!(
+            err.starts_with("unknown profile \"nope\" (available: "),
+            "{err}"
+        );
     }
 
     #[test]
@@ -336,7 +378,10 @@ mod tests {
             p.file_owner(&file("/workspace/a", None)),
             (FileOwner::User, Some("/workspace".into()))
         );
-        assert_eq!(p.file_owner(&file("/etc/motd", None)), (FileOwner::Root, None));
+        assert_eq!(
+            p.file_owner(&file("/etc/motd", None)),
+            (FileOwner::Root, None)
+        );
         assert_eq!(
             p.file_owner(&file("/etc/motd", Some(FileOwner::User))),
             (FileOwner::User, None)

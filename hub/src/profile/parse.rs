@@ -134,8 +134,8 @@ pub fn parse(text: &str, format: Format, origin: &str) -> Result<Profile, super:
     };
     let raw: RawProfile = match format {
         Format::Toml => {
-            let de = toml::Deserializer::parse(text)
-                .map_err(|e| invalid(toml_message(text, &e)))?;
+            let de =
+                toml::Deserializer::parse(text).map_err(|e| invalid(toml_message(text, &e)))?;
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let line = e
                     .inner()
@@ -165,7 +165,14 @@ pub fn parse(text: &str, format: Format, origin: &str) -> Result<Profile, super:
 }
 
 fn field_message(path: &serde_path_to_error::Path, message: &str, line: &str) -> String {
-    let path = path.to_string();
+    let mut path = path.to_string();
+    // The path of an unknown key ends with that key, which the message names already.
+    if message.starts_with("unknown field") {
+        path = match path.rfind(['.', '[']) {
+            Some(i) => path[..i].to_string(),
+            None => String::new(),
+        };
+    }
     if path == "." || path.is_empty() {
         format!("{message}{line}")
     } else {
@@ -294,7 +301,9 @@ fn validate(raw: RawProfile, format: Format) -> Result<Profile, String> {
                     .ok()
                     .filter(|d| !d.is_zero())
                     .ok_or_else(|| {
-                        format!("field `{field}.timeout`: {text:?} is not a duration (e.g. 90s, 10m)")
+                        format!(
+                            "field `{field}.timeout`: {text:?} is not a duration (e.g. 90s, 10m)"
+                        )
                     })?,
             ),
         };
@@ -373,16 +382,20 @@ fn validate(raw: RawProfile, format: Format) -> Result<Profile, String> {
         let target =
             validate_abs_path(&m.target).map_err(|e| format!("field `{field}.target`: {e}"))?;
         if target == "/"
-            || RESERVED_TARGETS
-                .iter()
-                .any(|r| target == *r || target.starts_with(&format!("{r}/")) || r.starts_with(&format!("{target}/")))
+            || RESERVED_TARGETS.iter().any(|r| {
+                target == *r
+                    || target.starts_with(&format!("{r}/"))
+                    || r.starts_with(&format!("{target}/"))
+            })
         {
             return Err(format!(
                 "field `{field}.target`: {target:?} would hide a directory docker-agent owns"
             ));
         }
         if mounts.iter().any(|o| o.target == target) {
-            return Err(format!("field `{field}.target`: {target:?} is mounted twice"));
+            return Err(format!(
+                "field `{field}.target`: {target:?} is mounted twice"
+            ));
         }
         mounts.push(ProfileMount {
             kind,
@@ -453,16 +466,14 @@ fn is_user_name(u: &str) -> bool {
     !u.is_empty()
         && u.len() <= 32
         && u.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && u
-            .bytes()
+        && u.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn is_docker_object_name(n: &str) -> bool {
     !n.is_empty()
         && n.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
@@ -471,7 +482,10 @@ fn validate_abs_path(p: &str) -> Result<String, String> {
     if !p.starts_with('/') {
         return Err(format!("{p:?} is not an absolute path"));
     }
-    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     if parts.contains(&"..") || p.contains('\0') {
         return Err(format!("{p:?} must not contain '..'"));
     }
@@ -580,7 +594,10 @@ target = "/shared"
             "full.toml",
         )
         .unwrap();
-        assert_eq!(p.packages, ["git", "build-essential", "python3=3.11.2-1+b1"]);
+        assert_eq!(
+            p.packages,
+            ["git", "build-essential", "python3=3.11.2-1+b1"]
+        );
         assert_eq!(p.environment["CI"], "true");
         assert_eq!(p.environment["JOBS"], "4");
         assert_eq!((p.cpus, p.memory_bytes, p.pids), (1.5, 512 << 20, 256));
@@ -646,7 +663,8 @@ target = "/shared"
         assert!(err.contains("docker-agent owns"), "{err}");
         let err = toml_err("name = \"x\"\n[environment]\nDOCKER_AGENT_X = \"1\"\n");
         assert!(err.contains("reserved"), "{err}");
-        let err = toml_err("name = \"x\"\n[[setup_tasks]]\ncommand = \"true\"\ntimeout = \"soon\"\n");
+        let err =
+            toml_err("name = \"x\"\n[[setup_tasks]]\ncommand = \"true\"\ntimeout = \"soon\"\n");
         assert!(err.contains("field `setup_tasks[0].timeout`"), "{err}");
         let err = toml_err("name = [\n");
         assert!(err.contains("not valid TOML"), "{err}");
@@ -672,8 +690,14 @@ target = "/shared"
 
     #[test]
     fn modes() {
-        assert_eq!(parse_mode(&Scalar::Text("0644".into()), Format::Json), Ok(0o644));
-        assert_eq!(parse_mode(&Scalar::Text("0o755".into()), Format::Toml), Ok(0o755));
+        assert_eq!(
+            parse_mode(&Scalar::Text("0644".into()), Format::Json),
+            Ok(0o644)
+        );
+        assert_eq!(
+            parse_mode(&Scalar::Text("0o755".into()), Format::Toml),
+            Ok(0o755)
+        );
         assert!(parse_mode(&Scalar::Text("0999".into()), Format::Toml).is_err());
         assert!(parse_mode(&Scalar::Int(0o17777), Format::Toml).is_err());
     }

@@ -20,10 +20,7 @@ impl DockerDriver {
             Ok(image) => Ok(Some(ImageInfo {
                 id: image.id.unwrap_or_default(),
                 tags: image.repo_tags.unwrap_or_default(),
-                labels: image
-                    .config
-                    .and_then(|c| c.labels)
-                    .unwrap_or_default(),
+                labels: image.config.and_then(|c| c.labels).unwrap_or_default(),
                 created_unix: 0,
                 size_bytes: image.size.unwrap_or_default(),
             })),

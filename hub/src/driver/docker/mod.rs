@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, NetworkConnectRequest,
-    NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
@@ -21,8 +21,8 @@ use futures::StreamExt;
 
 use super::{
     ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver,
-    DriverError, EventStream, FileSpec, ImageInfo, LineStream, LogStream, LogsOptions,
-    NetworkInfo, Result, labels,
+    DriverError, EventStream, FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo,
+    Result, labels,
 };
 
 /// Talks to one Docker engine through its API socket.
@@ -271,17 +271,17 @@ impl Driver for DockerDriver {
                     })
                     .into_iter()
                     .chain(spec.mounts.iter().map(|m| Mount {
-                    target: Some(m.target.clone()),
-                    source: Some(m.source.clone()),
-                    typ: Some(if m.bind {
-                        MountType::BIND
-                    } else {
-                        MountType::VOLUME
-                    }),
-                    read_only: Some(m.read_only),
-                    ..Default::default()
-                }))
-                .collect(),
+                        target: Some(m.target.clone()),
+                        source: Some(m.source.clone()),
+                        typ: Some(if m.bind {
+                            MountType::BIND
+                        } else {
+                            MountType::VOLUME
+                        }),
+                        read_only: Some(m.read_only),
+                        ..Default::default()
+                    }))
+                    .collect(),
             ),
             group_add: (!spec.group_add.is_empty()).then(|| spec.group_add.clone()),
             nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
