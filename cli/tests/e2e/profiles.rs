@@ -390,3 +390,63 @@ async fn docker_host_drives_the_hosts_engine_when_allowed() {
         "{mounts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_build_can_be_cancelled_and_tags_nothing() {
+    use std::io::{BufRead, BufReader};
+    let hub = Hub::builder().start().await;
+    let profile = format!("{}-slow", hub.prefix);
+    hub.write_profile(
+        &format!("{profile}.toml"),
+        &format!("name = \"{profile}\"\npackages = [\"python3-scipy\"]\n"),
+    );
+    let mut child = std::process::Command::new(crate::support::CLI)
+        .arg("--home")
+        .arg(hub.home())
+        .args(["image", "build", "--profile", &profile])
+        .env("DOCKER_AGENT_AGENT_BINARY", crate::support::agent_binary())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait = std::time::Duration::from_secs(300);
+    // Cancel once the package step has produced output: apt is running inside the build.
+    loop {
+        let line = rx.recv_timeout(wait).expect("build progress");
+        if line.contains("Step 6/") {
+            break;
+        }
+    }
+    rx.recv_timeout(wait).expect("output of the package step");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("cancelled; nothing was tagged")),
+        "{rest:?}"
+    );
+    let images = docker()
+        .await
+        .list_images(Some(bollard::query_parameters::ListImagesOptions {
+            filters: Some(std::collections::HashMap::from([(
+                "reference".to_string(),
+                vec![format!("docker-agent/{profile}")],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(images.is_empty(), "{images:?}");
+}
