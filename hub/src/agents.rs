@@ -98,11 +98,17 @@ impl Core {
         Ok(())
     }
 
+    /// Starts a stopped agent. An agent in start_error is restarted: its container may still run (a
+    /// failed setup step, an agent that never dialled back), and only a new start makes the agent
+    /// resume its setup at the failed step.
     pub async fn start_agent(&self, name: &str) -> Result<AgentRecord> {
-        let agent = self.agent(name)?;
+        let mut agent = self.agent(name)?;
+        if agent.lifecycle == Lifecycle::StartError {
+            agent = self.stop_agent(name, Some(10)).await?;
+        }
         match agent.lifecycle {
             Lifecycle::Ready | Lifecycle::Starting => return Ok(agent),
-            Lifecycle::Stopped | Lifecycle::StartError => {}
+            Lifecycle::Stopped => {}
             other => {
                 return Err(HubError::FailedPrecondition(format!(
                     "agent {name:?} is {other}; cannot start it now"

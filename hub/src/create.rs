@@ -13,7 +13,7 @@ use crate::credentials;
 use crate::driver::{ContainerSpec, FileSpec, MountSpec, labels};
 use crate::error::{HubError, Result};
 use crate::image::{Progress, ProgressFn};
-use crate::lifecycle::{Connection, Lifecycle, LifecycleEvent};
+use crate::lifecycle::{Lifecycle, LifecycleEvent};
 use crate::profile::{DEFAULT_PROFILE, FileOwner, MountKind, Profile, TASK_UID};
 use crate::store::{AgentRecord, NewAgent};
 
@@ -151,7 +151,7 @@ impl Core {
         match created {
             Ok(agent) => Ok(agent),
             Err(HubError::SetupFailed(m)) => Err(HubError::SetupFailed(format!(
-                "{m}; the agent is kept in start_error: see `docker-agent logs {0}`, fix the profile and `docker-agent start {0}` to resume, or `docker-agent destroy {0}`",
+                "{m}; the agent is kept in start_error: see `docker-agent logs {0}`, fix the cause and `docker-agent start {0}` to resume at the failed step, or `docker-agent destroy {0}`",
                 record.name
             ))),
             Err(e) => Err(self.undo(undo, e).await),
@@ -484,9 +484,9 @@ impl Core {
                 }
                 _ => {}
             }
-            let next = if agent.connection == Connection::Connected
-                || agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX)
-            {
+            // Setup steps run as long as they need (each may have a timeout of its own); the ready
+            // timeout is for dialling back.
+            let next = if agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX) {
                 Ok(events.recv().await)
             } else {
                 tokio::time::timeout_at(deadline, events.recv()).await

@@ -237,15 +237,19 @@ name = "t-fail"
 [[setup_tasks]]
 command = "echo fine"
 [[setup_tasks]]
-description = "breaks"
-command = "echo about to fail; exit 3"
+command = "echo once >> /workspace/first"
 [[setup_tasks]]
-command = "touch /workspace/never"
+description = "breaks"
+command = "echo about to fail; test -e /workspace/go || exit 3"
+[[setup_tasks]]
+command = "touch /workspace/third"
 "#,
     );
     let name = hub.name("fail");
     let out = hub.cli(&["create", &name, "--profile", "t-fail"]).await;
-    out.fails_with("setup 2/3 failed: breaks (`echo about to fail; exit 3`) exited with code 3");
+    out.fails_with(
+        "setup 3/4 failed: breaks (`echo about to fail; test -e /workspace/go || exit 3`) exited with code 3",
+    );
     let status = hub.cli(&["status", &name, "--json"]).await.json();
     assert_eq!(status["lifecycle"], "start_error");
     let reason = status["lifecycle_reason"].as_str().unwrap();
@@ -263,15 +267,26 @@ command = "touch /workspace/never"
     let logs = hub.cli(&["logs", &name]).await;
     assert!(logs.ok().contains("about to fail"), "{}", logs.stdout);
     assert!(
-        logs.stdout.contains("==> setup 2/3 failed: exit code 3"),
+        logs.stdout.contains("==> setup 3/4 failed: exit code 3"),
         "{}",
         logs.stdout
     );
     // Tasks still run (to look around), and the third step never ran.
-    let never = hub
-        .cli(&["exec", &name, "--", "test", "-e", "/workspace/never"])
+    let third = hub
+        .cli(&["exec", &name, "--", "test", "-e", "/workspace/third"])
         .await;
-    assert_eq!(never.code(), 1);
+    assert_eq!(third.code(), 1);
+    // Fix the cause and start it again: the setup resumes at the failed step, the first never reruns.
+    hub.sh(&name, "touch /workspace/go").await;
+    let started = hub.cli(&["start", &name]).await;
+    started.ok();
+    let status = hub.cli(&["status", &name, "--json"]).await.json();
+    assert_eq!(status["lifecycle"], "ready", "{status}");
+    assert_eq!(
+        hub.sh(&name, "cat /workspace/first; ls /workspace/third")
+            .await,
+        "once\n/workspace/third\n"
+    );
     hub.cli(&["destroy", &name, "--purge"]).await.ok();
     assert!(
         hub.leftovers().await.is_empty(),
