@@ -71,7 +71,7 @@ struct Mount<'a> {
 /// Memory as the largest whole unit, so `4g` comes back as `4g`.
 pub fn format_size(bytes: u64) -> String {
     for (unit, shift) in [("t", 40), ("g", 30), ("m", 20), ("k", 10)] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
