@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use prost::Message;
 use tokio::sync::broadcast;
+
+mod files;
 
 use crate::agents::{container_name, validate_name, volume_name};
 use crate::core::Core;
@@ -14,13 +15,12 @@ use crate::driver::{ContainerSpec, FileSpec, MountSpec, labels};
 use crate::error::{HubError, Result};
 use crate::image::{Progress, ProgressFn};
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
-use crate::profile::{DEFAULT_PROFILE, FileOwner, MountKind, Profile, TASK_UID};
+use crate::profile::{DEFAULT_PROFILE, MountKind, Profile};
 use crate::store::{AgentRecord, NewAgent};
 
 /// Where the agent finds its credentials and setup plan; root-only, so tasks cannot read them.
 const TOKEN_PATH: &str = "/etc/docker-agent/token";
 const CA_PATH: &str = "/etc/docker-agent/ca.pem";
-const SETUP_PATH: &str = "/etc/docker-agent/setup.pb";
 const WORKSPACE: &str = "/workspace";
 
 /// Capabilities the agent needs after `cap-drop ALL`: switch to the task user, signal its processes,
@@ -329,8 +329,8 @@ impl Core {
             },
         ];
         if !plan.from_snapshot {
-            files.extend(setup_plan_file(profile));
-            files.extend(profile_files(profile));
+            files.extend(files::setup_plan_file(profile));
+            files.extend(files::profile_files(profile));
         }
         self.driver.upload_files(&id, &files).await?;
         step("files uploaded");
@@ -513,225 +513,5 @@ impl Core {
     }
 }
 
-/// The profile's setup steps as the agent reads them (`SetupPlan`, protobuf), or nothing without steps.
-fn setup_plan_file(profile: &Profile) -> Option<FileSpec> {
-    if profile.setup_tasks.is_empty() {
-        return None;
-    }
-    let plan = docker_agent_proto::v1::SetupPlan {
-        steps: profile
-            .setup_tasks
-            .iter()
-            .map(|t| docker_agent_proto::v1::SetupStep {
-                command: t.command.clone(),
-                description: t.description.clone(),
-                user: t.user.clone().unwrap_or_default(),
-                timeout_ms: t.timeout.map_or(0, |d| d.as_millis() as u64),
-            })
-            .collect(),
-    };
-    Some(FileSpec {
-        path: SETUP_PATH.into(),
-        mode: 0o400,
-        contents: plan.encode_to_vec(),
-        ..Default::default()
-    })
-}
-
-/// The profile's files, with their missing parent directories under the user's home or /workspace
-/// owned by the user too (Docker would make them root's).
-fn profile_files(profile: &Profile) -> Vec<FileSpec> {
-    let (uid, gid) = if profile.user == "root" {
-        (0, 0)
-    } else {
-        (TASK_UID, TASK_UID)
-    };
-    let mut out: Vec<FileSpec> = Vec::new();
-    for file in &profile.files {
-        let (owner, user_root) = profile.file_owner(file);
-        let (file_uid, file_gid) = match owner {
-            FileOwner::User => (uid, gid),
-            FileOwner::Root => (0, 0),
-        };
-        if let Some(root) = user_root {
-            let mut dir = std::path::Path::new(&file.path).parent();
-            let mut parents = Vec::new();
-            while let Some(d) = dir {
-                if d == std::path::Path::new(&root) || !d.starts_with(&root) {
-                    break;
-                }
-                parents.push(d.display().to_string());
-                dir = d.parent();
-            }
-            for path in parents.into_iter().rev() {
-                if out.iter().any(|f| f.path == path) {
-                    continue;
-                }
-                out.push(FileSpec {
-                    path,
-                    mode: 0o755,
-                    uid,
-                    gid,
-                    dir: true,
-                    ..Default::default()
-                });
-            }
-        }
-        out.push(FileSpec {
-            path: file.path.clone(),
-            mode: file.mode,
-            uid: file_uid,
-            gid: file_gid,
-            contents: file.content.as_bytes().to_vec(),
-            dir: false,
-        });
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::driver::fake::{FailAt, FakeDriver};
-    use crate::profile::{Format, parse};
-
-    fn create_request(name: &str) -> CreateRequest {
-        CreateRequest {
-            name: name.into(),
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_create_failing_after_the_container_exists_removes_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let driver = Arc::new(FakeDriver::failing(FailAt::Start));
-        let core = Core::for_tests(driver.clone(), dir.path());
-        let err = core
-            .create_agent(create_request("demo"), &|_| {})
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("boom"), "{err}");
-        assert!(
-            driver.containers.lock().unwrap().is_empty(),
-            "container left behind"
-        );
-        assert!(
-            driver.volumes.lock().unwrap().is_empty(),
-            "volume left behind"
-        );
-        assert!(
-            core.store.agent_by_name("demo").unwrap().is_none(),
-            "row left behind"
-        );
-        // The name is free again.
-        *driver.fail.lock().unwrap() = FailAt::Nothing;
-        let err = core
-            .create_agent(create_request("demo"), &|_| {})
-            .await
-            .unwrap_err();
-        // No agent dials back in a unit test: the ready timeout, with everything removed again.
-        assert!(err.to_string().contains("did not connect"), "{err}");
-        assert!(err.to_string().contains("nothing was kept"), "{err}");
-        assert!(driver.containers.lock().unwrap().is_empty());
-        assert!(core.store.agent_by_name("demo").unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_failed_cleanup_keeps_the_row_so_destroy_can_finish() {
-        let dir = tempfile::tempdir().unwrap();
-        let driver = Arc::new(FakeDriver::failing(FailAt::StartAndRemove));
-        let core = Core::for_tests(driver.clone(), dir.path());
-        let err = core
-            .create_agent(create_request("demo"), &|_| {})
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("cleanup failed"), "{err}");
-        let kept = core.store.agent_by_name("demo").unwrap().expect("row kept");
-        assert_eq!(kept.lifecycle, Lifecycle::StartError);
-        assert_eq!(driver.containers.lock().unwrap().len(), 1);
-        *driver.fail.lock().unwrap() = FailAt::Nothing;
-        core.destroy_agent("demo", true).await.unwrap();
-        assert!(driver.containers.lock().unwrap().is_empty());
-        assert!(driver.volumes.lock().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_docker_socket_needs_an_explicit_opt_in_and_nothing_is_made_without_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let driver = Arc::new(FakeDriver::default());
-        let core = Core::for_tests(driver.clone(), dir.path());
-        let err = core
-            .create_agent(
-                CreateRequest {
-                    name: "dh".into(),
-                    profile: "docker-host".into(),
-                    ..Default::default()
-                },
-                &|_| {},
-            )
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--allow-docker-socket"), "{err}");
-        assert!(driver.containers.lock().unwrap().is_empty());
-        assert!(driver.volumes.lock().unwrap().is_empty());
-        assert!(core.store.agent_by_name("dh").unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn the_profile_reaches_the_container_spec_and_its_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let driver = Arc::new(FakeDriver::default());
-        let core = Core::for_tests(driver.clone(), dir.path());
-        // No agent dials back in a unit test; what was sent to Docker before that is what counts.
-        let _ = core
-            .create_agent(create_request_with_profile("b", "builder"), &|_| {})
-            .await;
-        let uploads = driver.uploads.lock().unwrap();
-        let (_, files) = &uploads[0];
-        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        assert!(
-            paths.contains(&TOKEN_PATH) && paths.contains(&SETUP_PATH),
-            "{paths:?}"
-        );
-        let config_dir = files
-            .iter()
-            .find(|f| f.path == "/home/agent/.config/git")
-            .expect("parent directory of the git ignore file");
-        assert!(config_dir.dir && config_dir.uid == TASK_UID);
-        assert!(
-            files
-                .iter()
-                .any(|f| f.path == "/home/agent/.config" && f.dir)
-        );
-        assert!(!files.iter().any(|f| f.path == "/home/agent"));
-        let plan = files.iter().find(|f| f.path == SETUP_PATH).unwrap();
-        let plan = docker_agent_proto::v1::SetupPlan::decode(plan.contents.as_slice()).unwrap();
-        assert!(plan.steps[0].command.contains("git config"));
-    }
-
-    fn create_request_with_profile(name: &str, profile: &str) -> CreateRequest {
-        CreateRequest {
-            name: name.into(),
-            profile: profile.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn root_profiles_give_files_to_root_and_others_to_uid_1000() {
-        let p = parse(
-            "name = \"r\"\nuser = \"root\"\n[[files]]\npath = \"/root/.x/y\"\ncontent = \"1\"\nmode = \"0600\"\n",
-            Format::Toml,
-            "r",
-        )
-        .unwrap();
-        let files = profile_files(&p);
-        assert_eq!(files.len(), 2);
-        assert!(files.iter().all(|f| f.uid == 0));
-        assert_eq!(files[1].mode, 0o600);
-    }
-}
+mod tests;
