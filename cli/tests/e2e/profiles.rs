@@ -153,9 +153,14 @@ command = "touch /workspace/second && id -un"
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_profile_applies_its_user_files_modes_environment_and_setup_once() {
     let hub = Hub::builder().start().await;
-    hub.write_profile("t-files.toml", FILES_PROFILE);
+    // Named after the hub's prefix, so its image goes with the hub's cleanup.
+    let profile = format!("{}-files", hub.prefix);
+    hub.write_profile(
+        &format!("{profile}.toml"),
+        &FILES_PROFILE.replace("t-files", &profile),
+    );
     let name = hub.name("files");
-    let created = hub.cli(&["create", &name, "--profile", "t-files"]).await;
+    let created = hub.cli(&["create", &name, "--profile", &profile]).await;
     created.ok();
 
     assert_eq!(hub.sh(&name, "id -un").await, "dev\n");
@@ -204,7 +209,7 @@ async fn a_user_profile_applies_its_user_files_modes_environment_and_setup_once(
     assert_eq!(hub.sh(&name, "cat /workspace/setup-count").await, "ran\n");
     let status = hub.cli(&["status", &name, "--json"]).await.json();
     assert_eq!(status["lifecycle"], "ready");
-    assert_eq!(status["profile"], "t-files");
+    assert_eq!(status["profile"], profile.as_str());
 
     // `profiles` lists it with its file as the source; `profiles show` prints it resolved.
     let list = hub.cli(&["profiles", "--json"]).await.json();
@@ -212,27 +217,31 @@ async fn a_user_profile_applies_its_user_files_modes_environment_and_setup_once(
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == "t-files")
+        .find(|p| p["name"] == profile.as_str())
         .expect("listed");
     assert!(
         mine["source"]
             .as_str()
             .unwrap()
-            .ends_with("profiles/t-files.toml")
+            .ends_with(&format!("profiles/{profile}.toml"))
     );
-    let shown = hub.cli(&["profiles", "show", "t-files"]).await;
+    let shown = hub.cli(&["profiles", "show", &profile]).await;
     let text = shown.ok();
     assert!(text.contains("user = \"dev\""), "{text}");
     assert!(text.contains("COUNT = \"3\""), "{text}");
-    assert!(text.contains("# image: docker-agent/t-files:"), "{text}");
+    assert!(
+        text.contains(&format!("# image: docker-agent/{profile}:")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_setup_step_leaves_the_agent_in_start_error_with_the_command_and_code() {
     let hub = Hub::builder().start().await;
+    let profile = format!("{}-fail", hub.prefix);
     hub.write_profile(
-        "t-fail.toml",
-        r#"
+        &format!("{profile}.toml"),
+        &r#"
 name = "t-fail"
 [[setup_tasks]]
 command = "echo fine"
@@ -243,10 +252,11 @@ description = "breaks"
 command = "echo about to fail; test -e /workspace/go || exit 3"
 [[setup_tasks]]
 command = "touch /workspace/third"
-"#,
+"#
+        .replace("t-fail", &profile),
     );
     let name = hub.name("fail");
-    let out = hub.cli(&["create", &name, "--profile", "t-fail"]).await;
+    let out = hub.cli(&["create", &name, "--profile", &profile]).await;
     out.fails_with(
         "setup 3/4 failed: breaks (`echo about to fail; test -e /workspace/go || exit 3`) exited with code 3",
     );

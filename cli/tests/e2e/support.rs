@@ -492,7 +492,30 @@ impl Hub {
                     .await;
             }
         }
-        // Snapshot images this hub made; profile images are content-addressed caches shared by tests.
+        // Images of the test's own profiles (named after its prefix); the built-in profiles' images
+        // are content-addressed caches that tests share.
+        let own = docker
+            .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                filters: Some(HashMap::from([(
+                    "reference".to_string(),
+                    vec![format!("docker-agent/{prefix}-*")],
+                )])),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_default();
+        for image in own {
+            for tag in image.repo_tags {
+                let _ = docker
+                    .remove_image(
+                        &tag,
+                        None::<bollard::query_parameters::RemoveImageOptions>,
+                        None,
+                    )
+                    .await;
+            }
+        }
+        // Snapshot images this hub made.
         let images = docker
             .list_images(Some(bollard::query_parameters::ListImagesOptions {
                 filters: Some(HashMap::from([(
