@@ -4,6 +4,7 @@
 #              `base`, or on a machine that can pull, a public Debian image such as debian:bookworm-slim
 #   TASK_USER  the user tasks run as (created with uid 1000 unless the base has it, or `root`)
 #   PACKAGES   the profile's Debian packages, space-separated (empty: none)
+#   PROFILE    the profile's name, as a label
 # Layers go from the least to the most often changed, so a new agent binary reuses the package layer.
 ARG BASE
 FROM ${BASE}
@@ -51,3 +52,7 @@ COPY docker-agent-agent /usr/local/bin/docker-agent-agent
 
 WORKDIR /workspace
 ENTRYPOINT ["/usr/local/bin/docker-agent-agent"]
+
+# Declared last so it is in no earlier step's cache key: the hub finds a profile's older images by it.
+ARG PROFILE
+LABEL dev.docker-agent.image-of=${PROFILE}

@@ -16,6 +16,9 @@ use crate::profile::Profile;
 const ROOTFS_SCRIPT: &str = include_str!("../../../images/rootfs.sh");
 const AGENT_DOCKERFILE: &str = include_str!("../../../images/agent.Dockerfile");
 
+/// The label every profile image carries: the profile's name.
+const IMAGE_OF_LABEL: &str = "dev.docker-agent.image-of";
+
 /// Special `--base-image` value: build the base from Debian's packages with debootstrap.
 pub const DEBOOTSTRAP_BASE: &str = "debootstrap";
 
@@ -236,6 +239,7 @@ impl ImageBuilder {
             ("BASE".to_string(), base),
             ("TASK_USER".to_string(), profile.user.clone()),
             ("PACKAGES".to_string(), profile.packages.join(" ")),
+            ("PROFILE".to_string(), profile.name.clone()),
         ]);
         let mut lines = self.driver.build_image(&tag, context, args);
         let mut tail = Tail::default();
@@ -259,7 +263,29 @@ impl ImageBuilder {
             )));
         }
         progress(Progress::new("image", format!("built {tag}")));
+        self.prune_superseded(&profile.name, &tag).await;
         Ok(tag)
+    }
+
+    /// Removes the profile's older images (another agent binary, other packages) that no container
+    /// uses, so each rebuild does not leave hundreds of megabytes behind. Layers the new image shares
+    /// stay; an image still in use is refused by the engine and kept.
+    async fn prune_superseded(&self, profile: &str, keep: &str) {
+        let label = format!("{IMAGE_OF_LABEL}={profile}");
+        let Ok(images) = self.driver.list_images(&[label]).await else {
+            return;
+        };
+        for image in images {
+            if image.tags.iter().any(|t| t == keep) {
+                continue;
+            }
+            for tag in &image.tags {
+                match self.driver.remove_image(tag).await {
+                    Ok(()) => tracing::info!(image = %tag, "removed a superseded image"),
+                    Err(e) => tracing::debug!(image = %tag, error = %e, "kept a superseded image"),
+                }
+            }
+        }
     }
 }
 
