@@ -475,3 +475,93 @@ async fn an_image_build_can_be_cancelled_and_tags_nothing() {
         .unwrap();
     assert!(images.is_empty(), "{images:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profiles_network_and_mounts_are_applied() {
+    use std::os::unix::fs::PermissionsExt;
+    let hub = Hub::builder().start().await;
+    let extra = format!("da-{}-extra", hub.prefix);
+    let docker = docker().await;
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: extra.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(host_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(host_dir.path().join("data.txt"), "from the host\n").unwrap();
+    let cache = format!("docker-agent-{}-cache", hub.prefix);
+    let profile = format!("{}-net", hub.prefix);
+    hub.write_profile(
+        &format!("{profile}.toml"),
+        &format!(
+            r#"
+name = "{profile}"
+network = "{extra}"
+[[mounts]]
+source = "{host}"
+target = "/hostdata"
+read_only = true
+[[mounts]]
+type = "volume"
+source = "{cache}"
+target = "/cache"
+"#,
+            host = host_dir.path().display()
+        ),
+    );
+    let name = hub.name("net");
+    hub.cli(&["create", &name, "--profile", &profile])
+        .await
+        .ok();
+    let networks = hub
+        .container(&name)
+        .await
+        .network_settings
+        .unwrap()
+        .networks
+        .unwrap();
+    assert!(
+        networks.contains_key(&extra) && networks.contains_key(&hub.network),
+        "{:?}",
+        networks.keys()
+    );
+    assert_eq!(
+        hub.sh(&name, "cat /hostdata/data.txt").await,
+        "from the host\n"
+    );
+    let write = hub
+        .cli(&["exec", &name, "--", "touch", "/hostdata/new"])
+        .await;
+    assert_ne!(write.code(), 0, "a read-only bind mount was writable");
+    hub.sh(&name, "ls -ld /cache").await;
+
+    // A network that does not exist is refused, and that create leaves nothing.
+    let missing = format!("{}-nonet", hub.prefix);
+    hub.write_profile(
+        &format!("{missing}.toml"),
+        &format!(
+            "name = \"{missing}\"\nnetwork = \"no-such-network-{}\"\n",
+            hub.prefix
+        ),
+    );
+    let other = hub.name("nonet");
+    hub.cli(&["create", &other, "--profile", &missing])
+        .await
+        .fails_with("does not exist");
+    assert!(
+        !hub.leftovers().await.iter().any(|n| n.contains("nonet")),
+        "{:?}",
+        hub.leftovers().await
+    );
+    hub.cli(&["destroy", &name, "--purge"]).await.ok();
+    let _ = docker.remove_network(&extra).await;
+    let _ = docker
+        .remove_volume(
+            &cache,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await;
+}

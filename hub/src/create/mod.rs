@@ -96,6 +96,15 @@ impl Core {
         if let Some(existing) = self.store.agent_by_name(&req.name)? {
             return Err(HubError::AgentExists(existing.name));
         }
+        // Docker would accept joining a missing network at create and fail only at start.
+        if let Some(network) = &profile.network
+            && !self.driver.network_exists(network).await?
+        {
+            return Err(HubError::InvalidArgument(format!(
+                "profile {}: network {network:?} does not exist (create it first)",
+                profile.name
+            )));
+        }
         let cpus = if profile.cpus > f64::from(self.settings.engine_cpus) {
             progress(Progress::new(
                 "container",

@@ -103,6 +103,10 @@ impl Driver for FakeDriver {
         Box::pin(futures::stream::empty())
     }
 
+    async fn network_exists(&self, name: &str) -> Result<bool> {
+        Ok(name != "missing")
+    }
+
     async fn ensure_network(
         &self,
         _name: &str,

@@ -167,6 +167,7 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// The number of CPUs the engine can give containers.
     async fn engine_cpus(&self) -> Result<u32>;
 
+    async fn network_exists(&self, name: &str) -> Result<bool>;
     async fn ensure_network(
         &self,
         name: &str,

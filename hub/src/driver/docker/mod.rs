@@ -124,6 +124,16 @@ impl Driver for DockerDriver {
         Ok(info.ncpu.unwrap_or(1).max(1) as u32)
     }
 
+    async fn network_exists(&self, name: &str) -> Result<bool> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(map_err(format!("network {name}"))(e)),
+        }
+    }
+
     async fn ensure_network(
         &self,
         name: &str,
