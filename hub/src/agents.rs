@@ -37,6 +37,12 @@ pub fn container_name(name: &str) -> String {
     format!("docker-agent-{name}")
 }
 
+/// The small volume at /etc/docker-agent holding the agent's token, the hub's CA and the setup plan.
+/// A volume, not the container's filesystem, so `docker commit` (and snapshots) never capture them.
+pub fn secrets_volume_name(name: &str) -> String {
+    format!("docker-agent-{name}-secrets")
+}
+
 pub fn volume_name(name: &str) -> String {
     format!("docker-agent-{name}-workspace")
 }
@@ -173,16 +179,20 @@ impl Core {
             .clone()
             .unwrap_or_else(|| agent.container_name.clone());
         // Never remove a container that lacks our labels, even if the name matches.
-        let container_removed = match self.driver.inspect_container(&container).await? {
+        let (container_removed, container_gone) = match self
+            .driver
+            .inspect_container(&container)
+            .await?
+        {
             Some(state) if state.labels.get(labels::AGENT_ID) == Some(&agent.id) => {
                 self.driver.remove_container(&state.id).await?;
-                true
+                (true, true)
             }
             Some(_) => {
                 tracing::warn!(%container, "not removing a container without this agent's labels");
-                false
+                (false, false)
             }
-            None => false,
+            None => (false, true),
         };
         self.transition(&agent.id, LifecycleEvent::Destroyed, "destroyed")?;
         self.registry.evict(&agent.id);
@@ -191,6 +201,14 @@ impl Core {
             agent_id: agent.id.clone(),
             name: agent.name.clone(),
         });
+        // The credentials are worthless now; they go whether or not the workspace is purged.
+        let secrets = secrets_volume_name(&agent.name);
+        if container_gone
+            && self.driver.volume_exists(&secrets).await?
+            && let Err(e) = self.driver.remove_volume(&secrets).await
+        {
+            tracing::warn!(volume = %secrets, error = %e, "failed to remove an agent's credentials volume");
+        }
         // The agent is gone whatever happens to its volume; a volume still in use is reported, not fatal
         // to the destroy.
         let volume_removed =

@@ -1,5 +1,7 @@
 //! Snapshots: an agent's files (in /workspace and elsewhere) survive into an agent made from its snapshot; listing, removal, and refusals.
 
+use futures::StreamExt;
+
 use crate::support::Hub;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -31,6 +33,44 @@ async fn a_snapshot_round_trip_keeps_the_files_and_removal_is_guarded() {
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["profile"], "minimal");
+
+    // The credentials live on a volume of their own, so the image holds no token of the source's.
+    assert_eq!(
+        hub.sh(&source, "stat -c '%a %U' /etc/docker-agent").await,
+        "700 root\n"
+    );
+    let docker = crate::support::docker().await;
+    let probe = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some(format!("docker-agent/snapshot:{tag}")),
+                labels: Some(std::collections::HashMap::from([(
+                    "dev.docker-agent.hub".to_string(),
+                    hub.hub_id.clone(),
+                )])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = docker
+        .download_from_container(
+            &probe.id,
+            Some(bollard::query_parameters::DownloadFromContainerOptions {
+                path: "/etc/docker-agent/token".into(),
+            }),
+        )
+        .next()
+        .await
+        .unwrap();
+    assert!(token.is_err(), "the snapshot image holds a token");
+    let _ = docker
+        .remove_container(
+            &probe.id,
+            None::<bollard::query_parameters::RemoveContainerOptions>,
+        )
+        .await;
 
     // The source goes on unchanged.
     assert_eq!(

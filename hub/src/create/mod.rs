@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 
 mod files;
 
-use crate::agents::{container_name, validate_name, volume_name};
+use crate::agents::{container_name, secrets_volume_name, validate_name, volume_name};
 use crate::core::Core;
 use crate::credentials;
 use crate::driver::{ContainerSpec, FileSpec, MountSpec, labels};
@@ -19,6 +19,7 @@ use crate::profile::{DEFAULT_PROFILE, MountKind, Profile};
 use crate::store::{AgentRecord, NewAgent};
 
 /// Where the agent finds its credentials and setup plan; root-only, so tasks cannot read them.
+const SECRETS_DIR: &str = "/etc/docker-agent";
 const TOKEN_PATH: &str = "/etc/docker-agent/token";
 const CA_PATH: &str = "/etc/docker-agent/ca.pem";
 const WORKSPACE: &str = "/workspace";
@@ -64,6 +65,7 @@ struct Plan {
 struct Undo {
     container: Option<String>,
     volume: Option<String>,
+    secrets: Option<String>,
     record: Option<String>,
 }
 
@@ -264,6 +266,13 @@ impl Core {
                 .await?;
             undo.volume = Some(record.volume.clone());
         }
+        // A fresh credentials volume: one left by an earlier agent of this name holds its stale files.
+        let secrets = secrets_volume_name(&record.name);
+        if self.driver.volume_exists(&secrets).await? {
+            self.driver.remove_volume(&secrets).await?;
+        }
+        self.driver.create_volume(&secrets, labels.clone()).await?;
+        undo.secrets = Some(secrets.clone());
         progress(Progress::new(
             "container",
             format!("creating container {}", record.container_name),
@@ -294,16 +303,19 @@ impl Core {
             pids_limit: record.pids,
             cap_add: AGENT_CAPS.iter().map(|c| c.to_string()).collect(),
             hostname: record.name.clone(),
-            mounts: profile
-                .mounts
-                .iter()
-                .map(|m| MountSpec {
-                    bind: m.kind == MountKind::Bind,
-                    source: m.source.clone(),
-                    target: m.target.clone(),
-                    read_only: m.read_only,
-                })
-                .collect(),
+            mounts: std::iter::once(MountSpec {
+                bind: false,
+                source: secrets,
+                target: SECRETS_DIR.into(),
+                read_only: false,
+            })
+            .chain(profile.mounts.iter().map(|m| MountSpec {
+                bind: m.kind == MountKind::Bind,
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_only: m.read_only,
+            }))
+            .collect(),
             group_add,
         };
         step("lookups and volume");
@@ -324,6 +336,13 @@ impl Core {
                 })?;
         }
         let mut files = vec![
+            // The volume's root: root-only, so tasks cannot even list it.
+            FileSpec {
+                path: SECRETS_DIR.into(),
+                mode: 0o700,
+                dir: true,
+                ..Default::default()
+            },
             FileSpec {
                 path: TOKEN_PATH.into(),
                 mode: 0o400,
@@ -376,9 +395,10 @@ impl Core {
             tracing::error!(%container, error = %e, "failed to remove the container of a failed create");
             cleanup_errors.push(format!("container: {e}"));
         }
-        if let Some(volume) = &undo.volume
-            && let Err(e) = self.driver.remove_volume(volume).await
-        {
+        for volume in undo.volume.iter().chain(&undo.secrets) {
+            let Err(e) = self.driver.remove_volume(volume).await else {
+                continue;
+            };
             tracing::error!(%volume, error = %e, "failed to remove the volume of a failed create");
             cleanup_errors.push(format!("volume: {e}"));
         }
