@@ -1,7 +1,7 @@
 //! Creating an agent: resolve its profile (or snapshot), make the volume and container with everything the profile says, start it and wait until the agent is ready. A create that fails before the agent runs undoes everything it made.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -91,7 +91,7 @@ impl Core {
         let sockets = profile.docker_socket_mounts();
         if !sockets.is_empty() && !req.allow_docker_socket {
             return Err(HubError::InvalidArgument(format!(
-                "profile {} mounts the Docker socket {}, which gives the agent root on this host; pass --allow-docker-socket to create it anyway",
+                "profile {} mounts {} (a host socket, or a directory holding the Docker socket), which gives the agent root on this host; pass --allow-docker-socket to create it anyway",
                 profile.name, sockets[0].source
             )));
         }
@@ -280,7 +280,10 @@ impl Core {
         let mut group_add = Vec::new();
         for socket in profile.docker_socket_mounts() {
             // Tasks reach the socket through its group, as a member of the host's docker group would.
-            if let Ok(meta) = std::fs::metadata(&socket.source) {
+            if let Ok(meta) = std::fs::metadata(&socket.source)
+                && meta.file_type().is_socket()
+                && meta.gid() != 0
+            {
                 group_add.push(meta.gid().to_string());
             }
         }

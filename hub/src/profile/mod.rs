@@ -138,13 +138,44 @@ impl Profile {
         (owner, user_root)
     }
 
-    /// Bind mounts of a Docker engine socket: they give the container root on the host.
+    /// Bind mounts that hand the container a host socket (a container engine's above all) or a
+    /// directory holding an engine's socket: root on the host. Judged on the host's filesystem
+    /// (symlinks resolved), and by name for paths the hub cannot see.
     pub fn docker_socket_mounts(&self) -> Vec<&ProfileMount> {
         self.mounts
             .iter()
-            .filter(|m| m.kind == MountKind::Bind && m.source.ends_with("docker.sock"))
+            .filter(|m| m.kind == MountKind::Bind && exposes_engine(Path::new(&m.source)))
             .collect()
     }
+}
+
+/// Where container engines put their API sockets.
+const ENGINE_SOCKETS: &[&str] = &[
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/run/podman/podman.sock",
+];
+
+fn exposes_engine(source: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    if source.to_string_lossy().ends_with(".sock") {
+        return true;
+    }
+    let canonical = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    if std::fs::metadata(&canonical).is_ok_and(|m| m.file_type().is_socket()) {
+        return true;
+    }
+    let docker_host = std::env::var("DOCKER_HOST").ok();
+    ENGINE_SOCKETS
+        .iter()
+        .copied()
+        .chain(docker_host.as_deref().and_then(|h| h.strip_prefix("unix://")))
+        .any(|socket| {
+            let socket = Path::new(socket);
+            let socket = std::fs::canonicalize(socket).unwrap_or_else(|_| socket.to_path_buf());
+            socket.starts_with(&canonical) || socket.starts_with(source)
+        })
 }
 
 /// The profiles a hub offers right now: the built-in ones, overridden and extended by the files of
@@ -319,6 +350,36 @@ mod tests {
                 .docker_socket_mounts()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn any_way_to_the_engine_socket_needs_the_opt_in() {
+        let mounts = |source: &str| {
+            let text =
+                format!("name = \"s\"\n[[mounts]]\nsource = \"{source}\"\ntarget = \"/x\"\n");
+            parse(&text, Format::Toml, "s")
+                .unwrap()
+                .docker_socket_mounts()
+                .len()
+        };
+        // The directories holding the socket, the root, another engine's socket: all need the opt-in.
+        for source in [
+            "/var/run/docker.sock",
+            "/var/run",
+            "/run",
+            "/",
+            "/run/containerd/containerd.sock",
+            "/tmp/podman.sock",
+        ] {
+            assert_eq!(mounts(source), 1, "{source}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("innocent");
+        std::os::unix::fs::symlink("/var/run", &link).unwrap();
+        assert_eq!(mounts(&link.display().to_string()), 1);
+        for source in ["/srv/data", "/var/cache"] {
+            assert_eq!(mounts(source), 0, "{source}");
+        }
     }
 
     #[test]
