@@ -62,7 +62,9 @@ impl Lifecycle {
             // A late hello from an agent we are stopping changes nothing.
             (Stopping, E::AgentRegistered | E::SetupRunning | E::SetupFailed) => Stopping,
             (Creating | Starting | StartError | Ready | Stopped, E::SetupRunning) => Starting,
-            (Creating | Starting | StartError | Ready | Stopped, E::SetupFailed) => StartError,
+            (Creating | Starting | StartError | Ready, E::SetupFailed) => StartError,
+            // A step killed by the container's stop reports a failure after the stop was recorded.
+            (Stopped, E::SetupFailed) => Stopped,
             (Creating | Starting, E::ReadyTimeout) => StartError,
             (Ready | StartError | Stopping | Stopped, E::ReadyTimeout) => self,
             (Creating | Starting | Ready | StartError, E::StopRequested) => Stopping,
@@ -232,6 +234,7 @@ mod tests {
         assert_eq!(StartError.on(E::ContainerStarted).unwrap(), Starting);
         assert_eq!(StartError.on(E::SetupRunning).unwrap(), Starting);
         assert_eq!(Stopping.on(E::SetupFailed).unwrap(), Stopping);
+        assert_eq!(Stopped.on(E::SetupFailed).unwrap(), Stopped);
         assert!(Destroyed.on(E::SetupRunning).is_err());
     }
 

@@ -9,15 +9,33 @@ use crate::lifecycle::LifecycleEvent;
 
 /// The lifecycle event and reason a setup status means; None when setup is done or there is none.
 pub fn transition_for(status: &SetupStatus) -> Option<(LifecycleEvent, String)> {
-    let step = format!("{SETUP_REASON_PREFIX}{}/{}", status.step, status.total);
-    let what = if status.description.is_empty() {
-        format!("`{}`", status.command)
+    let step = if status.step == 0 {
+        // The plan itself could not be read: no step ran.
+        format!("{SETUP_REASON_PREFIX}{}", "plan")
     } else {
-        format!("{} (`{}`)", status.description, status.command)
+        format!("{SETUP_REASON_PREFIX}{}/{}", status.step, status.total)
+    };
+    // Reasons are one line: a multi-line command or description shows its first line.
+    let first = |s: &str| match s.trim().split_once('\n') {
+        Some((line, _)) => format!("{} ...", line.trim_end()),
+        None => s.trim().to_string(),
+    };
+    let what = match (status.description.is_empty(), status.command.is_empty()) {
+        (_, true) if status.total == 0 || status.step == 0 => String::new(),
+        (true, _) => format!("`{}` ", first(&status.command)),
+        (false, true) => format!("{} ", first(&status.description)),
+        (false, false) => format!(
+            "{} (`{}`) ",
+            first(&status.description),
+            first(&status.command)
+        ),
     };
     match SetupState::try_from(status.state).unwrap_or(SetupState::Unspecified) {
         SetupState::Unspecified | SetupState::Done => None,
-        SetupState::Running => Some((LifecycleEvent::SetupRunning, format!("{step}: {what}"))),
+        SetupState::Running => Some((
+            LifecycleEvent::SetupRunning,
+            format!("{step}: {}", what.trim_end()),
+        )),
         SetupState::Failed => {
             let how = if !status.error.is_empty() {
                 status.error.clone()
@@ -28,7 +46,7 @@ pub fn transition_for(status: &SetupStatus) -> Option<(LifecycleEvent, String)> 
             };
             Some((
                 LifecycleEvent::SetupFailed,
-                format!("{step} failed: {what} {how}"),
+                format!("{step} failed: {what}{how}"),
             ))
         }
     }
@@ -99,5 +117,23 @@ mod tests {
         );
         assert!(transition_for(&status(SetupState::Done)).is_none());
         assert!(transition_for(&SetupStatus::default()).is_none());
+        let mut multi = status(SetupState::Failed);
+        multi.command = "set -e\nmake\nmake test".into();
+        multi.description = String::new();
+        multi.exited = true;
+        multi.exit_code = 1;
+        assert_eq!(
+            transition_for(&multi).unwrap().1,
+            "setup 2/3 failed: `set -e ...` exited with code 1"
+        );
+        let broken = SetupStatus {
+            state: SetupState::Failed as i32,
+            error: "cannot read /etc/docker-agent/setup.pb: bad".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            transition_for(&broken).unwrap().1,
+            "setup plan failed: cannot read /etc/docker-agent/setup.pb: bad"
+        );
     }
 }

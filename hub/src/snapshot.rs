@@ -148,9 +148,17 @@ impl Core {
                     "agent {name:?} was made by an older hub that did not record its profile; it cannot be snapshotted"
                 ))
             })?;
+        // A commit keeps the container's environment, which holds whatever `create -e` passed (secrets
+        // included). Blank it: an agent made from the snapshot gets its profile's environment again.
+        let blank: Vec<String> = agent.env.keys().map(|k| format!("{k}=\"\"")).collect();
+        let changes = if blank.is_empty() {
+            String::new()
+        } else {
+            format!("ENV {}", blank.join(" "))
+        };
         let intermediate = self
             .driver
-            .commit_container(&state.id, SNAPSHOT_REPO, None, HashMap::new())
+            .commit_container(&state.id, SNAPSHOT_REPO, None, HashMap::new(), &changes)
             .await?;
         let temp_name = format!(
             "docker-agent-snapshot-{}",
@@ -196,7 +204,7 @@ impl Core {
             let workspace = self.driver.download_archive(&state.id, "/workspace");
             self.driver.upload_archive(&temp, "/", workspace).await?;
             self.driver
-                .commit_container(&temp, SNAPSHOT_REPO, Some(&tag), labels)
+                .commit_container(&temp, SNAPSHOT_REPO, Some(&tag), labels, "")
                 .await
         }
         .await;

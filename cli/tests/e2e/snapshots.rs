@@ -8,7 +8,9 @@ use crate::support::Hub;
 async fn a_snapshot_round_trip_keeps_the_files_and_removal_is_guarded() {
     let hub = Hub::builder().start().await;
     let source = hub.name("src");
-    hub.create(&source).await;
+    hub.cli(&["create", &source, "-e", "SECRET_TOKEN=s3cret"])
+        .await
+        .ok();
     hub.sh(
         &source,
         "echo kept-in-workspace > /workspace/keep.txt && mkdir -p ~/cache && echo kept-at-home > ~/cache/home.txt",
@@ -89,6 +91,11 @@ async fn a_snapshot_round_trip_keeps_the_files_and_removal_is_guarded() {
     assert_eq!(
         hub.sh(&copy, "cat ~/cache/home.txt").await,
         "kept-at-home\n"
+    );
+    // What `create -e` gave the source stays with the source; the profile's environment is back.
+    assert_eq!(
+        hub.sh(&copy, "echo \"[$SECRET_TOKEN] $LANG\"").await,
+        "[] C.UTF-8\n"
     );
     assert_eq!(
         hub.sh(&copy, "stat -c %U /workspace/keep.txt ~/cache")

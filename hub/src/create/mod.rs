@@ -14,7 +14,7 @@ use crate::credentials;
 use crate::driver::{ContainerSpec, FileSpec, MountSpec, labels};
 use crate::error::{HubError, Result};
 use crate::image::{Progress, ProgressFn};
-use crate::lifecycle::{Lifecycle, LifecycleEvent};
+use crate::lifecycle::{Connection, Lifecycle, LifecycleEvent};
 use crate::profile::{DEFAULT_PROFILE, MountKind, Profile};
 use crate::store::{AgentRecord, NewAgent};
 
@@ -254,7 +254,14 @@ impl Core {
         }
         let mut labels = self.labels(record);
         labels.insert(labels::PROFILE_JSON.to_string(), profile.to_json());
-        // A volume kept by `destroy` (without --purge) is reattached, which is the point of keeping it.
+        // A volume kept by `destroy` (without --purge) is reattached, which is the point of keeping it;
+        // but Docker fills only a new, empty volume from the image, so a snapshot's files need one.
+        if volume_exists && plan.from_snapshot {
+            return Err(HubError::FailedPrecondition(format!(
+                "volume {} is kept from an earlier agent {:?}; an agent made from a snapshot needs a new one: choose another name, or remove the volume (docker volume rm {0})",
+                record.volume, record.name
+            )));
+        }
         if volume_exists {
             progress(Progress::new(
                 "volume",
@@ -484,7 +491,7 @@ impl Core {
         progress: ProgressFn<'_>,
     ) -> Result<AgentRecord> {
         let mut events = self.bus.subscribe_events();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut deadline = tokio::time::Instant::now() + timeout;
         let mut reported = String::new();
         loop {
             let agent = self
@@ -516,9 +523,14 @@ impl Core {
                 }
                 _ => {}
             }
-            // Setup steps run as long as they need (each may have a timeout of its own); the ready
-            // timeout is for dialling back.
-            let next = if agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX) {
+            // The timeout is for dialling back: it restarts whenever the agent is seen connected, and
+            // does not run while a connected agent works through its setup steps (each may have a
+            // timeout of its own). A setup whose agent loses its link is bounded again.
+            let connected = agent.connection == Connection::Connected;
+            if connected {
+                deadline = tokio::time::Instant::now() + timeout;
+            }
+            let next = if connected && agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX) {
                 Ok(events.recv().await)
             } else {
                 tokio::time::timeout_at(deadline, events.recv()).await

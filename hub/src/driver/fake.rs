@@ -79,6 +79,7 @@ impl Driver for FakeDriver {
         _repo: &str,
         _tag: Option<&str>,
         _labels: HashMap<String, String>,
+        _changes: &str,
     ) -> Result<String> {
         Ok(format!("sha256:commit-{container}"))
     }

@@ -182,13 +182,14 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Removes an image (by id or tag); fails with Conflict while a container uses it.
     async fn remove_image(&self, reference: &str) -> Result<()>;
     /// Commits a container's filesystem (not its volumes) to `repo:tag`, or to an untagged image when
-    /// `tag` is None; returns the image id.
+    /// `tag` is None, applying Dockerfile `changes` (one instruction per line); returns the image id.
     async fn commit_container(
         &self,
         container: &str,
         repo: &str,
         tag: Option<&str>,
         labels: HashMap<String, String>,
+        changes: &str,
     ) -> Result<String>;
     /// A tar stream of `path` in a container (running or not; volumes included).
     fn download_archive(&self, container: &str, path: &str) -> ByteStream;

@@ -62,7 +62,12 @@ impl ControlSvc {
         req: pb::CreateSnapshotRequest,
     ) -> Result<pb::Snapshot, Status> {
         let tag = (!req.tag.is_empty()).then_some(req.tag);
-        let snapshot = self.core.snapshot_agent(&req.agent, tag).await?;
+        let core = self.core.clone();
+        // Its own task: a client that goes away must not stop a snapshot half-way, with a throwaway
+        // container and an untagged image left behind.
+        let snapshot = tokio::spawn(async move { core.snapshot_agent(&req.agent, tag).await })
+            .await
+            .map_err(|e| Status::internal(format!("snapshot task failed: {e}")))??;
         Ok(snapshot_message(snapshot))
     }
 

@@ -170,7 +170,11 @@ fn exposes_engine(source: &Path) -> bool {
     ENGINE_SOCKETS
         .iter()
         .copied()
-        .chain(docker_host.as_deref().and_then(|h| h.strip_prefix("unix://")))
+        .chain(
+            docker_host
+                .as_deref()
+                .and_then(|h| h.strip_prefix("unix://")),
+        )
         .any(|socket| {
             let socket = Path::new(socket);
             let socket = std::fs::canonicalize(socket).unwrap_or_else(|_| socket.to_path_buf());
@@ -269,6 +273,8 @@ impl ProfileCatalog {
                         .get(&p.name)
                         .is_some_and(|o| o.origin != "builtin") =>
                 {
+                    // Which of the two was meant is anyone's guess: neither is used.
+                    self.profiles.remove(&p.name);
                     self.errors.insert(
                         stem,
                         ProfileError::Invalid {

@@ -39,7 +39,7 @@ struct RawProfile {
 
 /// Environment values and the seed's `"cpus": "2"`: people write numbers and booleans as either.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string, a number or a boolean")]
 enum Scalar {
     Text(String),
     Int(i64),
@@ -99,7 +99,14 @@ struct RawMount {
 }
 
 /// Paths the hub and the agent own inside every container.
-const RESERVED_TARGETS: &[&str] = &["/etc/docker-agent", "/var/lib/docker-agent", "/workspace"];
+const RESERVED_TARGETS: &[&str] = &[
+    "/etc/docker-agent",
+    "/var/lib/docker-agent",
+    "/workspace",
+    AGENT_BINARY,
+];
+/// The agent itself: no file may replace it and no mount may hide it.
+const AGENT_BINARY: &str = "/usr/local/bin/docker-agent-agent";
 
 /// Parses `512m`, `4g`, `1.5G`, `1024k` or a plain byte count.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -161,7 +168,7 @@ pub fn parse(text: &str, format: Format, origin: &str) -> Result<Profile, super:
             })?
         }
     };
-    validate(raw, format).map_err(invalid)
+    validate(raw).map_err(invalid)
 }
 
 fn field_message(path: &serde_path_to_error::Path, message: &str, line: &str) -> String {
@@ -192,7 +199,7 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn validate(raw: RawProfile, format: Format) -> Result<Profile, String> {
+fn validate(raw: RawProfile) -> Result<Profile, String> {
     let name = raw
         .name
         .ok_or("field `name` is missing (every profile names itself)")?;
@@ -244,9 +251,10 @@ fn validate(raw: RawProfile, format: Format) -> Result<Profile, String> {
     for (i, f) in raw.files.into_iter().enumerate() {
         let field = format!("files[{i}]");
         let path = validate_abs_path(&f.path).map_err(|e| format!("field `{field}.path`: {e}"))?;
-        if RESERVED_TARGETS[..2]
-            .iter()
-            .any(|r| path == *r || path.starts_with(&format!("{r}/")))
+        if path == AGENT_BINARY
+            || RESERVED_TARGETS[..2]
+                .iter()
+                .any(|r| path == *r || path.starts_with(&format!("{r}/")))
         {
             return Err(format!(
                 "field `{field}.path`: {path:?} is inside a directory docker-agent owns"
@@ -257,7 +265,7 @@ fn validate(raw: RawProfile, format: Format) -> Result<Profile, String> {
         }
         let mode = match &f.mode {
             None => 0o644,
-            Some(m) => parse_mode(m, format).map_err(|e| format!("field `{field}.mode`: {e}"))?,
+            Some(m) => parse_mode(m).map_err(|e| format!("field `{field}.mode`: {e}"))?,
         };
         let owner = match f.owner.as_deref() {
             None => None,
@@ -492,16 +500,15 @@ fn validate_abs_path(p: &str) -> Result<String, String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
-/// Modes are octal text (`"0644"`, `"755"`). TOML may also write an octal integer (`0o644`); a JSON
-/// integer is refused, because `644` there would silently mean 0o1204.
-fn parse_mode(m: &Scalar, format: Format) -> Result<u32, String> {
-    let mode = match (m, format) {
-        (Scalar::Text(t), _) => {
+/// Modes are octal text (`"0644"`, `"755"`). Integers are refused: `644` would silently mean 0o1204,
+/// and once parsed, TOML's `0o644` cannot be told from `420`.
+fn parse_mode(m: &Scalar) -> Result<u32, String> {
+    let mode = match m {
+        Scalar::Text(t) => {
             let digits = t.trim().trim_start_matches("0o");
             u32::from_str_radix(digits, 8)
                 .map_err(|_| format!("{t:?} is not an octal mode (e.g. \"0644\")"))?
         }
-        (Scalar::Int(i), Format::Toml) if *i >= 0 => *i as u32,
         _ => {
             return Err(format!(
                 "{:?}: write the mode as an octal string, e.g. \"0644\"",

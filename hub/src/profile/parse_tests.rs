@@ -41,7 +41,7 @@ pids = 256
 [[files]]
 path = "/home/dev/.config//tool.conf"
 content = "x=1\n"
-mode = 0o600
+mode = "0600"
 
 [[files]]
 path = "/usr/local/bin/hello"
@@ -139,6 +139,14 @@ fn errors_name_the_file_the_field_and_the_line() {
     assert!(err.contains("field `mounts[0].source`"), "{err}");
     let err = toml_err("name = \"x\"\n[[mounts]]\nsource = \"/a\"\ntarget = \"/workspace\"\n");
     assert!(err.contains("docker-agent owns"), "{err}");
+    let err = toml_err("name = \"x\"\n[[mounts]]\nsource = \"/a\"\ntarget = \"/usr/local/bin\"\n");
+    assert!(err.contains("docker-agent owns"), "{err}");
+    let err = toml_err(
+        "name = \"x\"\n[[files]]\npath = \"/usr/local/bin/docker-agent-agent\"\ncontent = \"\"\n",
+    );
+    assert!(err.contains("docker-agent owns"), "{err}");
+    let err = toml_err("name = \"x\"\n[resources]\ncpus = [2]\n");
+    assert!(err.contains("a string, a number or a boolean"), "{err}");
     let err = toml_err("name = \"x\"\n[environment]\nDOCKER_AGENT_X = \"1\"\n");
     assert!(err.contains("reserved"), "{err}");
     let err = toml_err("name = \"x\"\n[[setup_tasks]]\ncommand = \"true\"\ntimeout = \"soon\"\n");
@@ -167,14 +175,9 @@ fn json_errors_name_the_field_and_line_and_refuse_integer_modes() {
 
 #[test]
 fn modes() {
-    assert_eq!(
-        parse_mode(&Scalar::Text("0644".into()), Format::Json),
-        Ok(0o644)
-    );
-    assert_eq!(
-        parse_mode(&Scalar::Text("0o755".into()), Format::Toml),
-        Ok(0o755)
-    );
-    assert!(parse_mode(&Scalar::Text("0999".into()), Format::Toml).is_err());
-    assert!(parse_mode(&Scalar::Int(0o17777), Format::Toml).is_err());
+    assert_eq!(parse_mode(&Scalar::Text("0644".into())), Ok(0o644));
+    assert_eq!(parse_mode(&Scalar::Text("0o755".into())), Ok(0o755));
+    assert!(parse_mode(&Scalar::Text("0999".into())).is_err());
+    assert!(parse_mode(&Scalar::Int(0o644)).is_err());
+    assert!(parse_mode(&Scalar::Text("17777".into())).is_err());
 }

@@ -72,6 +72,7 @@ impl DockerDriver {
         repo: &str,
         tag: Option<&str>,
         labels: HashMap<String, String>,
+        changes: &str,
     ) -> Result<String> {
         // Without a repo Docker makes an untagged image, which is what an intermediate step wants.
         let options = CommitContainerOptions {
@@ -79,6 +80,7 @@ impl DockerDriver {
             repo: tag.map(|_| repo.to_string()),
             tag: tag.map(str::to_string),
             pause: true,
+            changes: (!changes.is_empty()).then(|| changes.to_string()),
             ..Default::default()
         };
         let config = ContainerConfig {

@@ -200,8 +200,9 @@ impl Driver for DockerDriver {
         repo: &str,
         tag: Option<&str>,
         labels: HashMap<String, String>,
+        changes: &str,
     ) -> Result<String> {
-        self.commit(container, repo, tag, labels).await
+        self.commit(container, repo, tag, labels, changes).await
     }
 
     fn download_archive(&self, container: &str, path: &str) -> ByteStream {
