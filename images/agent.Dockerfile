@@ -11,14 +11,28 @@ FROM ${BASE}
 ARG TASK_USER=agent
 ARG PACKAGES=
 
+# The hub gives the task user's files uid 1000 and a home of /home/USER: a base that disagrees is
+# refused here, with a `docker-agent:` line the hub reports, rather than getting files it cannot use.
 RUN set -eu; \
-    if [ "$TASK_USER" != root ] && ! grep -q "^$TASK_USER:" /etc/passwd; then \
-      if command -v useradd >/dev/null 2>&1; then \
-        useradd --create-home --uid 1000 --user-group --shell /bin/bash "$TASK_USER"; \
+    if [ "$TASK_USER" != root ]; then \
+      entry="$(grep "^$TASK_USER:" /etc/passwd || true)"; \
+      if [ -n "$entry" ]; then \
+        uid="$(echo "$entry" | cut -d: -f3)"; home="$(echo "$entry" | cut -d: -f6)"; \
+        if [ "$uid" != 1000 ] || [ "$home" != "/home/$TASK_USER" ]; then \
+          echo "docker-agent: user $TASK_USER exists in the base with uid $uid and home $home; it needs uid 1000 and /home/$TASK_USER" >&2; exit 100; \
+        fi; \
       else \
-        echo "$TASK_USER:x:1000:1000:docker-agent tasks:/home/$TASK_USER:/bin/sh" >> /etc/passwd; \
-        echo "$TASK_USER:x:1000:" >> /etc/group; \
-        mkdir -p "/home/$TASK_USER" && chown 1000:1000 "/home/$TASK_USER"; \
+        taken="$(grep '^[^:]*:[^:]*:1000:' /etc/passwd | cut -d: -f1 || true)"; \
+        if [ -n "$taken" ]; then \
+          echo "docker-agent: uid 1000 belongs to user $taken in the base; set user = \"$taken\" in the profile" >&2; exit 100; \
+        fi; \
+        if command -v useradd >/dev/null 2>&1; then \
+          useradd --create-home --uid 1000 --user-group --shell /bin/bash "$TASK_USER"; \
+        else \
+          echo "$TASK_USER:x:1000:1000:docker-agent tasks:/home/$TASK_USER:/bin/sh" >> /etc/passwd; \
+          echo "$TASK_USER:x:1000:" >> /etc/group; \
+          mkdir -p "/home/$TASK_USER" && chown 1000:1000 "/home/$TASK_USER"; \
+        fi; \
       fi; \
     fi; \
     mkdir -p /workspace /etc/docker-agent /var/lib/docker-agent; \

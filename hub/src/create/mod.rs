@@ -191,7 +191,7 @@ impl Core {
         };
         let profile = self.profiles().get(name)?.clone();
         // Fails here when the agent binary is missing or not static.
-        let (image, _) = self.images.image_tag(&profile)?;
+        let (image, _) = self.images.image_tag(&profile).await?;
         Ok(Plan {
             profile,
             image,

@@ -39,13 +39,14 @@ impl ControlSvc {
         }
     }
 
-    pub(super) fn get_profile_impl(&self, name: &str) -> Result<pb::ProfileDetail, Status> {
+    pub(super) async fn get_profile_impl(&self, name: &str) -> Result<pb::ProfileDetail, Status> {
         let catalog = self.core.profiles();
         let profile = catalog.get(name).map_err(HubError::from)?;
         let image = self
             .core
             .images
             .image_tag(profile)
+            .await
             .map(|(tag, _)| tag)
             .unwrap_or_default();
         Ok(pb::ProfileDetail {

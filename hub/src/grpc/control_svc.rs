@@ -459,7 +459,7 @@ impl ControlService for ControlSvc {
         request: Request<pb::ProfileRequest>,
     ) -> Result<Response<pb::ProfileDetail>, Status> {
         Ok(Response::new(
-            self.get_profile_impl(&request.into_inner().name)?,
+            self.get_profile_impl(&request.into_inner().name).await?,
         ))
     }
 

@@ -167,14 +167,25 @@ impl ImageBuilder {
 
     /// The tag the image for `profile` has (or will have) with the current agent binary: a hash of what
     /// goes into the image (recipe, base, task user, packages, agent binary). The rest of a profile is
-    /// applied at create, so changing it rebuilds nothing.
-    pub fn image_tag(&self, profile: &Profile) -> Result<(String, Arc<AgentBinary>), ImageError> {
+    /// applied at create, so changing it rebuilds nothing. A base named by the user counts by its
+    /// content (image id), so rebuilding it rebuilds the profile's image; the hub's own base is named
+    /// by the hash of its recipe.
+    pub async fn image_tag(
+        &self,
+        profile: &Profile,
+    ) -> Result<(String, Arc<AgentBinary>), ImageError> {
         let binary = self.agent_binary()?;
+        let base = self.base_reference(profile);
+        let base_content = if self.is_hub_base(profile) {
+            base
+        } else {
+            self.driver.image_id(&base).await?.unwrap_or(base)
+        };
         let mut hash = Sha256::new();
         let packages = profile.packages.join(" ");
         for part in [
             AGENT_DOCKERFILE.as_bytes(),
-            self.base_reference(profile).as_bytes(),
+            base_content.as_bytes(),
             profile.user.as_bytes(),
             packages.as_bytes(),
             &binary.digest,
@@ -189,13 +200,20 @@ impl ImageBuilder {
         ))
     }
 
+    /// True when the profile builds on the base the hub makes itself (debootstrap).
+    fn is_hub_base(&self, profile: &Profile) -> bool {
+        profile.base.is_none() && self.base_image == DEBOOTSTRAP_BASE
+    }
+
     /// The image a profile builds on: its own `base`, else the hub's.
     fn base_reference(&self, profile: &Profile) -> String {
         match &profile.base {
             Some(base) => base.clone(),
             None if self.base_image == DEBOOTSTRAP_BASE => {
+                let suite =
+                    std::env::var("DOCKER_AGENT_SUITE").unwrap_or_else(|_| "bookworm".into());
                 let digest = hex::encode(Sha256::digest(ROOTFS_SCRIPT.as_bytes()));
-                format!("docker-agent/base:bookworm-{}", &digest[..12])
+                format!("docker-agent/base:{suite}-{}", &digest[..12])
             }
             None => self.base_image.clone(),
         }
@@ -209,7 +227,7 @@ impl ImageBuilder {
         profile: &Profile,
         progress: ProgressFn<'_>,
     ) -> Result<String, ImageError> {
-        let (tag, binary) = self.image_tag(profile)?;
+        let (tag, binary) = self.image_tag(profile).await?;
         if self.driver.image_id(&tag).await?.is_some() {
             return Ok(tag);
         }
@@ -228,7 +246,7 @@ impl ImageBuilder {
         }
         let base = self.base_reference(profile);
         if self.driver.image_id(&base).await?.is_none() {
-            if profile.base.is_some() || self.base_image != DEBOOTSTRAP_BASE {
+            if !self.is_hub_base(profile) {
                 return Err(ImageError::BaseMissing(base));
             }
             base::build(&*self.driver, &base, &self.work_dir, progress).await?;

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, NetworkConnectRequest,
+    NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
@@ -295,6 +295,14 @@ impl Driver for DockerDriver {
                     .collect(),
             ),
             group_add: (!spec.group_add.is_empty()).then(|| spec.group_add.clone()),
+            // Explicit, so `logs` works whatever the engine's default driver, and bounded (100 MB).
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "20m".to_string()),
+                    ("max-file".to_string(), "5".to_string()),
+                ])),
+            }),
             nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
             memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
             pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
