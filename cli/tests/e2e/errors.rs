@@ -59,11 +59,20 @@ async fn bad_input_is_refused_clearly_and_the_hub_stays_up() {
         .unwrap()
         .volumes
         .unwrap_or_default();
-    let ours: Vec<_> = volumes
+    let mut ours: Vec<&str> = volumes
         .iter()
-        .filter(|v| v.name.contains(&hub.prefix))
+        .map(|v| v.name.as_str())
+        .filter(|n| n.contains(&hub.prefix))
         .collect();
-    assert_eq!(ours.len(), 1, "only the good agent's volume: {ours:?}");
+    ours.sort_unstable();
+    assert_eq!(
+        ours,
+        [
+            format!("docker-agent-{name}-secrets"),
+            format!("docker-agent-{name}-workspace")
+        ],
+        "only the good agent's volumes"
+    );
 
     // The hub is still up and serving.
     let out = hub.cli(&["exec", &name, "--", "echo", "alive"]).await;

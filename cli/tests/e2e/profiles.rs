@@ -322,8 +322,13 @@ async fn bad_profiles_are_refused_before_any_container_exists() {
         "t-nopkg.toml",
         "name = \"t-nopkg\"\npackages = [\"git\", \"no-such-package-xyz\"]\n",
     );
+    hub.write_profile("t-nobody.toml", "name = \"t-nobody\"\nuser = \"nobody\"\n");
     let name = hub.name("bad");
     let cases = [
+        (
+            "t-nobody",
+            "user nobody exists in the base with uid 65534 and home /nonexistent; it needs uid 1000 and /home/nobody",
+        ),
         ("t-bogus", "t-bogus.toml: unknown field `bogus`"),
         (
             "t-size",
