@@ -8,8 +8,9 @@
 # Layers go from the least to the most often changed, so a new agent binary reuses the package layer.
 ARG BASE
 FROM ${BASE}
+# Each argument is declared right before the step that uses it: a declared argument is part of every
+# later step's cache key, and the user layer should not differ per package list.
 ARG TASK_USER=agent
-ARG PACKAGES=
 
 # The hub gives the task user's files uid 1000 and a home of /home/USER: a base that disagrees is
 # refused here, with a `docker-agent:` line the hub reports, rather than getting files it cannot use.
@@ -39,6 +40,7 @@ RUN set -eu; \
     chown "$TASK_USER:" /workspace; \
     chmod 0700 /etc/docker-agent /var/lib/docker-agent
 
+ARG PACKAGES=
 # Every package is looked up first, so a misspelt one fails the build naming it (the hub reports the
 # `docker-agent: no such package` line) instead of in the middle of apt's output.
 RUN set -eu; \
