@@ -52,6 +52,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// Submit a JSON task, or inspect tasks (get, logs, list, cancel).
     Task(TaskArgs),
+    /// Stop a task's whole process group: TERM, then KILL after the grace period; or send one signal.
+    Kill(KillArgs),
     /// List the profiles the hub offers, or show one as the hub resolved it.
     Profiles(ProfilesArgs),
     /// Print an agent's container log: the agent's own messages and its profile's setup steps.
@@ -193,6 +195,16 @@ pub enum ProfilesCommand {
         #[command(flatten)]
         json: JsonArg,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The task id (see `docker-agent task list`).
+    pub task: String,
+    /// Send only this signal (a name such as HUP or SIGUSR1, or a number) to the task's process group,
+    /// instead of TERM-then-KILL.
+    #[arg(long, short, value_parser = parse_signal)]
+    pub signal: Option<i32>,
 }
 
 #[derive(Debug, Args)]
@@ -419,6 +431,58 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A signal by name (`TERM`, `SIGTERM`, case-insensitive) or number (1-31).
+pub fn parse_signal(text: &str) -> Result<i32, String> {
+    const NAMES: &[(&str, i32)] = &[
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ILL", 4),
+        ("TRAP", 5),
+        ("ABRT", 6),
+        ("BUS", 7),
+        ("FPE", 8),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("SEGV", 11),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+        ("TSTP", 20),
+        ("TTIN", 21),
+        ("TTOU", 22),
+        ("URG", 23),
+        ("XCPU", 24),
+        ("XFSZ", 25),
+        ("VTALRM", 26),
+        ("PROF", 27),
+        ("WINCH", 28),
+        ("IO", 29),
+        ("PWR", 30),
+        ("SYS", 31),
+    ];
+    if let Ok(n) = text.parse::<i32>() {
+        return if (1..=31).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{n} is not a signal number (1-31)"))
+        };
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, number)| *number)
+        .ok_or_else(|| {
+            format!("{text:?} is not a signal (e.g. TERM, KILL, HUP, USR1, or a number)")
+        })
+}
+
 /// `--since`: a duration ago or an RFC 3339 time, as unix seconds.
 fn parse_since(text: &str) -> Result<i64, String> {
     let now = std::time::SystemTime::now();
@@ -489,6 +553,21 @@ mod tests {
         };
         assert_eq!(e.command, ["sh", "-c", "echo $A"]);
         assert_eq!(e.env, [("A".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("TERM"), Ok(15));
+        assert_eq!(parse_signal("sigkill"), Ok(9));
+        assert_eq!(parse_signal("usr1"), Ok(10));
+        assert_eq!(parse_signal("2"), Ok(2));
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("32").is_err());
+        assert!(
+            parse_signal("SIGNOPE")
+                .unwrap_err()
+                .contains("not a signal")
+        );
     }
 
     #[test]

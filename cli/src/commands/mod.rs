@@ -61,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 .unwrap_or(ProfilesCommand::List { json: args.json });
             catalog::profiles(connect().await?, command).await
         }
+        Command::Kill(args) => task::kill(connect().await?, args).await,
         Command::Logs(args) => catalog::logs(connect().await?, args).await,
         Command::Snapshot(args) => catalog::snapshot(connect().await?, args).await,
         Command::Snapshots(args) => {

@@ -190,6 +190,53 @@ async fn list(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `kill TASK [--signal SIG]`: like `docker kill`, an error for a task that has already ended.
+pub async fn kill(mut client: Client, args: crate::args::KillArgs) -> Result<ExitCode> {
+    let task = client
+        .get_task(pb::TaskRequest {
+            task_id: args.task.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let ended = matches!(
+        pb::TaskState::try_from(task.state),
+        Ok(pb::TaskState::Finished | pb::TaskState::Lost | pb::TaskState::Cancelled)
+    );
+    if ended {
+        anyhow::bail!(
+            "task {} has already ended ({})",
+            task.id,
+            crate::views::task_state(task.state)
+        );
+    }
+    match args.signal {
+        None => {
+            client
+                .cancel_task(pb::TaskRequest {
+                    task_id: task.id.clone(),
+                })
+                .await
+                .map_err(status_error)?;
+            println!(
+                "{}: TERM sent to its process group (KILL follows after the grace period)",
+                task.id
+            );
+        }
+        Some(signal) => {
+            client
+                .signal_task(pb::SignalTaskRequest {
+                    task_id: task.id.clone(),
+                    signal,
+                })
+                .await
+                .map_err(status_error)?;
+            println!("{}: signal {signal} sent to its process group", task.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn cancel(mut client: Client, id: String) -> Result<ExitCode> {
     let task = client
         .cancel_task(pb::TaskRequest { task_id: id })

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod attach;
 mod errors;
 mod exec;
 mod lifecycle;
