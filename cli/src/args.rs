@@ -54,6 +54,8 @@ pub enum Command {
     Task(TaskArgs),
     /// Stop a task's whole process group: TERM, then KILL after the grace period; or send one signal.
     Kill(KillArgs),
+    /// Copy files or directories between an agent and this machine: `cp NAME:PATH LOCAL` or `cp LOCAL NAME:PATH`.
+    Cp(CpArgs),
     /// List the profiles the hub offers, or show one as the hub resolved it.
     Profiles(ProfilesArgs),
     /// Print an agent's container log: the agent's own messages and its profile's setup steps.
@@ -195,6 +197,17 @@ pub enum ProfilesCommand {
         #[command(flatten)]
         json: JsonArg,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// NAME:PATH (in the agent; relative paths are under /workspace) or a local path.
+    pub source: String,
+    /// NAME:PATH or a local path; exactly one side is in the agent.
+    pub destination: String,
+    /// Keep the local owners (uid/gid) instead of giving copied-in files to the task user.
+    #[arg(long, short)]
+    pub archive: bool,
 }
 
 #[derive(Debug, Args)]

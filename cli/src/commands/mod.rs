@@ -2,6 +2,7 @@
 
 mod agents;
 mod catalog;
+mod copy;
 mod exec;
 pub mod hub;
 mod image;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 .unwrap_or(ProfilesCommand::List { json: args.json });
             catalog::profiles(connect().await?, command).await
         }
+        Command::Cp(args) => copy::cp(connect().await?, args).await,
         Command::Kill(args) => task::kill(connect().await?, args).await,
         Command::Logs(args) => catalog::logs(connect().await?, args).await,
         Command::Snapshot(args) => catalog::snapshot(connect().await?, args).await,

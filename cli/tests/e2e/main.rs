@@ -3,6 +3,7 @@
 mod support;
 
 mod attach;
+mod copy;
 mod errors;
 mod exec;
 mod lifecycle;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{
     ByteStream, ContainerSpec, ContainerState, Driver, DriverError, EventStream, FileSpec,
-    ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, Result,
+    ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, PathStat, Result,
 };
 
 /// Which call should fail.
@@ -86,6 +86,10 @@ impl Driver for FakeDriver {
 
     fn download_archive(&self, _container: &str, _path: &str) -> ByteStream {
         Box::pin(futures::stream::empty())
+    }
+
+    async fn path_stat(&self, _container: &str, _path: &str) -> Result<Option<PathStat>> {
+        Ok(None)
     }
 
     async fn upload_archive(&self, _container: &str, _path: &str, _tar: ByteStream) -> Result<()> {

@@ -96,6 +96,15 @@ pub struct LogChunk {
 
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk>> + Send>>;
 
+/// A path in a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathStat {
+    pub is_dir: bool,
+    pub size: i64,
+    /// Permission bits.
+    pub mode: u32,
+}
+
 /// An image as listings show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -193,6 +202,8 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     ) -> Result<String>;
     /// A tar stream of `path` in a container (running or not; volumes included).
     fn download_archive(&self, container: &str, path: &str) -> ByteStream;
+    /// What is at `path` in a container (None: nothing).
+    async fn path_stat(&self, container: &str, path: &str) -> Result<Option<PathStat>>;
     /// Extracts a tar stream into a created or running container at `path`.
     async fn upload_archive(&self, container: &str, path: &str, tar: ByteStream) -> Result<()>;
     /// Imports a root filesystem tarball as an image (`docker import`).

@@ -495,4 +495,31 @@ impl ControlService for ControlSvc {
     ) -> Result<Response<Self::AgentLogsStream>, Status> {
         self.agent_logs_impl(request.into_inner())
     }
+
+    async fn stat_path(
+        &self,
+        request: Request<pb::PathRequest>,
+    ) -> Result<Response<pb::PathStat>, Status> {
+        Ok(Response::new(
+            self.stat_path_impl(request.into_inner()).await?,
+        ))
+    }
+
+    type CopyFromStream = BoxStream<pb::CopyChunk>;
+
+    async fn copy_from(
+        &self,
+        request: Request<pb::PathRequest>,
+    ) -> Result<Response<Self::CopyFromStream>, Status> {
+        self.copy_from_impl(request.into_inner()).await
+    }
+
+    async fn copy_to(
+        &self,
+        request: Request<Streaming<pb::CopyToRequest>>,
+    ) -> Result<Response<pb::CopyToResponse>, Status> {
+        Ok(Response::new(
+            self.copy_to_impl(request.into_inner()).await?,
+        ))
+    }
 }

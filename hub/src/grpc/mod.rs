@@ -4,6 +4,7 @@ pub mod agent_svc;
 mod catalog_svc;
 pub mod control_svc;
 mod convert;
+mod copy_svc;
 mod status;
 
 pub use agent_svc::AgentSvc;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{DockerDriver, map_err};
-use crate::driver::{ByteStream, DriverError, ImageInfo, LineStream, Result};
+use crate::driver::{ByteStream, DriverError, ImageInfo, LineStream, PathStat, Result};
 
 impl DockerDriver {
     pub(super) async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
@@ -105,6 +105,28 @@ impl DockerDriver {
                 .download_from_container(container, Some(options))
                 .map_err(move |e| std::io::Error::other(map_err(what.clone())(e).to_string())),
         )
+    }
+
+    pub(super) async fn stat(&self, container: &str, path: &str) -> Result<Option<PathStat>> {
+        let options = bollard::query_parameters::ContainerArchiveInfoOptions {
+            path: path.to_string(),
+        };
+        match self
+            .docker
+            .get_container_archive_info(container, Some(options))
+            .await
+        {
+            // Go's os.FileMode: the directory bit is the top one.
+            Ok(stat) => Ok(Some(PathStat {
+                is_dir: stat.file_mode & (1 << 31) != 0,
+                size: stat.size,
+                mode: stat.file_mode & 0o7777,
+            })),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(map_err(format!("{path} in container {container}"))(e)),
+        }
     }
 
     pub(super) async fn upload(&self, container: &str, path: &str, tar: ByteStream) -> Result<()> {

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use super::{
     ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver,
     DriverError, EventStream, FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo,
-    Result, labels,
+    PathStat, Result, labels,
 };
 
 /// Talks to one Docker engine through its API socket.
@@ -207,6 +207,10 @@ impl Driver for DockerDriver {
 
     fn download_archive(&self, container: &str, path: &str) -> ByteStream {
         self.download(container, path)
+    }
+
+    async fn path_stat(&self, container: &str, path: &str) -> Result<Option<PathStat>> {
+        self.stat(container, path).await
     }
 
     async fn upload_archive(&self, container: &str, path: &str, tar: ByteStream) -> Result<()> {
