@@ -2,7 +2,7 @@
 //!
 //! Flow: `args` → `config` (validated before any dial) → `agent` (reconnect loop, shutdown) →
 //! `session` (Hello/Welcome, reader and writer) → `runner` (one supervisor per task, on top of
-//! `spawn` and `reaper`, waited for by `supervise`) → `tasks`/`spool` (what the hub has and has not seen
+//! `spawn` (or `pty` for a terminal) and `reaper`, waited for by `supervise`) → `tasks`/`spool` (what the hub has and has not seen
 //! yet). Beside them, `setup` runs the profile's setup steps once (`progress` remembers how far it
 //! got, `console` puts their output in the container log) while new tasks are held back.
 
@@ -15,6 +15,7 @@ pub mod dial;
 pub mod health;
 pub mod hosts;
 pub mod progress;
+pub mod pty;
 pub mod reaper;
 pub mod runner;
 pub mod session;

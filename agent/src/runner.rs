@@ -1,13 +1,16 @@
-//! A task's life: start it, pump its pipes into the spool, feed its stdin, stop it on timeout or cancel, and record the result.
+//! A task's life: start it (on pipes, or on a terminal through `pty`), pump its output into the spool, feed its stdin,
+//! stop it on timeout or cancel, and record the result.
 
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docker_agent_proto::v1::{
-    CloseStdin, RunTask, SignalTask, StdinData, TaskResult, task_result::Outcome,
+    CloseStdin, ResizePty, RunTask, SignalTask, StdinData, TaskResult, task_result::Outcome,
 };
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +18,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use crate::pty::{self, PtySpawned};
 use crate::reaper::ExitStatus;
 use crate::spawn::{self, ProcessSpec, Spawned};
 use crate::spool::{READ_CHUNK, StreamId};
@@ -99,9 +103,13 @@ fn start(shared: &Arc<Shared>, held: Held) {
     } = held;
     let exec = &shared.exec;
     let id = task.task_id.clone();
+    let mut env = spawn::task_env(&exec.base_env, &exec.user, &task.env);
+    if task.pty.is_some() {
+        pty::set_term(&mut env, &task.env);
+    }
     let spec = ProcessSpec {
         argv: task.argv,
-        env: spawn::task_env(&exec.base_env, &exec.user, &task.env),
+        env,
         cwd: if task.cwd.is_empty() {
             exec.workdir.clone()
         } else {
@@ -111,7 +119,11 @@ fn start(shared: &Arc<Shared>, held: Held) {
     };
     let started = Instant::now();
     let started_at_ms = now_ms();
-    let proc = match spawn::spawn(&spec, &exec.user, exec.oom_score_adj) {
+    let spawned = match &task.pty {
+        Some(size) => pty::spawn(&spec, &exec.user, exec.oom_score_adj, size).map(Proc::Pty),
+        None => spawn::spawn(&spec, &exec.user, exec.oom_score_adj).map(Proc::Pipes),
+    };
+    let proc = match spawned {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(task = %id, error = %e, "task did not start");
@@ -129,16 +141,18 @@ fn start(shared: &Arc<Shared>, held: Held) {
             return;
         }
     };
-    tracing::info!(task = %id, pid = proc.pid, argv0 = %spec.argv[0], "task started");
+    let pid = proc.pid();
+    tracing::info!(task = %id, pid, argv0 = %spec.argv[0], pty = task.pty.is_some(), "task started");
     let stop = Arc::new(Notify::new());
-    let pgid = i32::try_from(proc.pid).unwrap_or(i32::MAX);
+    let pgid = i32::try_from(pid).unwrap_or(i32::MAX);
     shared.table().started(
         &id,
-        proc.pid,
+        pid,
         started_at_ms,
         Control {
             pgid,
             stop: stop.clone(),
+            pty: proc.master(),
         },
     );
     shared.outbound.notify_one();
@@ -169,10 +183,28 @@ pub fn stdin(shared: &Shared, data: StdinData) {
     }
 }
 
+/// Closes a pipe; on a terminal, types the EOF character instead (see `pty::pump_stdin`).
 pub fn close_stdin(shared: &Shared, msg: CloseStdin) {
     let table = shared.table();
     if let Some(tx) = table.stdin(&msg.task_id) {
         drop(tx.send(None));
+    }
+}
+
+/// A new window size for a PTY task (SIGWINCH reaches its foreground group); a held one starts with it.
+pub fn resize(shared: &Shared, msg: ResizePty) {
+    let Some(size) = msg.size else {
+        tracing::debug!(task = %msg.task_id, "resize without a size; ignored");
+        return;
+    };
+    let mut table = shared.table();
+    if let Some(master) = table.control(&msg.task_id).and_then(|c| c.pty.clone()) {
+        drop(table);
+        if let Err(e) = master.resize(&size) {
+            tracing::debug!(task = %msg.task_id, error = %e, "cannot resize the task's terminal");
+        }
+    } else if !table.resize_held(&msg.task_id, size) {
+        tracing::debug!(task = %msg.task_id, "resize for a task not running on a terminal; ignored");
     }
 }
 
@@ -246,7 +278,7 @@ const CONNECTED_WINDOW: u64 = 4 << 20;
 /// While the hub is connected, output that outpaces it waits here: the pipe fills and the task blocks
 /// in write(2), as it would writing to a slow terminal, so nothing is dropped on a live link. While
 /// disconnected the spool takes everything up to its bound and then drops the oldest bytes (flagged).
-async fn append_with_room(shared: &Shared, id: &str, stream: StreamId, data: &[u8]) {
+pub(crate) async fn append_with_room(shared: &Shared, id: &str, stream: StreamId, data: &[u8]) {
     loop {
         let notified = shared.space.notified();
         tokio::pin!(notified);
@@ -314,32 +346,72 @@ async fn pump_stdin(fd: Option<OwnedFd>, rx: Option<StdinRx>) {
     // Dropping `tx` closes the task's stdin.
 }
 
-/// Owns one running task until its process exited and both pipes reached EOF.
+/// A started task: on pipes, or on a terminal.
+enum Proc {
+    Pipes(Spawned),
+    Pty(PtySpawned),
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        match self {
+            Proc::Pipes(p) => p.pid,
+            Proc::Pty(p) => p.pid,
+        }
+    }
+
+    fn master(&self) -> Option<Arc<pty::Master>> {
+        match self {
+            Proc::Pipes(_) => None,
+            Proc::Pty(p) => Some(p.master.clone()),
+        }
+    }
+}
+
+type Pump<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Owns one running task until its process exited and its output reached EOF (both pipes, or the terminal).
 async fn supervise(
     shared: Arc<Shared>,
     id: String,
-    proc: Spawned,
+    proc: Proc,
     stdin_rx: Option<StdinRx>,
     stop: Arc<Notify>,
     limits: supervise::Limits,
     started: Instant,
 ) {
-    let Spawned {
-        pid,
-        stdin,
-        stdout,
-        stderr,
-        exit,
-    } = proc;
-    let pgid = i32::try_from(pid).unwrap_or(i32::MAX);
-    // docker exec semantics: the result waits for the exit and for EOF on both pipes, so all output precedes it.
-    let output = async {
-        tokio::join!(
-            pump_output(&shared, &id, StreamId::Stdout, stdout),
-            pump_output(&shared, &id, StreamId::Stderr, stderr),
-        );
+    let (pid, exit, output, input): (u32, _, Pump<'_>, Pump<'_>) = match proc {
+        Proc::Pipes(Spawned {
+            pid,
+            stdin,
+            stdout,
+            stderr,
+            exit,
+        }) => {
+            // docker exec semantics: the result waits for the exit and for EOF on both pipes, so all output precedes it.
+            let output = async {
+                tokio::join!(
+                    pump_output(&shared, &id, StreamId::Stdout, stdout),
+                    pump_output(&shared, &id, StreamId::Stderr, stderr),
+                );
+            };
+            (
+                pid,
+                exit,
+                Box::pin(output),
+                Box::pin(pump_stdin(stdin, stdin_rx)),
+            )
+        }
+        // Likewise on a terminal: the master reads EOF (EIO) only when every holder of the slave closed it,
+        // after whatever was still buffered.
+        Proc::Pty(PtySpawned { pid, master, exit }) => (
+            pid,
+            exit,
+            Box::pin(pty::pump_output(&shared, &id, master.clone())),
+            Box::pin(pty::pump_stdin(master, stdin_rx)),
+        ),
     };
-    let input = pump_stdin(stdin, stdin_rx);
+    let pgid = i32::try_from(pid).unwrap_or(i32::MAX);
     let who = format!("task {id}");
     let Ended { status, timed_out } =
         supervise::until_ended(&who, pgid, exit, output, input, Some(&stop), limits).await;

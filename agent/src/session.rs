@@ -21,7 +21,7 @@ use crate::health::HealthSampler;
 use crate::runner;
 use crate::state::Shared;
 
-pub const CAPABILITIES: [&str; 5] = ["exec", "stdin", "signal", "timeout", "spool"];
+pub const CAPABILITIES: [&str; 6] = ["exec", "stdin", "signal", "timeout", "spool", "pty"];
 /// Connect, TLS, the hub's response and its Welcome must all happen within this.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -189,8 +189,7 @@ async fn read_loop(
                 shared.space.notify_waiters();
             }
             Some(Msg::Ping(_)) => ping.notify_one(),
-            // No PTY support yet: tasks run on pipes, so there is nothing to resize.
-            Some(Msg::Resize(_)) => {}
+            Some(Msg::Resize(r)) => runner::resize(shared, r),
             Some(Msg::Welcome(_)) => tracing::warn!("ignoring a second Welcome"),
             None => tracing::debug!("ignoring an empty or unknown hub message"),
         }

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -35,6 +35,8 @@ pub enum SpawnError {
     },
     #[error("cannot start {program:?}: {source}")]
     Start { program: String, source: io::Error },
+    #[error("cannot start {program:?}: cannot open a pseudo-terminal: {source}")]
+    Pty { program: String, source: io::Error },
 }
 
 /// What to run; built from a RunTask by the caller.
@@ -139,12 +141,48 @@ fn check_cwd(program: &str, cwd: &Path) -> Result<(), SpawnError> {
     Ok(())
 }
 
+/// Where a child's standard streams go.
+#[derive(Debug)]
+pub enum Streams {
+    /// Pipes for stdout and stderr; stdin piped or /dev/null as `ProcessSpec::stdin` says.
+    Pipes,
+    /// All three on this terminal (a PTY slave), which also becomes the child's controlling terminal.
+    Terminal(OwnedFd),
+}
+
 /// Starts `spec` as `user`, in a new session (so its process group id is its pid), with piped output.
 pub fn spawn(
     spec: &ProcessSpec,
     user: &TaskUser,
     oom_score_adj: i32,
 ) -> Result<Spawned, SpawnError> {
+    let (mut child, exit) = spawn_with(spec, user, oom_score_adj, Streams::Pipes)?;
+    let pid = child.id();
+    let missing = || SpawnError::Start {
+        program: spec.argv[0].clone(),
+        source: io::Error::other("child pipe missing"),
+    };
+    let stdout: OwnedFd = child.stdout.take().ok_or_else(missing)?.into();
+    let stderr: OwnedFd = child.stderr.take().ok_or_else(missing)?.into();
+    let stdin: Option<OwnedFd> = child.stdin.take().map(Into::into);
+    // `child` is dropped without waiting: the reaper owns its exit status.
+    Ok(Spawned {
+        pid,
+        stdin,
+        stdout,
+        stderr,
+        exit,
+    })
+}
+
+/// Starts `spec` as `user` in a new session with the given streams. The returned `Child` must never be waited
+/// for (the reaper owns its exit status); it only hands over pipes and the pid.
+pub fn spawn_with(
+    spec: &ProcessSpec,
+    user: &TaskUser,
+    oom_score_adj: i32,
+    streams: Streams,
+) -> Result<(Child, oneshot::Receiver<ExitStatus>), SpawnError> {
     let program = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
     check_cwd(program, &spec.cwd)?;
     let start_err = |source| SpawnError::Start {
@@ -157,14 +195,27 @@ pub fn spawn(
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if spec.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let take_terminal = match streams {
+        Streams::Pipes => {
+            cmd.stdin(if spec.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            false
+        }
+        Streams::Terminal(tty) => {
+            // std dup2()s each onto 0, 1 and 2 in the child; the copies here close when `cmd` is dropped
+            // below, so that once the task's side is gone the master reads EOF (EIO).
+            cmd.stdin(Stdio::from(tty.try_clone().map_err(start_err)?))
+                .stdout(Stdio::from(tty.try_clone().map_err(start_err)?))
+                .stderr(Stdio::from(tty));
+            true
+        }
+    };
 
     // Everything the child needs is prepared here: after fork only async-signal-safe calls are allowed, so no allocation.
     let switch_user = nix::unistd::geteuid().as_raw() != user.uid;
@@ -182,6 +233,15 @@ pub fn spawn(
     let pre_exec = move || -> io::Result<()> {
         // Own session: the task and all its descendants form one process group we can signal as a whole.
         nix::unistd::setsid()?;
+        if take_terminal {
+            // std has already put the terminal on fd 0. As the new session's leader the child makes it its
+            // controlling terminal, which also makes its process group the terminal's foreground group
+            // (so ^C, ^Z and SIGWINCH reach the task).
+            // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); no memory is passed.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         // Before setuid: afterwards /proc/self belongs to root and is no longer writable. Failure is harmless.
         if let Ok(fd) =
             nix::fcntl::open(c"/proc/self/oom_score_adj", OFlag::O_WRONLY, Mode::empty())
@@ -197,27 +257,16 @@ pub fn spawn(
         nix::unistd::chdir(cwd.as_c_str())?;
         Ok(())
     };
-    // SAFETY: the closure only makes raw syscalls (setsid, open/write/close, setgroups, setgid,
+    // SAFETY: the closure only makes raw syscalls (setsid, ioctl, open/write/close, setgroups, setgid,
     // setuid, chdir) on data allocated before the fork; it neither allocates nor takes locks.
     unsafe {
         cmd.pre_exec(pre_exec);
     }
 
-    let (mut child, exit) =
-        reaper::spawn_registered(|| cmd.spawn(), |c| c.id()).map_err(start_err)?;
-    let pid = child.id();
-    let missing = || start_err(io::Error::other("child pipe missing"));
-    let stdout: OwnedFd = child.stdout.take().ok_or_else(missing)?.into();
-    let stderr: OwnedFd = child.stderr.take().ok_or_else(missing)?.into();
-    let stdin: Option<OwnedFd> = child.stdin.take().map(Into::into);
-    // `child` is dropped without waiting: the reaper owns its exit status.
-    Ok(Spawned {
-        pid,
-        stdin,
-        stdout,
-        stderr,
-        exit,
-    })
+    let started = reaper::spawn_registered(|| cmd.spawn(), |c| c.id()).map_err(start_err);
+    // Closes the parent's copies of the child's ends (pipes, or the terminal) now.
+    drop(cmd);
+    started
 }
 
 #[cfg(test)]

@@ -1,18 +1,18 @@
 //! The agent's task table: which tasks run or await acknowledgement, what the hub has seen of them, and what to send next.
 
-use std::sync::Arc;
-
 use docker_agent_proto::v1::{
     Ack, AgentMessage, OutputChunk, Stream, TaskReport, TaskResult, TaskStarted, Welcome,
     agent_message::Msg, task_result::Outcome,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::spool::{Spool, StreamId};
 
+mod control;
 mod held;
 mod seen;
 
+pub use control::Control;
 pub use held::Held;
 use seen::Seen;
 
@@ -26,15 +26,6 @@ pub const CANCELLED_WHILE_HELD: &str =
 /// In-order stdin bytes for a task; `None` closes its stdin.
 pub type StdinTx = mpsc::UnboundedSender<Option<tonic::codegen::Bytes>>;
 pub type StdinRx = mpsc::UnboundedReceiver<Option<tonic::codegen::Bytes>>;
-
-/// Handles on a running task's process.
-#[derive(Debug)]
-pub struct Control {
-    /// Process group (= pid, the task leads its own session).
-    pub pgid: i32,
-    /// Asks the task's supervisor to stop it: TERM, then KILL after `kill_grace`.
-    pub stop: Arc<Notify>,
-}
 
 /// What to do with a RunTask.
 #[derive(Debug, PartialEq, Eq)]
@@ -372,6 +363,8 @@ impl TaskTable {
 mod tests {
     use super::*;
     use docker_agent_proto::v1::{ResendFrom, task_result::Outcome};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
 
     fn control() -> (Control, Arc<Notify>) {
         let stop = Arc::new(Notify::new());
@@ -379,6 +372,7 @@ mod tests {
             Control {
                 pgid: 1,
                 stop: stop.clone(),
+                pty: None,
             },
             stop,
         )

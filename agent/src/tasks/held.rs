@@ -1,6 +1,6 @@
 //! Tasks held back while the setup steps run: kept in arrival order, reported as not running, ended (never started) by a cancel, and released together when the setup ends.
 
-use docker_agent_proto::v1::{RunTask, TaskResult, task_result::Outcome};
+use docker_agent_proto::v1::{PtySize, RunTask, TaskResult, task_result::Outcome};
 
 use super::{StdinRx, TaskTable};
 
@@ -46,6 +46,21 @@ impl TaskTable {
             .filter(|t| t.held.is_some())
             .map(|t| t.id.clone())
             .collect()
+    }
+
+    /// A held PTY task starts with the latest size it was sent. False when `id` is not a held PTY task.
+    pub fn resize_held(&mut self, id: &str, size: PtySize) -> bool {
+        match self
+            .find_mut(id)
+            .and_then(|t| t.held.as_mut())
+            .and_then(|h| h.task.pty.as_mut())
+        {
+            Some(pty) => {
+                *pty = size;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Ends a held task without running it. False when `id` is not held (running, finished or unknown).
@@ -145,6 +160,30 @@ mod tests {
         let mut released = t.release();
         let mut rx = released.pop().unwrap().stdin.unwrap();
         assert_eq!(rx.try_recv().unwrap().unwrap(), &b"early"[..]);
+    }
+
+    #[test]
+    fn a_held_pty_task_starts_with_the_latest_size() {
+        let mut t = TaskTable::new(1 << 20);
+        t.hold();
+        assert_eq!(t.admit("tty"), Admission::Run);
+        let task = RunTask {
+            task_id: "tty".into(),
+            pty: Some(PtySize { rows: 24, cols: 80 }),
+            ..Default::default()
+        };
+        assert!(t.hold_back(Held { task, stdin: None }).is_none());
+        held(&mut t, "pipes");
+        let size = PtySize {
+            rows: 40,
+            cols: 100,
+        };
+        assert!(t.resize_held("tty", size));
+        assert!(!t.resize_held("pipes", size), "no terminal to resize");
+        assert!(!t.resize_held("unknown", size));
+        let released = t.release();
+        assert_eq!(released[0].task.pty, Some(size));
+        assert_eq!(released[1].task.pty, None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod binary;
 mod hub;
+mod pty;
 mod session;
 mod setup;
 mod support;

@@ -86,7 +86,7 @@ async fn full_session_with_reconnect_and_resend() {
     assert_eq!(h.protocol_version, PROTOCOL_VERSION);
     assert_eq!(
         h.capabilities,
-        ["exec", "stdin", "signal", "timeout", "spool"]
+        ["exec", "stdin", "signal", "timeout", "spool", "pty"]
     );
     assert_eq!(h.instance_id, "0123abcd");
     assert!(h.tasks.is_empty());
