@@ -319,6 +319,9 @@ pub struct ExecArgs {
     /// Keep stdin open and forward it (implied when stdin is not a terminal).
     #[arg(long, short)]
     pub interactive: bool,
+    /// Run the command on a pseudo-terminal, with this terminal in raw mode (implies -i).
+    #[arg(long, short)]
+    pub tty: bool,
     /// Environment for the command, KEY=VALUE (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,

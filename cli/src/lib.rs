@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod output;
 mod progress;
+mod terminal;
 mod views;
 
 use std::process::ExitCode;

@@ -69,8 +69,18 @@ fn forward_stdin(tx: mpsc::Sender<pb::ExecRequest>) {
 }
 
 pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
-    let stdin = args.interactive || !std::io::stdin().is_terminal();
+    let stdin = args.tty || args.interactive || !std::io::stdin().is_terminal();
+    // Raw mode first: a refusal (no terminal) must come before anything runs remotely.
+    let mut raw = if args.tty {
+        Some(crate::terminal::RawMode::enter()?)
+    } else {
+        None
+    };
+    let pty = args
+        .tty
+        .then(|| crate::terminal::size().unwrap_or(pb::PtySize { rows: 24, cols: 80 }));
     let spec = pb::TaskSpec {
+        pty,
         argv: args.command,
         env: args.env.into_iter().collect(),
         cwd: args.workdir.unwrap_or_default(),
@@ -97,6 +107,8 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
     }
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut resized =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
     let mut sink = OutputSink::new();
     let mut task_id = String::new();
     let mut interrupts = 0;
@@ -115,6 +127,12 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
             }
             _ = terminate.recv() => {
                 let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(libc::SIGTERM)) }).await;
+                continue;
+            }
+            _ = resized.recv(), if raw.is_some() => {
+                if let Some(size) = crate::terminal::size() {
+                    let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Resize(size)) }).await;
+                }
                 continue;
             }
         };
@@ -141,6 +159,8 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
                             | pb::TaskState::Cancelled)
                     );
                 if terminal {
+                    // The terminal comes back before anything is printed on it.
+                    drop(raw.take());
                     if let Some(note) = failure_note(&task) {
                         eprintln!("docker-agent: {note}");
                     }

@@ -11,3 +11,4 @@ mod profiles;
 mod restart;
 mod snapshots;
 mod tasks;
+mod tty;
