@@ -50,6 +50,8 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command in an agent, streaming its output; exits with the command's exit code.
     Exec(ExecArgs),
+    /// An interactive login shell (or CMD) in an agent, on a pseudo-terminal; exits with its exit code.
+    Shell(ShellArgs),
     /// Submit a JSON task, or inspect tasks (get, logs, list, cancel).
     Task(TaskArgs),
     /// Stop a task's whole process group: TERM, then KILL after the grace period; or send one signal.
@@ -341,6 +343,46 @@ pub struct ExecArgs {
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Environment for the shell, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the container (default /workspace).
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// The agent to open the shell in.
+    pub name: String,
+    /// Run this instead of the login shell (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl ShellArgs {
+    /// The same as `exec -t NAME -- CMD`, CMD being the task user's login shell unless given.
+    pub fn into_exec(self) -> ExecArgs {
+        let command = if self.command.is_empty() {
+            // bash where the image has it (every docker-agent image does), sh otherwise.
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi".into(),
+            ]
+        } else {
+            self.command
+        };
+        ExecArgs {
+            interactive: true,
+            tty: true,
+            env: self.env,
+            workdir: self.workdir,
+            timeout: None,
+            name: self.name,
+            command,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

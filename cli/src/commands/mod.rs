@@ -47,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restart(args) => agents::stop(connect().await?, args, true).await,
         Command::Destroy(args) => agents::destroy(connect().await?, args).await,
         Command::Exec(args) => exec::run(connect().await?, args).await,
+        Command::Shell(args) => exec::run(connect().await?, args.into_exec()).await,
         Command::Task(mut args) => match args.command.take() {
             Some(command) => task::run(connect().await?, command).await,
             None => {

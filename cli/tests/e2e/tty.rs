@@ -116,6 +116,21 @@ async fn exec_t_gives_a_terminal_of_the_local_size_and_returns_its_exit_code() {
     assert!(out.contains("33 101"), "{out}");
     assert!(out.contains("typed-42"), "{out}");
 
+    // `shell` is a login shell on a terminal: bash, in /workspace, as the task user.
+    let args = ["shell", name.as_str()];
+    let (code, out) = tokio::task::block_in_place(|| {
+        run_on_terminal(
+            &hub,
+            &args,
+            24,
+            80,
+            "$ ",
+            "echo $0 $(pwd) $(id -un) $(stty size)\nexit 3\n",
+        )
+    });
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("bash /workspace agent 24 80"), "{out}");
+
     // Without a terminal on stdin, -t is refused before anything runs.
     let refused = hub.cli(&["exec", "-t", &name, "--", "true"]).await;
     refused.fails_with("-t needs a terminal");
