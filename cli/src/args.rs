@@ -52,6 +52,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// An interactive login shell (or CMD) in an agent, on a pseudo-terminal; exits with its exit code.
     Shell(ShellArgs),
+    /// List an agent's running shell sessions (to re-attach with `shell NAME --attach ID`).
+    Sessions(StatusArgs),
     /// Submit a JSON task, or inspect tasks (get, logs, list, cancel).
     Task(TaskArgs),
     /// Stop a task's whole process group: TERM, then KILL after the grace period; or send one signal.
@@ -343,6 +345,9 @@ pub struct ExecArgs {
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+    /// A running terminal session to attach to instead (`shell --attach`).
+    #[arg(skip)]
+    pub attach: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -356,8 +361,12 @@ pub struct ShellArgs {
     /// The agent to open the shell in.
     pub name: String,
     /// Run this instead of the login shell (after `--`).
-    #[arg(last = true, value_name = "CMD")]
+    #[arg(last = true, value_name = "CMD", conflicts_with = "attach")]
     pub command: Vec<String>,
+    /// Re-attach to a running session (see `docker-agent sessions NAME`): its recent output is
+    /// replayed, then it continues live. Sessions outlive the terminal that started them.
+    #[arg(long, value_name = "ID")]
+    pub attach: Option<String>,
 }
 
 impl ShellArgs {
@@ -381,6 +390,7 @@ impl ShellArgs {
             timeout: None,
             name: self.name,
             command,
+            attach: self.attach,
         }
     }
 }

@@ -90,13 +90,24 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let (tx, rx) = mpsc::channel(64);
+    let name = args.name.clone();
+    let attach = args.attach.clone().unwrap_or_default();
     tx.send(pb::ExecRequest {
         msg: Some(Msg::Start(pb::ExecStart {
             agent: args.name,
-            spec: Some(spec),
+            spec: (attach.is_empty()).then_some(spec),
+            attach: attach.clone(),
+            replay_bytes: 0,
         })),
     })
     .await?;
+    // An attached session takes this terminal's size.
+    if let (false, Some(size)) = (attach.is_empty(), pty) {
+        tx.send(pb::ExecRequest {
+            msg: Some(Msg::Resize(size)),
+        })
+        .await?;
+    }
     let mut events = client
         .exec(ReceiverStream::new(rx))
         .await
@@ -139,6 +150,12 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
         let event = match event {
             Some(Ok(e)) => e,
             Some(Err(status)) => return Err(status_error(status)),
+            None if raw.is_some() => {
+                drop(raw.take());
+                return Err(anyhow!(
+                    "lost the connection to the hub; the session goes on: `docker-agent shell {name} --attach {task_id}`"
+                ));
+            }
             None => {
                 return Err(anyhow!(
                     "lost the connection to the hub; the task goes on: `docker-agent task logs {task_id} --follow`"

@@ -48,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Destroy(args) => agents::destroy(connect().await?, args).await,
         Command::Exec(args) => exec::run(connect().await?, args).await,
         Command::Shell(args) => exec::run(connect().await?, args.into_exec()).await,
+        Command::Sessions(args) => task::sessions(connect().await?, args).await,
         Command::Task(mut args) => match args.command.take() {
             Some(command) => task::run(connect().await?, command).await,
             None => {

@@ -237,6 +237,48 @@ pub async fn kill(mut client: Client, args: crate::args::KillArgs) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sessions NAME`: the agent's terminal tasks that still run.
+pub async fn sessions(mut client: Client, args: crate::args::StatusArgs) -> Result<ExitCode> {
+    let tasks = client
+        .list_tasks(pb::ListTasksRequest {
+            agent: args.name,
+            limit: 1000,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .tasks;
+    let live: Vec<&pb::Task> = tasks
+        .iter()
+        .filter(|t| t.spec.as_ref().is_some_and(|s| s.pty.is_some()))
+        .filter(|t| {
+            matches!(
+                pb::TaskState::try_from(t.state),
+                Ok(pb::TaskState::Queued | pb::TaskState::Dispatched | pb::TaskState::Running)
+            )
+        })
+        .collect();
+    if args.json.json {
+        let views: Vec<TaskView> = live.iter().map(|t| TaskView::from(*t)).collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = live
+        .iter()
+        .map(|t| {
+            let view = TaskView::from(*t);
+            vec![
+                view.id.clone(),
+                view.state.clone(),
+                view.created.clone(),
+                view.argv.join(" "),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["ID", "STATE", "CREATED", "COMMAND"], &rows));
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn cancel(mut client: Client, id: String) -> Result<ExitCode> {
     let task = client
         .cancel_task(pb::TaskRequest { task_id: id })

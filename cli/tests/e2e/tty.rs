@@ -42,8 +42,88 @@ fn lflag(fd: &OwnedFd) -> libc::tcflag_t {
     }
 }
 
-/// Runs `docker-agent exec -t ...` on a terminal of `rows`×`cols`, typing `input` once `ready`
-/// appears in its output; returns (exit code, everything it printed).
+/// A CLI process on a pseudo-terminal of its own, and what it printed so far.
+struct Term {
+    child: std::process::Child,
+    master: OwnedFd,
+    slave: Option<OwnedFd>,
+    seen: Arc<Mutex<Vec<u8>>>,
+    drained: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Term {
+    fn spawn(hub: &Hub, args: &[&str], rows: u16, cols: u16) -> Self {
+        let (master, slave) = openpty(rows, cols);
+        let child = Command::new(CLI)
+            .arg("--home")
+            .arg(hub.home())
+            .args(args)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave.try_clone().unwrap()))
+            .spawn()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = std::fs::File::from(master.try_clone().unwrap());
+        let sink = seen.clone();
+        let drained = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self {
+            child,
+            master,
+            slave: Some(slave),
+            seen,
+            drained: Some(drained),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "never saw {needle:?}: {}",
+                self.text()
+            );
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+
+    fn type_in(&self, input: &str) {
+        let mut writer = std::fs::File::from(self.master.try_clone().unwrap());
+        writer.write_all(input.as_bytes()).unwrap();
+    }
+
+    /// Waits for the CLI to exit; checks it gave the terminal back; returns its code and output.
+    fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap();
+        let slave = self.slave.take().unwrap();
+        // The CLI put the terminal back as it found it (canonical mode, echo).
+        let flags = lflag(&slave);
+        assert!(
+            flags & libc::ICANON != 0 && flags & libc::ECHO != 0,
+            "terminal left raw"
+        );
+        // With the last slave descriptor closed, the master reads to the end and then fails (EIO).
+        drop(slave);
+        self.drained.take().unwrap().join().unwrap();
+        (status.code().unwrap_or(-1), self.text())
+    }
+}
+
+/// Runs the CLI on a terminal of `rows`×`cols`, typing `input` once `ready` appears; returns its exit
+/// code and everything it printed.
 fn run_on_terminal(
     hub: &Hub,
     args: &[&str],
@@ -52,47 +132,10 @@ fn run_on_terminal(
     ready: &str,
     input: &str,
 ) -> (i32, String) {
-    let (master, slave) = openpty(rows, cols);
-    let mut child = Command::new(CLI)
-        .arg("--home")
-        .arg(hub.home())
-        .args(args)
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave.try_clone().unwrap()))
-        .spawn()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut reader = std::fs::File::from(master.try_clone().unwrap());
-    let sink = seen.clone();
-    let drained = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let text = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    while !text().contains(ready) {
-        assert!(Instant::now() < deadline, "never saw {ready:?}: {}", text());
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-    let mut writer = std::fs::File::from(master.try_clone().unwrap());
-    writer.write_all(input.as_bytes()).unwrap();
-    let status = child.wait().unwrap();
-    // The CLI put the terminal back as it found it (canonical mode, echo).
-    let flags = lflag(&slave);
-    assert!(
-        flags & libc::ICANON != 0 && flags & libc::ECHO != 0,
-        "terminal left raw"
-    );
-    // With the last slave descriptor closed, the master reads to the end and then fails (EIO).
-    drop(slave);
-    drained.join().unwrap();
-    (status.code().unwrap_or(-1), text())
+    let term = Term::spawn(hub, args, rows, cols);
+    term.wait_for(ready);
+    term.type_in(input);
+    term.finish()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,4 +177,49 @@ async fn exec_t_gives_a_terminal_of_the_local_size_and_returns_its_exit_code() {
     // Without a terminal on stdin, -t is refused before anything runs.
     let refused = hub.cli(&["exec", "-t", &name, "--", "true"]).await;
     refused.fails_with("-t needs a terminal");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shell_session_outlives_its_terminal_and_re_attaches_with_its_scrollback() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("sess");
+    hub.create(&name).await;
+    let shell = ["shell", name.as_str()];
+    let mut first = tokio::task::block_in_place(|| {
+        let term = Term::spawn(&hub, &shell, 24, 80);
+        term.wait_for("$ ");
+        term.type_in("echo marker-$((6*7))\n");
+        term.wait_for("marker-42");
+        term
+    });
+    // The terminal dies without a word (an ssh link dropping).
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let sessions = hub.cli(&["sessions", &name, "--json"]).await.json();
+    let sessions = sessions.as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+
+    let attach = ["shell", name.as_str(), "--attach", id.as_str()];
+    let (code, out) = tokio::task::block_in_place(|| {
+        let term = Term::spawn(&hub, &attach, 30, 90);
+        // The earlier output comes first, then the session is live: it also took the new size.
+        term.wait_for("marker-42");
+        term.type_in("stty size; exit 4\n");
+        term.finish()
+    });
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("30 90"), "{out}");
+    assert!(
+        hub.cli(&["sessions", &name, "--json"])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let (code, out) = tokio::task::block_in_place(|| Term::spawn(&hub, &attach, 24, 80).finish());
+    assert_eq!(code, 1);
+    assert!(out.contains("has ended"), "{out}");
 }

@@ -58,6 +58,29 @@ pub struct ControlSvc {
 }
 
 impl ControlSvc {
+    /// A running terminal task of `agent`, which another client may attach to.
+    fn attachable(
+        &self,
+        agent: &crate::store::AgentRecord,
+        task_id: &str,
+    ) -> Result<TaskRecord, Status> {
+        let task = self.core.task(task_id)?;
+        if task.agent_id != agent.id {
+            return Err(HubError::TaskNotFound(task_id.to_string()).into());
+        }
+        if task.spec.pty.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "task {task_id} is not a terminal session (start one with `docker-agent shell`)"
+            )));
+        }
+        if task.state.is_terminal() {
+            return Err(Status::failed_precondition(format!(
+                "session {task_id} has ended"
+            )));
+        }
+        Ok(task)
+    }
+
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
     }
@@ -82,6 +105,25 @@ impl ControlSvc {
             .unwrap_or_default();
         Ok(convert::task(task, &name))
     }
+}
+
+/// What an attach replays of a session's output by default.
+const SCROLLBACK: u64 = 64 * 1024;
+
+/// The part of a stored chunk at or after `from` (a terminal task has only stdout).
+fn scrollback(
+    mut chunk: crate::store::StoredChunk,
+    from: u64,
+) -> Option<crate::store::StoredChunk> {
+    let end = chunk.offset + chunk.data.len() as u64;
+    if end <= from {
+        return None;
+    }
+    if chunk.offset < from {
+        chunk.data = chunk.data.slice((from - chunk.offset) as usize..);
+        chunk.offset = from;
+    }
+    Some(chunk)
 }
 
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -241,10 +283,22 @@ impl ControlService for ControlSvc {
             }
         };
         let agent = self.core.agent(&start.agent)?;
-        let task = self
-            .core
-            .submit_task(&agent, required(start.spec, "task spec")?)
-            .await?;
+        let (task, replay_from) = if start.attach.is_empty() {
+            let task = self
+                .core
+                .submit_task(&agent, required(start.spec, "task spec")?)
+                .await?;
+            (task, 0)
+        } else {
+            let task = self.attachable(&agent, &start.attach)?;
+            let replay = if start.replay_bytes > 0 {
+                start.replay_bytes
+            } else {
+                SCROLLBACK
+            };
+            let from = task.stdout_len.saturating_sub(replay);
+            (task, from)
+        };
         let (tx, rx) = mpsc::channel(256);
         tx.send(Ok(pb::ExecEvent {
             event: Some(pb::exec_event::Event::Task(
@@ -307,9 +361,12 @@ impl ControlService for ControlSvc {
             let watcher = tokio::spawn(async move { core.watch_task(&id, true, wtx).await });
             while let Some(item) = wrx.recv().await {
                 let event = match item {
-                    WatchItem::Output(chunk) => {
-                        pb::exec_event::Event::Output(convert::chunk(&task_id, chunk))
-                    }
+                    WatchItem::Output(chunk) => match scrollback(chunk, replay_from) {
+                        Some(chunk) => {
+                            pb::exec_event::Event::Output(convert::chunk(&task_id, chunk))
+                        }
+                        None => continue,
+                    },
                     WatchItem::Done(task) => match svc.task_message(*task) {
                         Ok(t) => pb::exec_event::Event::Task(t),
                         Err(e) => {
