@@ -120,6 +120,10 @@ pub struct HubArgs {
     #[arg(long, env = "DOCKER_AGENT_READY_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub ready_timeout: Duration,
 
+    /// How long a shell session lives with no terminal attached before it is ended.
+    #[arg(long, env = "DOCKER_AGENT_SESSION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+
     /// Grace between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, env = "DOCKER_AGENT_KILL_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub kill_grace: Duration,

@@ -59,6 +59,8 @@ pub struct HubConfig {
     pub agent_spool_bytes: Option<u64>,
     /// User profiles; default `<data dir>/profiles`.
     pub profiles_dir: Option<PathBuf>,
+    /// How long a terminal session lives with nobody attached.
+    pub session_timeout: Duration,
 }
 
 impl HubConfig {
@@ -77,6 +79,7 @@ impl HubConfig {
             kill_grace: Duration::from_secs(5),
             agent_spool_bytes: None,
             profiles_dir: None,
+            session_timeout: Duration::from_secs(300),
         }
     }
 
@@ -135,6 +138,11 @@ impl HubConfig {
             ),
             ("ready timeout", self.ready_timeout, Duration::from_secs(1)),
             ("kill grace", self.kill_grace, Duration::ZERO),
+            (
+                "session timeout",
+                self.session_timeout,
+                Duration::from_secs(1),
+            ),
         ] {
             if value < min {
                 return bad(format!("{name} must be at least {min:?}"));

@@ -29,6 +29,8 @@ pub struct Settings {
     pub profiles_dir: Option<std::path::PathBuf>,
     /// CPUs the engine has: the most a container can be given.
     pub engine_cpus: u32,
+    /// How long a terminal session lives with nobody attached.
+    pub session_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -46,6 +48,8 @@ pub struct Core {
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken whenever tasks leave the queue, for senders waiting to follow a task.
     pub(crate) dispatched: tokio::sync::Notify,
+    /// Per terminal task: how many clients are attached (see `sessions.rs`).
+    pub(crate) attached: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Core {
@@ -79,6 +83,7 @@ impl Core {
                 data_dir: dir.to_path_buf(),
                 profiles_dir: None,
                 engine_cpus: 2,
+                session_timeout: Duration::from_secs(1),
             },
             store: Store::open_in_memory().unwrap(),
             images: ImageBuilder::new(
@@ -93,6 +98,7 @@ impl Core {
             transitions: Default::default(),
             stream_locks: Default::default(),
             dispatched: Default::default(),
+            attached: Default::default(),
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod profile;
 pub mod registry;
 mod server;
 pub mod session;
+pub mod sessions;
 pub mod setup;
 pub mod snapshot;
 pub mod store;

@@ -153,6 +153,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             data_dir: config.data_dir.clone(),
             profiles_dir: Some(profiles_dir),
             engine_cpus,
+            session_timeout: config.session_timeout,
         },
         store,
         driver,
@@ -162,8 +163,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         transitions: Default::default(),
         stream_locks: Default::default(),
         dispatched: Default::default(),
+        attached: Default::default(),
     });
     core.reconcile().await?;
+    core.expire_unattached_sessions()?;
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let agent_server =

@@ -19,6 +19,7 @@ pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
     config.heartbeat_interval = args.heartbeat_interval;
     config.ready_timeout = args.ready_timeout;
     config.kill_grace = args.kill_grace;
+    config.session_timeout = args.session_timeout;
     config.agent_spool_bytes = args.agent_spool;
     config.profiles_dir = args.profiles.profiles_dir.clone();
     config

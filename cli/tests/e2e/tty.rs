@@ -223,3 +223,36 @@ async fn a_shell_session_outlives_its_terminal_and_re_attaches_with_its_scrollba
     assert_eq!(code, 1);
     assert!(out.contains("has ended"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_nobody_attaches_to_is_ended_after_the_session_timeout() {
+    let hub = Hub::builder()
+        .arg("--session-timeout")
+        .arg("2s")
+        .start()
+        .await;
+    let name = hub.name("idle");
+    hub.create(&name).await;
+    let shell = ["shell", name.as_str()];
+    let mut term = tokio::task::block_in_place(|| {
+        let term = Term::spawn(&hub, &shell, 24, 80);
+        term.wait_for("$ ");
+        term
+    });
+    term.child.kill().unwrap();
+    term.child.wait().unwrap();
+    let sessions = hub.cli(&["sessions", &name, "--json"]).await.json();
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    // Following its output returns once the session has ended.
+    hub.cli(&["task", "logs", &id, "--follow"]).await.ok();
+    let got = hub.cli(&["task", "get", &id, "--json"]).await.json();
+    assert!(got["signal"].as_i64().is_some(), "ended by a signal: {got}");
+    assert!(
+        hub.cli(&["sessions", &name, "--json"])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

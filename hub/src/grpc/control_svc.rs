@@ -351,15 +351,28 @@ impl ControlService for ControlSvc {
             }
         });
 
-        // Stored and live output → client, then the final task.
+        // Stored and live output → client, then the final task. A terminal session counts this client
+        // as attached until it goes.
         let svc = self.clone();
+        let attached = task
+            .spec
+            .pty
+            .is_some()
+            .then(|| self.core.attach_session(&task.id));
         let task_id = task.id;
         tokio::spawn(async move {
+            let _attached = attached;
             let (wtx, mut wrx) = mpsc::channel(64);
             let core = svc.core.clone();
             let id = task_id.clone();
             let watcher = tokio::spawn(async move { core.watch_task(&id, true, wtx).await });
-            while let Some(item) = wrx.recv().await {
+            loop {
+                // A client that goes away while the task is quiet must be noticed too: it detaches.
+                let item = tokio::select! {
+                    item = wrx.recv() => item,
+                    () = tx.closed() => break,
+                };
+                let Some(item) = item else { break };
                 let event = match item {
                     WatchItem::Output(chunk) => match scrollback(chunk, replay_from) {
                         Some(chunk) => {
