@@ -2,7 +2,8 @@
 //! and prints the README table. Figures are medians of repeated runs; nothing here is asserted.
 //! (Sleeping is fine here: this is a benchmark, not a test.)
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +12,9 @@ const EXEC_RUNS: usize = 40;
 const CREATE_RUNS: usize = 5;
 const THROUGHPUT_BYTES: u64 = 256 << 20;
 const THROUGHPUT_RUNS: usize = 3;
+const CP_BYTES: u64 = 256 << 20;
+const CP_RUNS: usize = 3;
+const KEYSTROKES: usize = 200;
 
 fn cli_path() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -132,6 +136,74 @@ fn agent_rss(bench: &Bench, name: &str) -> u64 {
     0
 }
 
+/// A pseudo-terminal pair, 24×80.
+fn openpty() -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty fills two descriptors we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// Keystroke echo: `cmd` (a `cat` on a remote terminal) runs on a local terminal; each sample is the
+/// time from typing one key to seeing its echo come back. Returns (median, p99).
+fn echo_latency(cmd: &mut Command) -> (Duration, Duration) {
+    let (master, slave) = openpty();
+    let mut child = cmd
+        .stdin(Stdio::from(slave.try_clone().expect("dup")))
+        .stdout(Stdio::from(slave.try_clone().expect("dup")))
+        .stderr(Stdio::from(slave.try_clone().expect("dup")))
+        .spawn()
+        .expect("spawn");
+    let mut out = std::fs::File::from(master.try_clone().expect("dup"));
+    let mut input = std::fs::File::from(master);
+    let mut buf = [0u8; 256];
+    // Until the remote terminal echoes, the command is not up yet.
+    loop {
+        input.write_all(b"w").expect("type");
+        std::thread::sleep(Duration::from_millis(200));
+        let n = out.read(&mut buf).expect("read");
+        if buf[..n].contains(&b'w') {
+            break;
+        }
+    }
+    let mut samples = Vec::new();
+    for _ in 0..KEYSTROKES {
+        let start = Instant::now();
+        input.write_all(b"k").expect("type");
+        loop {
+            let n = out.read(&mut buf).expect("read");
+            if buf[..n].contains(&b'k') {
+                break;
+            }
+        }
+        samples.push(start.elapsed());
+    }
+    input.write_all(&[3]).expect("ctrl-c");
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(slave);
+    samples.sort();
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    )
+}
+
 fn main() {
     let bench = Bench::start();
     let name = format!("bench-{}", std::process::id());
@@ -171,6 +243,50 @@ fn main() {
     }
     let (ours_tp, theirs_tp) = (median(ours_tp), median(theirs_tp));
     let mbps = |d: Duration| THROUGHPUT_BYTES as f64 / (1 << 20) as f64 / d.as_secs_f64();
+
+    // Keystroke echo through the hub, against `docker exec -it` on the same container.
+    let (echo_med, echo_p99) = echo_latency(bench.cli().args(["exec", "-t", &name, "--", "cat"]));
+    let (decho_med, decho_p99) =
+        echo_latency(Command::new("docker").args(["exec", "-it", &container, "cat"]));
+
+    // cp both ways against `docker cp`.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let file = scratch.path().join("blob");
+    let mut data = Vec::new();
+    std::fs::File::open("/dev/urandom")
+        .expect("urandom")
+        .take(CP_BYTES)
+        .read_to_end(&mut data)
+        .expect("random bytes");
+    std::fs::write(&file, &data).expect("write blob");
+    drop(data);
+    let blob = file.to_str().expect("utf-8 path");
+    let (mut cp_in, mut dcp_in, mut cp_out, mut dcp_out) = (vec![], vec![], vec![], vec![]);
+    for i in 0..CP_RUNS {
+        let ours = format!("{name}:/workspace/in-{i}");
+        let theirs = format!("{container}:/workspace/din-{i}");
+        cp_in.push(timed(bench.cli().args(["cp", blob, &ours])));
+        dcp_in.push(timed(Command::new("docker").args(["cp", blob, &theirs])));
+        let back = scratch.path().join(format!("out-{i}"));
+        let dback = scratch.path().join(format!("dout-{i}"));
+        cp_out.push(timed(bench.cli().args([
+            "cp",
+            &ours,
+            back.to_str().expect("utf-8"),
+        ])));
+        dcp_out.push(timed(Command::new("docker").args([
+            "cp",
+            &theirs,
+            dback.to_str().expect("utf-8"),
+        ])));
+    }
+    let cp_mbps = |d: Duration| CP_BYTES as f64 / (1 << 20) as f64 / d.as_secs_f64();
+    let (cp_in, dcp_in, cp_out, dcp_out) = (
+        cp_mbps(median(cp_in)),
+        cp_mbps(median(dcp_in)),
+        cp_mbps(median(cp_out)),
+        cp_mbps(median(dcp_out)),
+    );
 
     // The agent gives memory back at its next heartbeats once its spool is empty.
     std::thread::sleep(Duration::from_secs(11));
@@ -229,6 +345,28 @@ fn main() {
         mbps(ours_tp),
         mbps(theirs_tp),
         mbps(ours_tp) / mbps(theirs_tp)
+    );
+    println!(
+        "| keystroke echo, `exec -t N cat` vs `docker exec -it N cat` (median of {KEYSTROKES}) | {} | {} | {:.2} | |",
+        ms(echo_med),
+        ms(decho_med),
+        echo_med.as_secs_f64() / decho_med.as_secs_f64()
+    );
+    println!(
+        "| keystroke echo, p99 | {} | {} | {:.2} | |",
+        ms(echo_p99),
+        ms(decho_p99),
+        echo_p99.as_secs_f64() / decho_p99.as_secs_f64()
+    );
+    println!(
+        "| `cp` in, {} MiB file vs `docker cp` (median of {CP_RUNS}) | {cp_in:.0} MiB/s | {dcp_in:.0} MiB/s | {:.2} | |",
+        CP_BYTES >> 20,
+        cp_in / dcp_in
+    );
+    println!(
+        "| `cp` out, {} MiB file vs `docker cp` (median of {CP_RUNS}) | {cp_out:.0} MiB/s | {dcp_out:.0} MiB/s | {:.2} | |",
+        CP_BYTES >> 20,
+        cp_out / dcp_out
     );
     println!(
         "| Agent RSS, idle after create | {:.1} MiB | | | ≤ 4 MB |",
