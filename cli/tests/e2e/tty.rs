@@ -100,6 +100,29 @@ impl Term {
         }
     }
 
+    /// Resizes the terminal and tells the CLI, as a terminal emulator does (SIGWINCH).
+    fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on our own master; kill(2) on our own child.
+        unsafe {
+            assert_eq!(
+                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws),
+                0
+            );
+            libc::kill(self.child.id() as i32, libc::SIGWINCH);
+        }
+    }
+
+    fn prompts(&self) -> usize {
+        self.text().matches("$ ").count()
+    }
+
     fn type_in(&self, input: &str) {
         let mut writer = std::fs::File::from(self.master.try_clone().unwrap());
         writer.write_all(input.as_bytes()).unwrap();
@@ -190,6 +213,23 @@ async fn a_shell_session_outlives_its_terminal_and_re_attaches_with_its_scrollba
         term.wait_for("$ ");
         term.type_in("echo marker-$((6*7))\n");
         term.wait_for("marker-42");
+        // A resize reaches the remote terminal. The resize and the typed command travel on
+        // different paths, so ask again (each answer ends with a new prompt) until it shows.
+        term.resize(40, 120);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !term.text().contains("40 120") {
+            assert!(
+                Instant::now() < deadline,
+                "resize never seen: {}",
+                term.text()
+            );
+            let prompts = term.prompts();
+            term.type_in("stty size\n");
+            while term.prompts() == prompts {
+                assert!(Instant::now() < deadline, "no prompt: {}", term.text());
+                std::thread::park_timeout(Duration::from_millis(20));
+            }
+        }
         term
     });
     // The terminal dies without a word (an ssh link dropping).
