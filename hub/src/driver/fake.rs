@@ -60,7 +60,6 @@ impl Driver for FakeDriver {
             id: format!("sha256:{reference}"),
             tags: vec![reference.to_string()],
             labels: HashMap::new(),
-            created_unix: 0,
             size_bytes: 0,
         }))
     }

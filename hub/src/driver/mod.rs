@@ -111,7 +111,6 @@ pub struct ImageInfo {
     pub id: String,
     pub tags: Vec<String>,
     pub labels: HashMap<String, String>,
-    pub created_unix: i64,
     pub size_bytes: i64,
 }
 

@@ -12,23 +12,9 @@ use super::control_svc::{BoxStream, ControlSvc};
 use crate::error::HubError;
 use crate::lifecycle::Lifecycle;
 
-/// An absolute path with no `..`, normalised.
+/// An absolute path with no `..`, normalised, as profiles require too.
 fn container_path(path: &str) -> Result<String, Status> {
-    if !path.starts_with('/') {
-        return Err(Status::invalid_argument(format!(
-            "{path:?} is not an absolute path in the container"
-        )));
-    }
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    if parts.contains(&"..") {
-        return Err(Status::invalid_argument(format!(
-            "{path:?} must not contain '..'"
-        )));
-    }
-    Ok(format!("/{}", parts.join("/")))
+    crate::profile::validate_abs_path(path).map_err(Status::invalid_argument)
 }
 
 impl ControlSvc {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use parse::{Format, parse, parse_size, validate_profile_name};
+pub use parse::{Format, parse, parse_size, validate_abs_path, validate_profile_name};
 pub use render::format_size;
 
 /// The profile used when `create` names none.

@@ -486,7 +486,7 @@ fn is_docker_object_name(n: &str) -> bool {
 }
 
 /// An absolute, normalised path with no `..`.
-fn validate_abs_path(p: &str) -> Result<String, String> {
+pub fn validate_abs_path(p: &str) -> Result<String, String> {
     if !p.starts_with('/') {
         return Err(format!("{p:?} is not an absolute path"));
     }

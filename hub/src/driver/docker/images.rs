@@ -21,7 +21,6 @@ impl DockerDriver {
                 id: image.id.unwrap_or_default(),
                 tags: image.repo_tags.unwrap_or_default(),
                 labels: image.config.and_then(|c| c.labels).unwrap_or_default(),
-                created_unix: 0,
                 size_bytes: image.size.unwrap_or_default(),
             })),
             Err(BollardError::DockerResponseServerError {
@@ -47,7 +46,6 @@ impl DockerDriver {
                 id: i.id,
                 tags: i.repo_tags,
                 labels: i.labels,
-                created_unix: i.created,
                 size_bytes: i.size,
             })
             .collect())
