@@ -124,6 +124,10 @@ pub struct HubArgs {
     #[arg(long, env = "DOCKER_AGENT_SESSION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub session_timeout: Duration,
 
+    /// Where xterm.js is installed (Debian's libjs-xterm), for the dashboard's terminal.
+    #[arg(long, env = "DOCKER_AGENT_XTERM_DIR", default_value = docker_agent_hub::config::DEFAULT_XTERM_DIR)]
+    pub xterm_dir: PathBuf,
+
     /// Grace between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, env = "DOCKER_AGENT_KILL_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub kill_grace: Duration,

@@ -196,6 +196,7 @@ impl Core {
         };
         self.transition(&agent.id, LifecycleEvent::Destroyed, "destroyed")?;
         self.registry.evict(&agent.id);
+        self.health.forget(&agent.id);
         self.lose_tasks(&agent.id, "the agent was destroyed")?;
         self.bus.publish_event(HubEvent::Removed {
             agent_id: agent.id.clone(),

@@ -43,6 +43,9 @@ const TASK_CHANNEL: usize = 32;
 #[derive(Debug)]
 pub struct Bus {
     events: broadcast::Sender<HubEvent>,
+    /// Counts heartbeats. Kept apart from `events` because a large fleet heartbeats thousands of times a
+    /// second: live views sample it instead of receiving each one.
+    heartbeats: tokio::sync::watch::Sender<u64>,
     tasks: Mutex<HashMap<String, broadcast::Sender<TaskUpdate>>>,
 }
 
@@ -50,6 +53,7 @@ impl Default for Bus {
     fn default() -> Self {
         Self {
             events: broadcast::channel(1024).0,
+            heartbeats: tokio::sync::watch::channel(0).0,
             tasks: Mutex::default(),
         }
     }
@@ -62,6 +66,14 @@ impl Bus {
 
     pub fn publish_event(&self, event: HubEvent) {
         let _ = self.events.send(event);
+    }
+
+    pub fn heartbeat(&self) {
+        self.heartbeats.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe_heartbeats(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.heartbeats.subscribe()
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<TaskUpdate>>> {

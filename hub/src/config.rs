@@ -39,6 +39,9 @@ impl std::fmt::Display for AgentListen {
     }
 }
 
+/// Where Debian's `libjs-xterm` puts xterm.js.
+pub const DEFAULT_XTERM_DIR: &str = "/usr/share/javascript/xterm";
+
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub data_dir: PathBuf,
@@ -61,6 +64,8 @@ pub struct HubConfig {
     pub profiles_dir: Option<PathBuf>,
     /// How long a terminal session lives with nobody attached.
     pub session_timeout: Duration,
+    /// Where xterm.js is installed (Debian's `libjs-xterm`), served to the dashboard's terminal.
+    pub xterm_dir: PathBuf,
 }
 
 impl HubConfig {
@@ -80,6 +85,7 @@ impl HubConfig {
             agent_spool_bytes: None,
             profiles_dir: None,
             session_timeout: Duration::from_secs(300),
+            xterm_dir: PathBuf::from(DEFAULT_XTERM_DIR),
         }
     }
 

@@ -41,6 +41,7 @@ pub struct Core {
     pub registry: Registry,
     pub bus: Bus,
     pub images: ImageBuilder,
+    pub health: crate::health_history::HealthHistory,
     /// Serialises lifecycle transitions, which read, decide and write.
     pub(crate) transitions: std::sync::Mutex<()>,
     /// Per agent: orders what goes onto its stream (see `Core::stream_lock`).
@@ -95,6 +96,7 @@ impl Core {
             driver,
             registry: Registry::default(),
             bus: Bus::default(),
+            health: Default::default(),
             transitions: Default::default(),
             stream_locks: Default::default(),
             dispatched: Default::default(),

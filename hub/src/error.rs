@@ -1,4 +1,4 @@
-//! The hub's error type. gRPC statuses are made from it in one place (`grpc::status`).
+//! The hub's error type, and the one place it is classified for clients ([`HubError::public`]): gRPC (`grpc::status`) and HTTP (`http::error`) only encode that.
 
 use crate::datadir::DataDirError;
 use crate::driver::DriverError;
@@ -53,3 +53,79 @@ pub enum HubError {
 }
 
 pub type Result<T> = std::result::Result<T, HubError>;
+
+/// What kind of failure a client sees; gRPC codes and HTTP statuses are made from this alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Timeout,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable name used in JSON errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::FailedPrecondition => "failed_precondition",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl HubError {
+    /// The kind and the message a client may see. Internal details (paths, SQL, engine replies) are
+    /// logged here in full and replaced by a pointer to the log.
+    pub fn public(&self) -> (ErrorKind, String) {
+        use ErrorKind as K;
+        let (kind, message) = match self {
+            HubError::InvalidArgument(_) | HubError::Config(_) => {
+                (K::InvalidArgument, self.to_string())
+            }
+            HubError::Profile(ProfileError::Unknown { .. }) => (K::NotFound, self.to_string()),
+            HubError::Profile(ProfileError::Invalid { .. } | ProfileError::Directory { .. }) => {
+                (K::InvalidArgument, self.to_string())
+            }
+            HubError::AgentNotFound(_) | HubError::TaskNotFound(_) => {
+                (K::NotFound, self.to_string())
+            }
+            HubError::AgentExists(_) | HubError::Conflict(_) => {
+                (K::AlreadyExists, self.to_string())
+            }
+            HubError::FailedPrecondition(_)
+            | HubError::SetupFailed(_)
+            | HubError::Transition(_) => (K::FailedPrecondition, self.to_string()),
+            HubError::Timeout(_) => (K::Timeout, self.to_string()),
+            HubError::Driver(DriverError::Unreachable(_))
+            | HubError::Image(ImageError::Driver(DriverError::Unreachable(_))) => (
+                K::Unavailable,
+                "the Docker engine is not reachable from the hub".to_string(),
+            ),
+            HubError::Driver(DriverError::Conflict(_)) => (K::FailedPrecondition, self.to_string()),
+            HubError::Driver(e) => (K::Internal, format!("docker: {e}")),
+            // Image errors carry actionable text (missing debootstrap, missing agent binary, build output).
+            HubError::Image(e) => (K::FailedPrecondition, e.to_string()),
+            HubError::Store(_)
+            | HubError::DataDir(_)
+            | HubError::Tls(_)
+            | HubError::Bind { .. }
+            | HubError::Internal(_) => (
+                K::Internal,
+                "internal hub error; see the hub's log".to_string(),
+            ),
+        };
+        match kind {
+            K::Internal | K::Unavailable => tracing::error!(error = %self, "request failed"),
+            _ => tracing::debug!(error = %self, "request refused"),
+        }
+        (kind, message)
+    }
+}

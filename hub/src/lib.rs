@@ -10,8 +10,11 @@ pub mod datadir;
 pub mod driver;
 pub mod error;
 pub mod grpc;
+pub mod health_history;
+pub mod http;
 pub mod image;
 pub mod lifecycle;
+pub mod metrics;
 pub mod profile;
 pub mod registry;
 mod server;
@@ -27,4 +30,4 @@ mod watch;
 
 pub use config::{AgentListen, HubConfig};
 pub use error::{HubError, Result};
-pub use server::{RunningHub, start};
+pub use server::{RunningHub, browser_addr, start};

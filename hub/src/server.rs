@@ -18,6 +18,7 @@ use crate::driver::{DockerDriver, Driver};
 use crate::error::{HubError, Result};
 use crate::grpc::control_svc::AdminAuth;
 use crate::grpc::{AgentSvc, ControlSvc};
+use crate::http;
 use crate::image::ImageBuilder;
 use crate::profile::ProfileCatalog;
 use crate::registry::Registry;
@@ -64,6 +65,19 @@ fn server_builder(tls: &tls::TlsMaterial) -> Result<Server> {
                 .initial_stream_window_size(2 << 20)
                 .initial_connection_window_size(4 << 20)
         })
+}
+
+/// Where a browser on this host reaches the operator listener.
+pub fn browser_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
 }
 
 /// Starts a hub from validated config and returns once both listeners are bound.
@@ -160,6 +174,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         registry: Registry::default(),
         bus: Default::default(),
         images,
+        health: Default::default(),
         transitions: Default::default(),
         stream_locks: Default::default(),
         dispatched: Default::default(),
@@ -183,19 +198,32 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         ControlSvc::new(core.clone()),
         AdminAuth::new(&admin_token),
     );
-    let operator_server = server_builder(&tls)?.add_service(control);
-    let mut rx = shutdown_rx.clone();
-    let operator = tokio::spawn(async move {
-        let signal = async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = operator_server
-            .serve_with_incoming_shutdown(TcpListenerStream::new(operator_listener), signal)
-            .await
-        {
-            tracing::error!(error = %e, "operator listener failed");
-        }
-    });
+    let http_state = http::HttpState {
+        core: core.clone(),
+        auth: Arc::new(http::auth::Auth::new(
+            &admin_token,
+            &hub_id,
+            core.store.clone(),
+        )),
+        creates: Default::default(),
+        ui: Arc::new(http::ui::UiState::new(config.xterm_dir.clone())),
+    };
+    let web = http::router(http_state);
+    let grpc = tonic::service::Routes::new(control).into_axum_router();
+    let routers = http::listener::Routers {
+        tls: grpc
+            .merge(web.clone())
+            .layer(axum::Extension(http::auth::Secure(true))),
+        plain: web.layer(axum::Extension(http::auth::Secure(false))),
+    };
+    let operator_tls = http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?;
+    let operator = tokio::spawn(http::listener::serve(
+        operator_listener,
+        operator_tls,
+        routers,
+        shutdown_rx.clone(),
+        OPERATOR_GRACE,
+    ));
     let background = vec![
         tokio::spawn(core.clone().watch_docker()),
         tokio::spawn(core.clone().sweep_heartbeats()),
@@ -209,6 +237,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         version: env!("CARGO_PKG_VERSION").to_string(),
     })?;
     tracing::info!(%operator_addr, %agent_addr, %agent_url, hub_id, data_dir = %config.data_dir.display(), "hub ready");
+    tracing::info!("dashboard: http://{}/", browser_addr(operator_addr));
     Ok(RunningHub {
         operator_addr,
         agent_addr,
@@ -235,7 +264,8 @@ impl RunningHub {
             task.abort();
         }
         let mut operator = self.operator;
-        if tokio::time::timeout(OPERATOR_GRACE, &mut operator)
+        // The listener gives its connections OPERATOR_GRACE itself; this only bounds a stuck listener.
+        if tokio::time::timeout(OPERATOR_GRACE + Duration::from_secs(1), &mut operator)
             .await
             .is_err()
         {

@@ -119,6 +119,8 @@ impl Core {
         agent: &AgentRecord,
         setup: Option<&SetupStatus>,
     ) -> Result<()> {
+        // Only agents heartbeat; one that has done so before is coming back.
+        crate::metrics::metrics().session_opened(agent.last_heartbeat > 0);
         self.set_connection(&agent.id, Connection::Connected)?;
         self.apply_setup_status(&agent.id, setup)?;
         self.dispatch_queued(&agent.id).await
@@ -201,6 +203,10 @@ impl Core {
         match msg.msg {
             Some(AgentMsg::Heartbeat(hb)) => {
                 let current = self.store.record_heartbeat(&agent.id, hb.health.as_ref())?;
+                if let Some(health) = &hb.health {
+                    self.health.record(&agent.id, health);
+                }
+                self.bus.heartbeat();
                 // A heartbeat on the current session proves the link, whatever a racing Docker event or
                 // the sweeper recorded meanwhile.
                 if current.is_some_and(|c| c != Connection::Connected) {
@@ -267,6 +273,7 @@ impl Core {
             tracing::warn!(task = %chunk.task_id, bytes = appended.gap, "output missing: the agent's spool overflowed");
         }
         if let Some(new) = appended.new {
+            crate::metrics::metrics().output_stored(stream, new.data.len());
             self.bus.publish_output(&chunk.task_id, new);
         }
         let ack = acks.entry(chunk.task_id.clone()).or_insert_with(|| Ack {
@@ -292,6 +299,7 @@ impl Core {
         }
         let task_id = result.task_id.clone();
         if self.store.finish_task(&task_id, &result)? {
+            crate::metrics::metrics().task_finished(&result);
             tracing::debug!(task = %task_id, outcome = ?result.outcome, "task finished");
         }
         self.bus.publish_end(&task_id);

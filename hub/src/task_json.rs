@@ -7,18 +7,20 @@ use serde::Deserialize;
 
 const TYPES: &str = "exec, script";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum Command {
+pub enum Command {
     Line(String),
     Argv(Vec<String>),
 }
 
-/// Every field of every task type; which ones a type accepts is checked after parsing.
-#[derive(Debug, Deserialize)]
+/// Every field of every task type; which ones a type accepts is checked after parsing. Also the
+/// REST API's documented request body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TaskJson {
-    /// Already read from the raw value; declared so `deny_unknown_fields` accepts it.
+pub struct TaskRequest {
+    /// `exec` (a command) or `script` (a script for an interpreter). Read from the raw value first;
+    /// declared so `deny_unknown_fields` accepts it.
     #[serde(rename = "type")]
     _kind: String,
     /// exec: a string runs through `/bin/sh -c` (unless `args` is given); an array runs directly.
@@ -62,7 +64,7 @@ pub fn parse(text: &str) -> Result<TaskSpec, String> {
             "invalid task: unknown task type {kind:?} (known: {TYPES})"
         ));
     }
-    let t: TaskJson =
+    let t: TaskRequest =
         serde_json::from_value(value).map_err(|e| format!("invalid {kind} task: {e}"))?;
     let only = |field: &str, present: bool, owner: &str| {
         if present {

@@ -242,6 +242,7 @@ impl Core {
     /// watchers. Does nothing to a task that has already ended.
     pub fn end_task(&self, task_id: &str, state: TaskState, why: &str) -> Result<()> {
         if self.store.end_task(task_id, state, why)? {
+            crate::metrics::metrics().task_ended(state.as_str());
             self.bus.publish_end(task_id);
         }
         Ok(())
@@ -275,8 +276,19 @@ impl Core {
         follow: bool,
         tx: mpsc::Sender<WatchItem>,
     ) -> Result<()> {
+        self.watch_task_after(task_id, 0, follow, tx).await
+    }
+
+    /// [`Core::watch_task`] for a watcher that already has the chunks up to `after_seq`.
+    pub async fn watch_task_after(
+        &self,
+        task_id: &str,
+        after_seq: i64,
+        follow: bool,
+        tx: mpsc::Sender<WatchItem>,
+    ) -> Result<()> {
         let mut live = follow.then(|| self.bus.subscribe_task(task_id));
-        let result = self.watch_inner(task_id, &mut live, tx).await;
+        let result = self.watch_inner(task_id, after_seq, &mut live, tx).await;
         drop(live);
         self.bus.release_task(task_id);
         result
@@ -285,10 +297,11 @@ impl Core {
     async fn watch_inner(
         &self,
         task_id: &str,
+        after_seq: i64,
         live: &mut Option<broadcast::Receiver<TaskUpdate>>,
         tx: mpsc::Sender<WatchItem>,
     ) -> Result<()> {
-        let mut last_seq = 0;
+        let mut last_seq = after_seq;
         if !self.send_stored(task_id, &mut last_seq, &tx).await? {
             return Ok(());
         }

@@ -20,6 +20,7 @@ pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
     config.ready_timeout = args.ready_timeout;
     config.kill_grace = args.kill_grace;
     config.session_timeout = args.session_timeout;
+    config.xterm_dir = args.xterm_dir.clone();
     config.agent_spool_bytes = args.agent_spool;
     config.profiles_dir = args.profiles.profiles_dir.clone();
     config
@@ -41,6 +42,12 @@ pub async fn run(args: HubArgs, home: &Path) -> Result<ExitCode> {
         hub.operator_addr,
         hub.agent_url,
         home.display()
+    );
+    eprintln!(
+        "dashboard: http://{}/ (log in with the admin token in {})",
+        docker_agent_hub::browser_addr(hub.operator_addr),
+        home.join(docker_agent_hub::datadir::ADMIN_TOKEN_FILE)
+            .display()
     );
     hub.warm_default_image();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -5,6 +5,7 @@ mod events;
 mod output;
 mod schema;
 mod tasks;
+mod web_sessions;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +16,7 @@ pub use agents::{AgentRecord, NewAgent};
 pub use events::EventRecord;
 pub use output::StoredChunk;
 pub use tasks::{NewTask, OutputAppend, TaskRecord, TaskState};
+pub use web_sessions::WebSession;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -72,6 +74,12 @@ impl Store {
         // A panic while holding the lock leaves SQLite consistent (statements are atomic), so the
         // poison flag carries no information worth failing on.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A trivial query, for readiness checks.
+    pub fn ping(&self) -> Result<()> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// Flushes the WAL into the main database file; called on shutdown.

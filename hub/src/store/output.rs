@@ -128,6 +128,36 @@ impl OutputFiles {
     }
 
     /// Records from file position `after` up to `committed`, at most `limit` of them.
+    /// The record boundary from which the rest of the file holds at most `keep` bytes of output (or
+    /// only the last record, when that alone is larger). Reads record headers only.
+    pub(super) fn tail_start(&self, task_id: &str, committed: u64, keep: u64) -> Result<u64> {
+        if committed == 0 {
+            return Ok(0);
+        }
+        let path = self.path(task_id);
+        let file = File::open(&path).map_err(|e| io(&path, e))?;
+        let mut records = Vec::new();
+        let mut pos = 0u64;
+        let mut header = [0u8; HEADER];
+        while pos + HEADER as u64 <= committed {
+            file.read_exact_at(&mut header, pos)
+                .map_err(|e| io(&path, e))?;
+            let len = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes")) as u64;
+            records.push((pos, len));
+            pos += HEADER as u64 + len;
+        }
+        let mut start = records.last().map_or(0, |r| r.0);
+        let mut kept = 0u64;
+        for &(at, len) in records.iter().rev() {
+            kept += len;
+            if kept > keep && at != start {
+                break;
+            }
+            start = at;
+        }
+        Ok(start)
+    }
+
     pub(super) fn read(
         &self,
         task_id: &str,
@@ -219,5 +249,23 @@ mod tests {
         // A committed length that cuts a record in half is refused too, without allocating its length.
         assert!(files.read("t2", 0, end - 1, 10).is_err());
         assert!(files.read("t2", 0, 5, 10).is_err());
+    }
+
+    #[test]
+    fn the_tail_starts_at_a_record_holding_at_most_keep_bytes() {
+        let files = OutputFiles::temporary().unwrap();
+        let mut end = 0;
+        let mut starts = Vec::new();
+        for i in 0..5u64 {
+            starts.push(end);
+            end = files
+                .write("t3", end, Stream::Stdout, i * 10, &[b'x'; 10])
+                .unwrap();
+        }
+        assert_eq!(files.tail_start("t3", end, 25).unwrap(), starts[3]);
+        assert_eq!(files.tail_start("t3", end, 1000).unwrap(), 0);
+        // The last record is kept even when it alone is larger.
+        assert_eq!(files.tail_start("t3", end, 3).unwrap(), starts[4]);
+        assert_eq!(files.tail_start("none", 0, 3).unwrap(), 0);
     }
 }

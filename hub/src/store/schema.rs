@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 use super::{Result, StoreError};
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE agents (
     id               TEXT PRIMARY KEY,
     name             TEXT NOT NULL,
@@ -63,7 +64,20 @@ CREATE TABLE events (
     detail   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX events_by_agent ON events(agent, at);
-"#];
+"#,
+    r#"
+-- Dashboard logins. Only a hash of the cookie's value is kept, so a copy of the database opens no session.
+CREATE TABLE web_sessions (
+    id_hash    BLOB PRIMARY KEY,
+    csrf       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+-- 1 when the task ended badly (non-zero exit, signal, error, timeout, lost), for the fleet's counts.
+ALTER TABLE tasks ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tasks_failed ON tasks(agent_id) WHERE failed = 1;
+"#,
+];
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -48,6 +48,12 @@ impl TaskState {
     }
 }
 
+/// Whether a result counts as a failure: anything but exit code 0 in time.
+fn result_failed(result: &TaskResult) -> bool {
+    use docker_agent_proto::v1::task_result::Outcome;
+    result.timed_out || !matches!(result.outcome, Some(Outcome::ExitCode(0)))
+}
+
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub id: String,
@@ -219,13 +225,14 @@ impl Store {
         };
         let changed = self.conn().execute(
             "UPDATE tasks SET state = 'finished', finished_at = ?2, result = ?3, \
-             started_at = CASE WHEN started_at = 0 THEN ?2 - ?4 ELSE started_at END \
+             started_at = CASE WHEN started_at = 0 THEN ?2 - ?4 ELSE started_at END, failed = ?5 \
              WHERE id = ?1 AND state NOT IN ('finished', 'lost', 'cancelled')",
             params![
                 id,
                 finished_at,
                 result.encode_to_vec(),
-                result.duration_ms as i64
+                result.duration_ms as i64,
+                result_failed(result),
             ],
         )?;
         self.output.close(id);
@@ -235,9 +242,15 @@ impl Store {
     /// Ends a task that will never report (the agent restarted or was destroyed) or was cancelled before it ran.
     pub fn end_task(&self, id: &str, state: TaskState, error: &str) -> Result<bool> {
         let changed = self.conn().execute(
-            "UPDATE tasks SET state = ?2, error = ?3, finished_at = ?4 \
+            "UPDATE tasks SET state = ?2, error = ?3, finished_at = ?4, failed = ?5 \
              WHERE id = ?1 AND state NOT IN ('finished', 'lost', 'cancelled')",
-            params![id, state.as_str(), error, now_ms()],
+            params![
+                id,
+                state.as_str(),
+                error,
+                now_ms(),
+                state == TaskState::Lost
+            ],
         )?;
         self.output.close(id);
         Ok(changed > 0)
@@ -302,6 +315,22 @@ impl Store {
         }))
     }
 
+    /// The `after_seq` to read from to get (about) the last `keep` bytes of a task's output.
+    pub fn output_tail_seq(&self, task_id: &str, keep: u64) -> Result<i64> {
+        let committed: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT output_bytes FROM tasks WHERE id = ?1",
+                [task_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match committed {
+            Some(c) if c > 0 => Ok(self.output.tail_start(task_id, c as u64, keep)? as i64),
+            _ => Ok(0),
+        }
+    }
+
     /// Stored output after `after_seq` (0: from the start), in arrival order, at most `limit` chunks.
     pub fn output_after(
         &self,
@@ -326,6 +355,16 @@ impl Store {
             ),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Per agent id: how many of its tasks failed.
+    pub fn failed_task_counts(&self) -> Result<std::collections::HashMap<String, u32>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT agent_id, COUNT(*) FROM tasks WHERE failed = 1 GROUP BY agent_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Running (or dispatched) task counts per agent id.

@@ -47,31 +47,46 @@ impl DockerDriver {
 /// Turns a bollard error into ours, naming the object the call was about.
 fn map_err(what: impl Into<String>) -> impl FnOnce(BollardError) -> DriverError {
     let what = what.into();
-    move |err| match err {
-        BollardError::DockerResponseServerError {
-            status_code: 404, ..
-        } => DriverError::NotFound(what),
-        BollardError::DockerResponseServerError {
-            status_code: 409,
-            message,
-        } => DriverError::Conflict(format!("{what}: {message}")),
-        BollardError::DockerResponseServerError { message, .. } => DriverError::Engine(message),
-        BollardError::DockerStreamError { error } => DriverError::Engine(error),
-        BollardError::IOError { err } => DriverError::Unreachable(err.to_string()),
-        BollardError::SocketNotFoundError(path) => {
-            DriverError::Unreachable(format!("no socket at {path}"))
-        }
-        BollardError::HyperResponseError { err } => DriverError::Unreachable(err.to_string()),
-        BollardError::RequestTimeoutError => DriverError::Unreachable("request timed out".into()),
-        other => {
-            let text = other.to_string();
-            if text.contains("connect") || text.contains("Connection refused") {
-                DriverError::Unreachable(text)
-            } else {
-                DriverError::Engine(text)
+    move |err| {
+        count(match err {
+            BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            } => DriverError::NotFound(what),
+            BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => DriverError::Conflict(format!("{what}: {message}")),
+            BollardError::DockerResponseServerError { message, .. } => DriverError::Engine(message),
+            BollardError::DockerStreamError { error } => DriverError::Engine(error),
+            BollardError::IOError { err } => DriverError::Unreachable(err.to_string()),
+            BollardError::SocketNotFoundError(path) => {
+                DriverError::Unreachable(format!("no socket at {path}"))
             }
-        }
+            BollardError::HyperResponseError { err } => DriverError::Unreachable(err.to_string()),
+            BollardError::RequestTimeoutError => {
+                DriverError::Unreachable("request timed out".into())
+            }
+            other => {
+                let text = other.to_string();
+                if text.contains("connect") || text.contains("Connection refused") {
+                    DriverError::Unreachable(text)
+                } else {
+                    DriverError::Engine(text)
+                }
+            }
+        })
     }
+}
+
+fn count(err: DriverError) -> DriverError {
+    let kind = match &err {
+        DriverError::NotFound(_) => "not_found",
+        DriverError::Conflict(_) => "conflict",
+        DriverError::Unreachable(_) => "unreachable",
+        DriverError::Engine(_) => "engine",
+    };
+    crate::metrics::metrics().docker_error(kind);
+    err
 }
 
 fn label_filter(hub_id: &str) -> HashMap<String, Vec<String>> {

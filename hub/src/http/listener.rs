@@ -1,0 +1,150 @@
+//! The operator listener's accept loop. One port serves two kinds of client:
+//! - TLS (the first byte is a handshake): gRPC for the CLI and HTTP for the API and dashboard;
+//! - plain HTTP, from loopback peers only: the dashboard and API in a local browser without trusting the
+//!   hub's CA. gRPC is never served in plaintext, and nothing is served in plaintext to another host.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::{HubError, Result};
+
+/// A client must send its first byte and finish its TLS handshake within this, and an HTTP/1 client its
+/// request headers: connections that never do are closed (slow-loris, half-open floods).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS's first record type: handshake.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What a listener serves on each kind of connection.
+#[derive(Clone)]
+pub struct Routers {
+    pub tls: Router,
+    pub plain: Router,
+}
+
+/// The rustls config for the operator listener: the hub's server certificate, HTTP/2 and HTTP/1.1.
+pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| HubError::Internal(format!("server certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| HubError::Internal(format!("server key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HubError::Internal(format!("TLS configuration: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| HubError::Internal(format!("TLS configuration: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves until `shutdown` turns true, then gives open connections `grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    routers: Routers,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving the connections we have.
+                tracing::warn!(error = %e, "operator listener failed to accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(handle(
+            stream,
+            peer,
+            acceptor.clone(),
+            routers.clone(),
+            graceful.watcher(),
+        ));
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!("operator connections still open at shutdown were closed");
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    routers: Routers,
+    watcher: Watcher,
+) {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    if first[0] == TLS_HANDSHAKE {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), routers.tls, watcher).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    } else if peer.ip().to_canonical().is_loopback() {
+        serve_connection(TokioIo::new(stream), routers.plain, watcher).await;
+    } else {
+        tracing::warn!(%peer, "refused plaintext from another host; use https");
+        let mut stream = stream;
+        let body = "this listener takes plaintext from this host only; use https\n";
+        let reply = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+    }
+}
+
+async fn serve_connection<I>(io: TokioIo<I>, router: Router, watcher: Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        // HTTP/2's default 64 KiB windows would cap exec output at one window per round trip.
+        .initial_stream_window_size(2 << 20)
+        .initial_connection_window_size(4 << 20);
+    let service = TowerToHyperService::new(router);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "operator connection ended with an error");
+    }
+}

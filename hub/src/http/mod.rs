@@ -1,0 +1,60 @@
+//! The operator listener's HTTP side: the REST API under `/api/v1`, the dashboard, `/healthz`, `/readyz`
+//! and `/metrics`, beside the CLI's gRPC on the same port (see `listener.rs` for how they share it).
+
+pub mod api;
+pub mod auth;
+pub mod creates;
+pub mod error;
+pub mod listener;
+pub mod ops;
+pub mod ui;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+
+use crate::core::Core;
+
+/// What every handler gets.
+#[derive(Clone, Debug)]
+pub struct HttpState {
+    pub core: Arc<Core>,
+    pub auth: Arc<auth::Auth>,
+    pub creates: Arc<creates::Creates>,
+    pub ui: Arc<ui::UiState>,
+}
+
+/// Every HTTP route. gRPC is added by the caller for TLS connections only.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .merge(ops::router())
+        .nest("/api/v1", api::router())
+        .merge(ui::router())
+        .with_state(state)
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Headers that keep the dashboard from being framed, sniffed or made to load foreign scripts. The CSP
+/// allows inline styles only for the SVG charts' attributes; scripts come from this origin alone.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}

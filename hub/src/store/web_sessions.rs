@@ -1,0 +1,68 @@
+//! Dashboard login sessions: the hash of the cookie's value, its CSRF token and when it expires.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Result, Store, now_ms};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// Stores a new session and drops the expired ones.
+    pub fn insert_web_session(&self, id_hash: &[u8], csrf: &str, expires_at: i64) -> Result<()> {
+        let conn = self.conn();
+        let now = now_ms();
+        conn.execute("DELETE FROM web_sessions WHERE expires_at <= ?1", [now])?;
+        conn.execute(
+            "INSERT INTO web_sessions (id_hash, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id_hash, csrf, now, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// The session with this hash, unless it has expired.
+    pub fn web_session(&self, id_hash: &[u8]) -> Result<Option<WebSession>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT csrf, expires_at FROM web_sessions WHERE id_hash = ?1 AND expires_at > ?2",
+                params![id_hash, now_ms()],
+                |r| {
+                    Ok(WebSession {
+                        csrf: r.get(0)?,
+                        expires_at: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn delete_web_session(&self, id_hash: &[u8]) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM web_sessions WHERE id_hash = ?1", [id_hash])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_and_log_out() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .insert_web_session(b"live", "c1", now_ms() + 60_000)
+            .unwrap();
+        store
+            .insert_web_session(b"old", "c2", now_ms() - 1)
+            .unwrap();
+        assert_eq!(store.web_session(b"live").unwrap().unwrap().csrf, "c1");
+        assert_eq!(store.web_session(b"old").unwrap(), None);
+        store.delete_web_session(b"live").unwrap();
+        assert_eq!(store.web_session(b"live").unwrap(), None);
+    }
+}
