@@ -120,6 +120,16 @@ impl Metrics {
             "Docker Engine API calls that failed, by kind",
             docker_errors.clone(),
         );
+        // Every series exists from the start at 0, so rates and alerts work before the first event.
+        for outcome in ["succeeded", "failed", "killed", "timed_out", "error", "lost", "cancelled"] {
+            let _ = tasks.get_or_create(&OutcomeLabel { outcome });
+        }
+        for kind in ["not_found", "conflict", "unreachable", "engine"] {
+            let _ = docker_errors.get_or_create(&KindLabel { kind });
+        }
+        for stream in ["stdout", "stderr"] {
+            let _ = bytes.get_or_create(&StreamLabel { stream });
+        }
         Self {
             registry,
             agents,

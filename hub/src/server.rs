@@ -209,10 +209,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         ui: Arc::new(http::ui::UiState::new(config.xterm_dir.clone())),
     };
     let web = http::router(http_state);
-    let grpc = tonic::service::Routes::new(control).into_axum_router();
     let routers = http::listener::Routers {
-        tls: grpc
-            .merge(web.clone())
+        tls: tonic::service::Routes::from(web.clone())
+            .add_service(control)
+            .into_axum_router()
             .layer(axum::Extension(http::auth::Secure(true))),
         plain: web.layer(axum::Extension(http::auth::Secure(false))),
     };

@@ -4,8 +4,10 @@ mod support;
 
 mod attach;
 mod copy;
+mod dashboard;
 mod errors;
 mod exec;
+mod http_api;
 mod lifecycle;
 mod profiles;
 mod restart;

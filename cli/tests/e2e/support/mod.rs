@@ -13,6 +13,8 @@ use bollard::query_parameters::{
 };
 use rand::Rng;
 
+pub mod web;
+
 pub const CLI: &str = env!("CARGO_BIN_EXE_docker-agent");
 const HUB_START_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -318,6 +320,20 @@ impl Hub {
         self.hub_id = endpoint["hub_id"].as_str().unwrap().to_string();
         let url = endpoint["agent_url"].as_str().unwrap();
         self.agent_port = url.rsplit(':').next().unwrap().parse().unwrap();
+    }
+
+    /// The operator listener's address (`host:port`), from the endpoint file the hub wrote.
+    pub fn operator_addr(&self) -> String {
+        let endpoint: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.home().join("hub.json")).unwrap()).unwrap();
+        endpoint["operator_addr"].as_str().unwrap().to_string()
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.home().join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     pub fn log_tail(&self) -> String {
