@@ -124,9 +124,15 @@ pub struct HubArgs {
     #[arg(long, env = "DOCKER_AGENT_SESSION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub session_timeout: Duration,
 
-    /// Where xterm.js is installed (Debian's libjs-xterm), for the dashboard's terminal.
+    /// Where xterm.js's stylesheet and addons are installed (Debian's libjs-xterm), for the
+    /// dashboard's terminal.
     #[arg(long, env = "DOCKER_AGENT_XTERM_DIR", default_value = docker_agent_hub::config::DEFAULT_XTERM_DIR)]
     pub xterm_dir: PathBuf,
+
+    /// Where xterm.js's modules are installed (Debian's node-xterm); the hub bundles them for the
+    /// browser.
+    #[arg(long, env = "DOCKER_AGENT_XTERM_LIB_DIR", default_value = docker_agent_hub::config::DEFAULT_XTERM_LIB_DIR)]
+    pub xterm_lib_dir: PathBuf,
 
     /// Grace between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, env = "DOCKER_AGENT_KILL_GRACE", default_value = "5s", value_parser = parse_duration)]

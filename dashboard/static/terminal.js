@@ -11,7 +11,8 @@
     return;
   }
   if (typeof fit !== "undefined" && Terminal.applyAddon) Terminal.applyAddon(fit);
-  const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000 });
+  // The DOM renderer keeps the screen as text: selectable, readable by screen readers and by tests.
+  const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000, rendererType: "dom" });
   term.open(box);
   if (term.fit) term.fit();
   window.dockerAgentTerminal = term;

@@ -41,6 +41,8 @@ impl std::fmt::Display for AgentListen {
 
 /// Where Debian's `libjs-xterm` puts xterm.js.
 pub const DEFAULT_XTERM_DIR: &str = "/usr/share/javascript/xterm";
+/// Where Debian's `node-xterm` puts xterm.js's modules.
+pub const DEFAULT_XTERM_LIB_DIR: &str = "/usr/share/nodejs/xterm/lib";
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -64,8 +66,10 @@ pub struct HubConfig {
     pub profiles_dir: Option<PathBuf>,
     /// How long a terminal session lives with nobody attached.
     pub session_timeout: Duration,
-    /// Where xterm.js is installed (Debian's `libjs-xterm`), served to the dashboard's terminal.
+    /// Where xterm.js's stylesheet and fit addon are installed (Debian's `libjs-xterm`).
     pub xterm_dir: PathBuf,
+    /// Where xterm.js's modules are installed (Debian's `node-xterm`), bundled for the browser.
+    pub xterm_lib_dir: PathBuf,
 }
 
 impl HubConfig {
@@ -86,6 +90,7 @@ impl HubConfig {
             profiles_dir: None,
             session_timeout: Duration::from_secs(300),
             xterm_dir: PathBuf::from(DEFAULT_XTERM_DIR),
+            xterm_lib_dir: PathBuf::from(DEFAULT_XTERM_LIB_DIR),
         }
     }
 

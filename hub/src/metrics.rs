@@ -121,7 +121,15 @@ impl Metrics {
             docker_errors.clone(),
         );
         // Every series exists from the start at 0, so rates and alerts work before the first event.
-        for outcome in ["succeeded", "failed", "killed", "timed_out", "error", "lost", "cancelled"] {
+        for outcome in [
+            "succeeded",
+            "failed",
+            "killed",
+            "timed_out",
+            "error",
+            "lost",
+            "cancelled",
+        ] {
             let _ = tasks.get_or_create(&OutcomeLabel { outcome });
         }
         for kind in ["not_found", "conflict", "unreachable", "engine"] {

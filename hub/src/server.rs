@@ -206,7 +206,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             core.store.clone(),
         )),
         creates: Default::default(),
-        ui: Arc::new(http::ui::UiState::new(config.xterm_dir.clone())),
+        ui: Arc::new(http::ui::UiState::new(
+            config.xterm_dir.clone(),
+            config.xterm_lib_dir.clone(),
+        )),
     };
     let web = http::router(http_state);
     let routers = http::listener::Routers {

@@ -21,6 +21,7 @@ pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
     config.kill_grace = args.kill_grace;
     config.session_timeout = args.session_timeout;
     config.xterm_dir = args.xterm_dir.clone();
+    config.xterm_lib_dir = args.xterm_lib_dir.clone();
     config.agent_spool_bytes = args.agent_spool;
     config.profiles_dir = args.profiles.profiles_dir.clone();
     config

@@ -13,7 +13,12 @@ use crate::support::web::{Browser, artifacts_dir};
 const WAIT: Duration = Duration::from_secs(90);
 
 async fn text_of(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Waits (in the page, no reloads) until the element's text satisfies `want`.
@@ -29,7 +34,12 @@ async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool, what: &st
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what} in {css}; page: {}",
-            c.source().await.unwrap_or_default().chars().take(3000).collect::<String>()
+            c.source()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(3000)
+                .collect::<String>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -60,25 +70,66 @@ async fn a_browser_drives_an_agent_through_its_life() {
     // Any page sends a stranger to the login form, which refuses a wrong token.
     c.goto(&format!("{base}/")).await.unwrap();
     assert!(c.current_url().await.unwrap().path().starts_with("/login"));
-    c.find(Locator::Css("#token")).await.unwrap().send_keys("not-the-token").await.unwrap();
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys("not-the-token")
+        .await
+        .unwrap();
     submit(c, "form").await;
-    wait_text(c, ".error", |t| t.contains("not this hub's admin token"), "the wrong-token message").await;
+    wait_text(
+        c,
+        ".error",
+        |t| t.contains("not this hub's admin token"),
+        "the wrong-token message",
+    )
+    .await;
 
-    c.find(Locator::Css("#token")).await.unwrap().send_keys(&hub.admin_token()).await.unwrap();
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(&hub.admin_token())
+        .await
+        .unwrap();
     submit(c, "form").await;
     wait_text(c, "h1", |t| t == "Fleet", "the fleet page").await;
 
     // Create from the form, then watch the agent page turn ready with no reload: a marker set on the
     // window survives only if the page is never reloaded.
     c.goto(&format!("{base}/create")).await.unwrap();
-    c.find(Locator::Css("#name")).await.unwrap().send_keys(&name).await.unwrap();
-    c.find(Locator::Css("#env")).await.unwrap().send_keys("GREETING=<b>bold</b>").await.unwrap();
+    c.find(Locator::Css("#name"))
+        .await
+        .unwrap()
+        .send_keys(&name)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#env"))
+        .await
+        .unwrap()
+        .send_keys("GREETING=<b>bold</b>")
+        .await
+        .unwrap();
     submit(c, "form.stacked").await;
     wait_text(c, "h1", |t| t == name, "the agent page").await;
-    c.execute("window.__notReloaded = true;", vec![]).await.unwrap();
-    wait_text(c, "[data-region=state]", |t| t.contains("ready") && t.contains("connected"), "ready").await;
-    let marker = c.execute("return window.__notReloaded === true;", vec![]).await.unwrap();
-    assert_eq!(marker, serde_json::Value::Bool(true), "the page reloaded instead of updating live");
+    c.execute("window.__notReloaded = true;", vec![])
+        .await
+        .unwrap();
+    wait_text(
+        c,
+        "[data-region=state]",
+        |t| t.contains("ready") && t.contains("connected"),
+        "ready",
+    )
+    .await;
+    let marker = c
+        .execute("return window.__notReloaded === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        marker,
+        serde_json::Value::Bool(true),
+        "the page reloaded instead of updating live"
+    );
 
     // Run a command; its output (markup and escape sequences included) shows as text.
     c.find(Locator::Css("#command"))
@@ -93,12 +144,29 @@ async fn a_browser_drives_an_agent_through_its_life() {
     assert!(out.contains("red") && !out.contains("[31m"), "{out}");
     let bold = c.find_all(Locator::Css("#output b")).await.unwrap();
     assert!(bold.is_empty(), "task output was rendered as markup");
-    wait_text(c, "[data-region=task-state]", |t| t.contains("finished") && t.contains("exit code 0"), "the result").await;
+    wait_text(
+        c,
+        "[data-region=task-state]",
+        |t| t.contains("finished") && t.contains("exit code 0"),
+        "the result",
+    )
+    .await;
 
     // The web terminal: type a command, see its output.
-    c.goto(&format!("{base}/agents/{name}/terminal")).await.unwrap();
-    wait_text(c, "#term-status", |t| t.contains("connected"), "the terminal to connect").await;
-    let input = c.find(Locator::Css(".xterm-helper-textarea")).await.unwrap();
+    c.goto(&format!("{base}/agents/{name}/terminal"))
+        .await
+        .unwrap();
+    wait_text(
+        c,
+        "#term-status",
+        |t| t.contains("connected"),
+        "the terminal to connect",
+    )
+    .await;
+    let input = c
+        .find(Locator::Css(".xterm-helper-textarea"))
+        .await
+        .unwrap();
     input.send_keys("echo hi\n").await.unwrap();
     wait_text(
         c,
@@ -108,17 +176,37 @@ async fn a_browser_drives_an_agent_through_its_life() {
     )
     .await;
     input.send_keys("stty size\n").await.unwrap();
-    wait_text(c, ".xterm-rows", |t| t.lines().any(|l| {
-        let parts: Vec<&str> = l.split_whitespace().collect();
-        parts.len() == 2 && parts.iter().all(|p| p.parse::<u32>().is_ok_and(|n| n > 10))
-    }), "the terminal's size inside the agent").await;
+    wait_text(
+        c,
+        ".xterm-rows",
+        |t| {
+            t.lines().any(|l| {
+                let parts: Vec<&str> = l.split_whitespace().collect();
+                parts.len() == 2 && parts.iter().all(|p| p.parse::<u32>().is_ok_and(|n| n > 10))
+            })
+        },
+        "the terminal's size inside the agent",
+    )
+    .await;
 
     // Screenshots for people (and the README).
     c.goto(&format!("{base}/agents/{name}")).await.unwrap();
-    wait_text(c, "[data-region=tasks]", |t| t.contains("hello"), "the recent tasks").await;
+    wait_text(
+        c,
+        "[data-region=tasks]",
+        |t| t.contains("hello"),
+        "the recent tasks",
+    )
+    .await;
     screenshot(c, "dashboard-agent.png").await;
     c.goto(&format!("{base}/")).await.unwrap();
-    wait_text(c, "[data-region=fleet]", |t| t.contains(&name), "the fleet row").await;
+    wait_text(
+        c,
+        "[data-region=fleet]",
+        |t| t.contains(&name),
+        "the fleet row",
+    )
+    .await;
     screenshot(c, "dashboard-fleet.png").await;
 
     // Forms without the session's CSRF token are refused, even with the session cookie.
@@ -129,7 +217,10 @@ async fn a_browser_drives_an_agent_through_its_life() {
         .expect("a session cookie");
     assert_eq!(session.http_only(), Some(true));
     let cookie = format!("{}={}", session.name(), session.value());
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     for body in ["", "csrf=forged"] {
         let r = http
             .post(format!("{base}/agents/{name}/stop"))
@@ -148,28 +239,65 @@ async fn a_browser_drives_an_agent_through_its_life() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a login without its CSRF token");
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a login without its CSRF token"
+    );
     let r = http.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "no cookie, no fleet");
     let agent = hub.cli(&["status", &name, "--json"]).await;
-    assert!(agent.ok().contains("\"ready\"") || agent.stdout.contains("READY"), "still running: {}", agent.stdout);
+    assert!(
+        agent.ok().contains("\"ready\"") || agent.stdout.contains("READY"),
+        "still running: {}",
+        agent.stdout
+    );
 
     // Stop, then destroy through the confirmation page.
     c.goto(&format!("{base}/agents/{name}")).await.unwrap();
     submit(c, &format!("form[action=\"/agents/{name}/stop\"]")).await;
-    wait_text(c, "[data-region=state]", |t| t.contains("stopped"), "stopped").await;
-    c.find(Locator::Css("a.danger")).await.unwrap().click().await.unwrap();
+    wait_text(
+        c,
+        "[data-region=state]",
+        |t| t.contains("stopped"),
+        "stopped",
+    )
+    .await;
+    c.find(Locator::Css("a.danger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(c, "h1", |t| t.starts_with("Destroy"), "the confirmation").await;
-    c.find(Locator::Css("input[name=purge]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("input[name=purge]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     submit(c, "form.stacked").await;
     wait_text(c, "h1", |t| t == "Fleet", "back on the fleet").await;
     assert!(!text_of(c, "main").await.contains(&name));
 
     // Logging out ends the session for good.
     submit(c, "form.logout").await;
-    let r = http.get(format!("{base}/")).header("cookie", &cookie).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the old cookie after logout");
+    let r = http
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "the old cookie after logout"
+    );
 
     browser.close().await;
-    assert!(hub.leftovers().await.is_empty(), "{:?}", hub.leftovers().await);
+    assert!(
+        hub.leftovers().await.is_empty(),
+        "{:?}",
+        hub.leftovers().await
+    );
 }

@@ -9,7 +9,9 @@ use crate::support::Hub;
 use crate::support::web::Api;
 
 fn error_code(body: &serde_json::Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error shape: {body}"))
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error shape: {body}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -28,7 +30,12 @@ async fn agents_tasks_output_and_events_over_http() {
 
     // Subscribed before the create: every state change must show up, in order.
     let mut events = api.events(&format!("/api/v1/events?agent={name}")).await;
-    let (status, agent) = api.post("/api/v1/agents", &json!({ "name": name, "env": { "GREETING": "hi" } })).await;
+    let (status, agent) = api
+        .post(
+            "/api/v1/agents",
+            &json!({ "name": name, "env": { "GREETING": "hi" } }),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{agent}\n{}", hub.log_tail());
     assert_eq!(agent["lifecycle"], "ready");
     assert_eq!(agent["connection"], "connected");
@@ -41,10 +48,18 @@ async fn agents_tasks_output_and_events_over_http() {
     let states: Vec<String> = seen
         .iter()
         .filter(|e| e.event == "lifecycle")
-        .map(|e| serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["state"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["state"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert!(states.iter().any(|s| s == "starting"), "{seen:?}");
-    assert!(seen.iter().all(|e| e.data.contains(&name)), "filtered to the agent: {seen:?}");
+    assert!(
+        seen.iter().all(|e| e.data.contains(&name)),
+        "filtered to the agent: {seen:?}"
+    );
 
     // A task with output on both streams and a failing exit code.
     let (status, task) = api
@@ -56,12 +71,23 @@ async fn agents_tasks_output_and_events_over_http() {
     assert_eq!(status, StatusCode::CREATED, "{task}");
     let id = task["id"].as_str().unwrap().to_string();
     // Following the output returns when the task ends, with every byte.
-    let (status, all) = api.bytes(&format!("/api/v1/tasks/{id}/output?follow=true")).await;
+    let (status, all) = api
+        .bytes(&format!("/api/v1/tasks/{id}/output?follow=true"))
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(all.len(), "out:hi".len() + "err".len(), "{}", String::from_utf8_lossy(&all));
-    let (_, stdout) = api.bytes(&format!("/api/v1/tasks/{id}/output?stream=stdout")).await;
+    assert_eq!(
+        all.len(),
+        "out:hi".len() + "err".len(),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+    let (_, stdout) = api
+        .bytes(&format!("/api/v1/tasks/{id}/output?stream=stdout"))
+        .await;
     assert_eq!(stdout, b"out:hi");
-    let (_, stderr) = api.bytes(&format!("/api/v1/tasks/{id}/output?stream=stderr")).await;
+    let (_, stderr) = api
+        .bytes(&format!("/api/v1/tasks/{id}/output?stream=stderr"))
+        .await;
     assert_eq!(stderr, b"err");
     let (status, done) = api.get(&format!("/api/v1/tasks/{id}")).await;
     assert_eq!(status, StatusCode::OK);
@@ -77,40 +103,89 @@ async fn agents_tasks_output_and_events_over_http() {
 
     // Cancel a long task.
     let (_, long) = api
-        .post(&format!("/api/v1/agents/{name}/tasks"), &json!({ "type": "exec", "command": "sleep 300" }))
+        .post(
+            &format!("/api/v1/agents/{name}/tasks"),
+            &json!({ "type": "exec", "command": "sleep 300" }),
+        )
         .await;
     let long_id = long["id"].as_str().unwrap();
-    let (status, cancelled) = api.post(&format!("/api/v1/tasks/{long_id}/cancel"), &json!({})).await;
+    let (status, cancelled) = api
+        .post(&format!("/api/v1/tasks/{long_id}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
-    let (_, _) = api.bytes(&format!("/api/v1/tasks/{long_id}/output?follow=true")).await;
+    let (_, _) = api
+        .bytes(&format!("/api/v1/tasks/{long_id}/output?follow=true"))
+        .await;
     let (_, after) = api.get(&format!("/api/v1/tasks/{long_id}")).await;
-    assert!(after["signal"].is_number() || after["state"] == "cancelled", "{after}");
+    assert!(
+        after["signal"].is_number() || after["state"] == "cancelled",
+        "{after}"
+    );
 
     // Errors: one shape, the right status.
     let (status, body) = api.get("/api/v1/agents/nosuch").await;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     let (status, body) = api.post("/api/v1/agents", &json!({ "name": name })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "already_exists"), "{body}");
-    let (status, body) = api.post("/api/v1/agents", &json!({ "name": "Bad/Name" })).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"));
-    let (status, body) = api.post("/api/v1/agents", &json!({ "name": "x", "profile": "nope" })).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = api.post("/api/v1/agents", &json!({ "name": "x", "colour": "red" })).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("colour"), "{body}");
-    let (status, body) = api.post_raw(&format!("/api/v1/agents/{name}/tasks"), "{not json").await;
-    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_argument"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "already_exists"),
+        "{body}"
+    );
     let (status, body) = api
-        .post(&format!("/api/v1/agents/{name}/tasks"), &json!({ "type": "deploy" }))
+        .post("/api/v1/agents", &json!({ "name": "Bad/Name" }))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
+    let (status, body) = api
+        .post("/api/v1/agents", &json!({ "name": "x", "profile": "nope" }))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = api
+        .post("/api/v1/agents", &json!({ "name": "x", "colour": "red" }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post_raw(&format!("/api/v1/agents/{name}/tasks"), "{not json")
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
+    let (status, body) = api
+        .post(
+            &format!("/api/v1/agents/{name}/tasks"),
+            &json!({ "type": "deploy" }),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap().contains("unknown task type"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown task type"),
+        "{body}"
+    );
     let (status, body) = api.get("/api/v1/tasks/nosuch").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = api.get("/api/v1/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = api.post("/api/v1/profiles", &json!({})).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
     for token in [None, Some("wrong")] {
         let mut req = api.client.get(api.url("/api/v1/agents"));
         if let Some(t) = token {
@@ -127,26 +202,53 @@ async fn agents_tasks_output_and_events_over_http() {
     let (status, early) = api
         .post("/api/v1/agents?wait=false", &json!({ "name": second }))
         .await;
-    assert!(status == StatusCode::ACCEPTED || status == StatusCode::CREATED, "{status} {early}");
+    assert!(
+        status == StatusCode::ACCEPTED || status == StatusCode::CREATED,
+        "{status} {early}"
+    );
     all_events
         .until(Duration::from_secs(60), |e| {
-            e.event == "lifecycle" && e.data.contains(&second) && e.data.contains("\"state\":\"ready\"")
+            e.event == "lifecycle"
+                && e.data.contains(&second)
+                && e.data.contains("\"state\":\"ready\"")
         })
         .await;
 
     // Lifecycle over the API.
-    let (status, stopped) = api.post(&format!("/api/v1/agents/{second}/stop"), &json!({})).await;
+    let (status, stopped) = api
+        .post(&format!("/api/v1/agents/{second}/stop"), &json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{stopped}");
     assert_eq!(stopped["lifecycle"], "stopped");
-    let (status, started) = api.post(&format!("/api/v1/agents/{second}/start"), &json!({})).await;
-    assert_eq!((status, started["lifecycle"].as_str()), (StatusCode::OK, Some("ready")), "{started}");
+    let (status, started) = api
+        .post(&format!("/api/v1/agents/{second}/start"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, started["lifecycle"].as_str()),
+        (StatusCode::OK, Some("ready")),
+        "{started}"
+    );
     let (_, listed) = api.get("/api/v1/agents?lifecycle=ready").await;
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     let (_, profiles) = api.get("/api/v1/profiles").await;
-    assert!(profiles["profiles"].as_array().unwrap().iter().any(|p| p["name"] == "builder"));
+    assert!(
+        profiles["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "builder")
+    );
 
     // Metrics, read by a Prometheus text-format parser.
-    let text = api.client.get(api.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("unparseable metrics ({e}):\n{text}"));
     let value = |metric: &str, label: Option<(&str, &str)>| -> f64 {
@@ -165,15 +267,41 @@ async fn agents_tasks_output_and_events_over_http() {
     assert_eq!(value("docker_agent_agents", Some(("state", "ready"))), 2.0);
     assert_eq!(value("docker_agent_connected_agents", None), 2.0);
     assert!(value("docker_agent_tasks_total", Some(("outcome", "failed"))) >= 1.0);
-    assert!(value("docker_agent_output_bytes_total", Some(("stream", "stdout"))) >= 6.0);
-    assert!(value("docker_agent_agent_reconnects_total", None) >= 1.0, "the restart reconnected");
-    assert!(scrape.samples.iter().any(|s| s.metric == "docker_agent_task_duration_seconds_count"));
+    assert!(
+        value(
+            "docker_agent_output_bytes_total",
+            Some(("stream", "stdout"))
+        ) >= 6.0
+    );
+    assert!(
+        value("docker_agent_agent_reconnects_total", None) >= 1.0,
+        "the restart reconnected"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "docker_agent_task_duration_seconds_count")
+    );
     assert!(text.contains("docker_agent_docker_errors"), "{text}");
 
     // The OpenAPI document describes what was just exercised.
-    let doc: serde_json::Value = api.client.get(api.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = api
+        .client
+        .get(api.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/api/v1/agents", "/api/v1/agents/{name}/tasks", "/api/v1/tasks/{id}/output", "/api/v1/events"] {
+    for path in [
+        "/api/v1/agents",
+        "/api/v1/agents/{name}/tasks",
+        "/api/v1/tasks/{id}/output",
+        "/api/v1/events",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} not documented");
     }
 
@@ -182,5 +310,9 @@ async fn agents_tasks_output_and_events_over_http() {
         assert_eq!(status, StatusCode::OK, "{gone}");
         assert_eq!(gone["volume_removed"], true);
     }
-    assert!(hub.leftovers().await.is_empty(), "{:?}", hub.leftovers().await);
+    assert!(
+        hub.leftovers().await.is_empty(),
+        "{:?}",
+        hub.leftovers().await
+    );
 }

@@ -1,5 +1,5 @@
-//! Static files: the dashboard's own CSS and scripts (compiled into the hub), and xterm.js read from
-//! Debian's `libjs-xterm` (or `--xterm-dir`), never vendored into this repository.
+//! Static files: the dashboard's own CSS and scripts (compiled into the hub), and xterm.js made from
+//! Debian's `libjs-xterm` and `node-xterm` (see `xterm_bundle.rs`), never vendored into this repository.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -10,9 +10,6 @@ use crate::http::HttpState;
 const APP_CSS: &str = include_str!("../../../../dashboard/static/app.css");
 const APP_JS: &str = include_str!("../../../../dashboard/static/app.js");
 const TERMINAL_JS: &str = include_str!("../../../../dashboard/static/terminal.js");
-
-/// The only xterm files the pages load; nothing else under the directory is served.
-const XTERM_FILES: [&str; 3] = ["xterm.js", "xterm.css", "addons/fit/fit.js"];
 
 fn content_type(file: &str) -> &'static str {
     if file.ends_with(".css") {
@@ -40,26 +37,41 @@ pub async fn embedded(Path(file): Path<String>) -> Response {
 }
 
 pub async fn xterm(State(state): State<HttpState>, Path(file): Path<String>) -> Response {
-    if !XTERM_FILES.contains(&file.as_str()) {
-        return (StatusCode::NOT_FOUND, "no such file").into_response();
-    }
-    let path = state.ui.xterm_dir.join(&file);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => (
-            [
-                (header::CONTENT_TYPE, content_type(&file)),
-                (header::CACHE_CONTROL, "max-age=3600"),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "xterm.js is not available (install libjs-xterm)");
-            (
-                StatusCode::NOT_FOUND,
-                "xterm.js is not installed on the hub's host (Debian package libjs-xterm)",
-            )
-                .into_response()
+    let body = match file.as_str() {
+        "xterm.js" => {
+            let ui = state.ui.clone();
+            match tokio::task::spawn_blocking(move || ui.xterm_bundle()).await {
+                Ok(Ok(js)) => js.as_str().to_owned(),
+                Ok(Err(e)) => return missing(&e),
+                Err(e) => return missing(&e.to_string()),
+            }
         }
-    }
+        "xterm.css" => {
+            match tokio::fs::read_to_string(state.ui.xterm_dir.join("xterm.css")).await {
+                Ok(css) => css,
+                Err(e) => return missing(&e.to_string()),
+            }
+        }
+        _ => return (StatusCode::NOT_FOUND, "no such file").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type(&file)),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn missing(error: &str) -> Response {
+    tracing::warn!(
+        error,
+        "xterm.js is not available (install libjs-xterm and node-xterm)"
+    );
+    (
+        StatusCode::NOT_FOUND,
+        "xterm.js is not installed on the hub's host (Debian packages libjs-xterm and node-xterm)",
+    )
+        .into_response()
 }

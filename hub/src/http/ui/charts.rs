@@ -8,7 +8,7 @@ use crate::store::now_ms;
 
 const W: f64 = 600.0;
 const H: f64 = 140.0;
-const PAD_L: f64 = 56.0;
+const PAD_L: f64 = 68.0;
 const PAD_B: f64 = 20.0;
 const PAD_T: f64 = 8.0;
 
@@ -69,6 +69,14 @@ fn chart(title: &str, points: &[(i64, f64)], max: f64, label: impl Fn(f64) -> St
             r#"<polygon class="area" points="{first:.1},{base} {line} {last:.1},{base}"/><polyline class="line" points="{line}"/>"#,
             line = line.join(" "),
         );
+        // The latest value as a dot, so even a single sample shows.
+        let (t, v) = points[points.len() - 1];
+        let _ = write!(
+            svg,
+            r#"<circle class="dot" cx="{:.1}" cy="{:.1}" r="3"/>"#,
+            x(t),
+            y(v)
+        );
     }
     svg.push_str("</svg>");
     svg
@@ -104,7 +112,7 @@ pub fn memory(samples: &[Sample], limit: u64) -> String {
     let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
     let max = if limit > 0 { limit as f64 } else { peak * 1.2 };
     chart("Memory over the last hour", &points, max, |v| {
-        super::view::bytes(v as u64)
+        super::view::bytes_short(v as u64)
     })
 }
 
@@ -131,7 +139,7 @@ mod tests {
         ];
         let svg = memory(&samples, 0);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        assert!(svg.contains("1.0 GiB"), "{svg}");
+        assert!(svg.contains("1 GiB") && svg.contains("512 MiB"), "{svg}");
         assert!(svg.contains("<polyline"), "{svg}");
         // The newest full-limit sample sits on the top grid line, at the right edge.
         assert!(svg.contains(&format!("{:.1},{:.1}", W, PAD_T)), "{svg}");

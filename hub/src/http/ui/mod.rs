@@ -8,6 +8,7 @@ mod live;
 mod pages;
 mod terminal;
 mod view;
+mod xterm_bundle;
 
 use std::path::PathBuf;
 
@@ -20,13 +21,41 @@ use super::HttpState;
 
 #[derive(Debug)]
 pub struct UiState {
-    /// Where xterm.js is installed.
+    /// libjs-xterm: the stylesheet and the fit addon.
     pub xterm_dir: PathBuf,
+    /// node-xterm: the modules.
+    pub xterm_lib_dir: PathBuf,
+    /// The browser bundle, once it has been made (failures are retried: the package may be installed
+    /// while the hub runs).
+    bundle: std::sync::Mutex<Option<std::sync::Arc<String>>>,
 }
 
 impl UiState {
-    pub fn new(xterm_dir: PathBuf) -> Self {
-        Self { xterm_dir }
+    pub fn new(xterm_dir: PathBuf, xterm_lib_dir: PathBuf) -> Self {
+        Self {
+            xterm_dir,
+            xterm_lib_dir,
+            bundle: Default::default(),
+        }
+    }
+
+    /// xterm.js as one browser script.
+    pub fn xterm_bundle(&self) -> Result<std::sync::Arc<String>, String> {
+        let mut cached = self.bundle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(js) = cached.as_ref() {
+            return Ok(js.clone());
+        }
+        let js = std::sync::Arc::new(xterm_bundle::build(
+            &self.xterm_lib_dir,
+            &self.xterm_dir.join("addons/fit/fit.js"),
+        )?);
+        *cached = Some(js.clone());
+        Ok(js)
+    }
+
+    pub fn xterm_available(&self) -> bool {
+        self.xterm_lib_dir.join("public/Terminal.js").is_file()
+            && self.xterm_dir.join("xterm.css").is_file()
     }
 }
 
@@ -52,6 +81,6 @@ pub fn router() -> Router<HttpState> {
         .route("/ui/live", get(live::page_live))
         .route("/ui/tasks/{id}/live", get(live::task_live))
         .route("/static/{file}", get(assets::embedded))
-        .route("/static/xterm/{*path}", get(assets::xterm))
+        .route("/static/xterm/{file}", get(assets::xterm))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
 }

@@ -838,7 +838,7 @@ pub async fn terminal(
     TerminalPage {
         page,
         name,
-        xterm_missing: !state.ui.xterm_dir.join("xterm.js").is_file(),
+        xterm_missing: !state.ui.xterm_available(),
     }
     .into_response()
 }

@@ -19,6 +19,11 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// An axis label: whole numbers without decimals ("512 MiB", "1 GiB", "1.5 GiB").
+pub fn bytes_short(n: u64) -> String {
+    bytes(n).replace(".0 ", " ")
+}
+
 /// "3s", "4m 10s", "2h 5m", "3d 4h".
 pub fn duration_ms(ms: u64) -> String {
     let s = ms / 1000;
@@ -128,6 +133,7 @@ mod tests {
     fn sizes_and_durations_read_well() {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(bytes_short(512 << 20), "512 MiB");
         assert_eq!(duration_ms(250), "250ms");
         assert_eq!(duration_ms(1500), "1.5s");
         assert_eq!(duration_ms(250_000), "4m 10s");
