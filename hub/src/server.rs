@@ -206,6 +206,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             core.store.clone(),
         )),
         creates: Default::default(),
+        shutdown: shutdown_rx.clone(),
         ui: Arc::new(http::ui::UiState::new(
             config.xterm_dir.clone(),
             config.xterm_lib_dir.clone(),

@@ -155,17 +155,27 @@ pub struct WebUser {
 
 impl WebUser {
     /// Refuses a state-changing request whose form did not carry this session's CSRF token.
-    pub fn check_csrf(&self, presented: Option<&str>) -> Result<(), Response> {
+    pub fn check_csrf(&self, presented: Option<&str>) -> Result<(), CsrfRefused> {
         if presented.is_some_and(|p| csrf_matches(p, &self.csrf)) {
             Ok(())
         } else {
             tracing::warn!("refused a dashboard request: missing or wrong CSRF token");
-            Err((
-                axum::http::StatusCode::FORBIDDEN,
-                "missing or wrong CSRF token: reload the page and try again",
-            )
-                .into_response())
+            Err(CsrfRefused)
         }
+    }
+}
+
+/// A form without the session's CSRF token: 403.
+#[derive(Debug)]
+pub struct CsrfRefused;
+
+impl IntoResponse for CsrfRefused {
+    fn into_response(self) -> Response {
+        (
+            axum::http::StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token: reload the page and try again",
+        )
+            .into_response()
     }
 }
 

@@ -24,6 +24,41 @@ pub struct HttpState {
     pub auth: Arc<auth::Auth>,
     pub creates: Arc<creates::Creates>,
     pub ui: Arc<ui::UiState>,
+    /// Turns true when the hub shuts down.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl HttpState {
+    /// Spawns the work that feeds a long-lived response (event streams, followed output, terminals).
+    /// It stops when the hub shuts down, so an open browser never holds the shutdown up.
+    pub fn spawn_stream<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = work => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+
+    /// A server-sent event stream fed by `producer` (see [`HttpState::spawn_stream`]); the producer
+    /// also stops when the client goes away (its sender fails).
+    pub fn event_stream<F, Fut>(
+        &self,
+        producer: F,
+    ) -> impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+    + use<F, Fut>
+    where
+        F: FnOnce(tokio::sync::mpsc::Sender<axum::response::sse::Event>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        self.spawn_stream(producer(tx));
+        futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
+    }
 }
 
 /// Every HTTP route. gRPC is added by the caller for TLS connections only.

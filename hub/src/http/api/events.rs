@@ -81,7 +81,7 @@ pub async fn events(
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let mut rx = state.core.bus.subscribe_events();
-    let stream = async_stream(move |tx| async move {
+    let stream = state.event_stream(move |tx| async move {
         if tx
             .send(SseEvent::default().event("hello").data("{}"))
             .await
@@ -121,15 +121,4 @@ pub async fn events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-}
-
-/// A stream fed by a spawned producer, which stops when the client goes away.
-pub fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(producer(tx));
-    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
 }

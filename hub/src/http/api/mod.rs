@@ -4,7 +4,6 @@
 mod agents;
 pub mod dto;
 mod events;
-pub use events::async_stream;
 mod extract;
 mod tasks;
 

@@ -137,7 +137,7 @@ pub async fn output(
         }
     });
     let (btx, brx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    tokio::spawn(async move {
+    state.spawn_stream(async move {
         while let Some(item) = wrx.recv().await {
             let WatchItem::Output(chunk) = item else {
                 break;

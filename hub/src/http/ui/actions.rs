@@ -151,7 +151,7 @@ pub async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     if let Err(e) = state.auth.close_session(&user.session) {
         return e.into_response();
@@ -181,7 +181,7 @@ pub async fn agent_action(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     let core = state.core.clone();
     let n = name.clone();
@@ -230,7 +230,7 @@ pub async fn destroy(
     Form(form): Form<DestroyForm>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     let purge = form.purge.is_some_and(|p| p == "true" || p == "on");
     let core = state.core.clone();
@@ -267,7 +267,7 @@ pub async fn run(
     Form(form): Form<RunForm>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     let command = form.command.unwrap_or_default();
     let page = || Page::new(&headers, &user, format!("{name}: run"), "fleet");
@@ -297,7 +297,7 @@ pub async fn cancel_task(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     match state.core.cancel_task(&id).await {
         Ok(_) => Redirect::to(&format!("/tasks/{id}")).into_response(),
@@ -346,7 +346,7 @@ pub async fn create(
     Form(form): Form<CreateForm>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     let name = form.name.unwrap_or_default().trim().to_string();
     let profile = form.profile.unwrap_or_default();

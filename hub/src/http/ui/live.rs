@@ -13,7 +13,6 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::bus::HubEvent;
 use crate::http::HttpState;
-use crate::http::api::async_stream;
 use crate::http::auth::WebUser;
 use crate::tasks::WatchItem;
 
@@ -43,7 +42,7 @@ pub async fn page_live(
     let mut events = state.core.bus.subscribe_events();
     let mut heartbeats = state.core.bus.subscribe_heartbeats();
     let mut creates = state.creates.subscribe();
-    let stream = async_stream(move |tx| async move {
+    let stream = state.event_stream(move |tx| async move {
         let mut tick = tokio::time::interval(HEARTBEAT_REFRESH);
         let mut heartbeat_seen = false;
         if tx
@@ -100,7 +99,7 @@ pub async fn task_live(
     Query(q): Query<TaskLiveQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let core = state.core.clone();
-    let stream = async_stream(move |tx| async move {
+    let stream = state.event_stream(move |tx| async move {
         let (wtx, mut wrx) = tokio::sync::mpsc::channel(16);
         let watched = id.clone();
         let after = q.after.unwrap_or(0).max(0);

@@ -652,13 +652,15 @@ pub async fn raw_output(
     let core = state.core.clone();
     let watched = id.clone();
     tokio::spawn(async move { core.watch_task(&watched, false, wtx).await });
-    let stream = async_stream_bytes(move |tx| async move {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    state.spawn_stream(async move {
         while let Some(crate::tasks::WatchItem::Output(chunk)) = wrx.recv().await {
             if tx.send(Ok(chunk.data)).await.is_err() {
                 return;
             }
         }
     });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     (
         [
             (
@@ -673,18 +675,6 @@ pub async fn raw_output(
         axum::body::Body::from_stream(stream),
     )
         .into_response()
-}
-
-type ByteResult = Result<bytes::Bytes, std::io::Error>;
-
-fn async_stream_bytes<F, Fut>(producer: F) -> tokio_stream::wrappers::ReceiverStream<ByteResult>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<ByteResult>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(producer(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 #[derive(Debug, Clone)]

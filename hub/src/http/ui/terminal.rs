@@ -61,7 +61,7 @@ pub async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if let Err(r) = user.check_csrf(q.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     if !same_origin(&headers) {
         tracing::warn!(agent = %name, "refused a terminal from another origin");
@@ -91,7 +91,13 @@ pub async fn ws(
         Err(e) => return (StatusCode::CONFLICT, e.public().1).into_response(),
     };
     tracing::info!(agent = %name, task = %task.id, "web terminal opened");
-    upgrade.on_upgrade(move |socket| bridge(state, task, socket))
+    upgrade.on_upgrade(move |socket| async move {
+        let mut shutdown = state.shutdown.clone();
+        tokio::select! {
+            () = bridge(state, task, socket) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    })
 }
 
 async fn bridge(state: HttpState, task: TaskRecord, socket: WebSocket) {

@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(duration_ms(250), "250ms");
         assert_eq!(duration_ms(1500), "1.5s");
         assert_eq!(duration_ms(250_000), "4m 10s");
-        assert_eq!(duration_ms(2 * 3600_000 + 5 * 60_000), "2h 5m");
+        assert_eq!(duration_ms(2 * 3_600_000 + 5 * 60_000), "2h 5m");
         assert_eq!(ago(0), "never");
         assert_eq!(clock(1_000), "1970-01-01 00:00:01 UTC");
     }
