@@ -132,14 +132,19 @@ impl FromRequestParts<HttpState> for Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(credentials::bearer);
+        // Nested routers see a shortened path; the log names the one the client asked for.
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.path().to_string(), |u| u.path().to_string());
         match presented {
             Some(token) if state.auth.is_admin_token(token) => Ok(Admin),
             Some(_) => {
-                tracing::warn!(path = %parts.uri.path(), "refused an API request: wrong admin token");
+                tracing::warn!(%path, "refused an API request: wrong admin token");
                 Err(ApiError::unauthenticated())
             }
             None => {
-                tracing::warn!(path = %parts.uri.path(), "refused an API request: no admin token");
+                tracing::warn!(%path, "refused an API request: no admin token");
                 Err(ApiError::unauthenticated())
             }
         }

@@ -107,7 +107,7 @@ pub async fn task_live(
         while let Some(item) = wrx.recv().await {
             let event = match item {
                 WatchItem::Output(chunk) => {
-                    let view = super::pages::chunk_view(&chunk);
+                    let view = super::task_page::chunk_view(&chunk);
                     let data = serde_json::json!({ "class": view.class, "text": view.text });
                     Event::default().event("output").data(data.to_string())
                 }

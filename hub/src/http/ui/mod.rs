@@ -2,10 +2,12 @@
 //! tokens, live updates over server-sent events, and the web terminal.
 
 mod actions;
+mod agent_page;
 mod assets;
 mod charts;
 mod live;
 mod pages;
+mod task_page;
 mod terminal;
 mod view;
 mod xterm_bundle;
@@ -66,7 +68,7 @@ pub fn router() -> Router<HttpState> {
         .route("/", get(pages::fleet))
         .route("/create", get(pages::create_form).post(actions::create))
         .route("/events", get(pages::events))
-        .route("/agents/{name}", get(pages::agent))
+        .route("/agents/{name}", get(agent_page::agent))
         .route(
             "/agents/{name}/destroy",
             get(pages::destroy_confirm).post(actions::destroy),
@@ -75,8 +77,8 @@ pub fn router() -> Router<HttpState> {
         .route("/agents/{name}/terminal", get(pages::terminal))
         .route("/agents/{name}/terminal/ws", get(terminal::ws))
         .route("/agents/{name}/{action}", post(actions::agent_action))
-        .route("/tasks/{id}", get(pages::task))
-        .route("/tasks/{id}/raw", get(pages::raw_output))
+        .route("/tasks/{id}", get(task_page::task))
+        .route("/tasks/{id}/raw", get(task_page::raw_output))
         .route("/tasks/{id}/cancel", post(actions::cancel_task))
         .route("/ui/live", get(live::page_live))
         .route("/ui/tasks/{id}/live", get(live::task_live))
