@@ -10,6 +10,9 @@ use crate::store::AgentRecord;
 /// Words `docker-agent task` takes as subcommands; an agent with such a name could not be given tasks.
 const RESERVED_NAMES: &[&str] = &["run", "get", "logs", "list", "cancel"];
 
+/// The lifecycle reason of an agent someone stopped (as opposed to one whose container died).
+pub const STOPPED_BY_USER: &str = "stopped by user";
+
 /// Agent names become container names and hostnames: lower-case DNS labels.
 pub fn validate_name(name: &str) -> Result<()> {
     if RESERVED_NAMES.contains(&name) {
@@ -143,7 +146,7 @@ impl Core {
         if agent.lifecycle == Lifecycle::Stopped {
             return Ok(agent);
         }
-        self.transition(&agent.id, LifecycleEvent::StopRequested, "stopped by user")?;
+        self.transition(&agent.id, LifecycleEvent::StopRequested, STOPPED_BY_USER)?;
         let container = agent
             .container_id
             .clone()
@@ -152,11 +155,7 @@ impl Core {
             Ok(()) | Err(DriverError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.transition(
-            &agent.id,
-            LifecycleEvent::ContainerExited,
-            "stopped by user",
-        )?;
+        self.transition(&agent.id, LifecycleEvent::ContainerExited, STOPPED_BY_USER)?;
         self.set_connection(&agent.id, Connection::Disconnected)?;
         self.agent(name)
     }

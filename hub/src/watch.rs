@@ -179,7 +179,7 @@ fn exit_reason(exit_code: i64, oom_killed: bool, before: Lifecycle) -> Option<St
     } else if before == Lifecycle::Stopped {
         None
     } else if before == Lifecycle::Stopping {
-        Some("stopped by user".into())
+        Some(crate::agents::STOPPED_BY_USER.into())
     } else {
         Some(format!("container exited with code {exit_code}"))
     }

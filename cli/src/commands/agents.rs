@@ -53,12 +53,20 @@ pub async fn create(mut client: Client, args: CreateArgs) -> Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&AgentView::from(&agent))?
         );
-    } else {
+    } else if agent.lifecycle == pb::Lifecycle::Ready as i32 {
         println!(
             "{} is ready ({}, {})",
             agent.name,
             agent.profile,
             short_id(&agent.container_id)
+        );
+    } else {
+        // Someone stopped or destroyed it as it came up.
+        println!(
+            "{} was created and came up; it is now {} ({})",
+            agent.name,
+            lifecycle(agent.lifecycle),
+            agent.lifecycle_reason
         );
     }
     Ok(ExitCode::SUCCESS)

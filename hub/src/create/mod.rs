@@ -500,6 +500,15 @@ impl Core {
                 .ok_or_else(|| HubError::AgentNotFound(agent_id.to_string()))?;
             match agent.lifecycle {
                 Lifecycle::Ready => return Ok(agent),
+                // The agent came up and said hello: the create worked. A stop or destroy that raced the
+                // end of this wait was someone's decision about a working agent, not a failure to undo.
+                Lifecycle::Stopping | Lifecycle::Stopped | Lifecycle::Destroyed
+                    if !agent.instance_id.is_empty()
+                        && (agent.lifecycle == Lifecycle::Destroyed
+                            || agent.lifecycle_reason == crate::agents::STOPPED_BY_USER) =>
+                {
+                    return Ok(agent);
+                }
                 Lifecycle::Stopped | Lifecycle::Destroyed => {
                     return Err(HubError::FailedPrecondition(format!(
                         "agent {:?} stopped before it was ready ({})",
