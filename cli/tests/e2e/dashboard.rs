@@ -45,6 +45,19 @@ async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool, what: &st
     }
 }
 
+/// The last `SIZE rows cols` line the shell printed.
+fn last_size(screen: &str) -> Option<(u32, u32)> {
+    screen.lines().rev().find_map(|l| {
+        let mut words = l.split_whitespace();
+        if words.next() != Some("SIZE") {
+            return None;
+        }
+        let rows = words.next()?.parse().ok()?;
+        let cols = words.next()?.parse().ok()?;
+        Some((rows, cols))
+    })
+}
+
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(artifacts_dir().join(name), png).unwrap();
@@ -175,19 +188,30 @@ async fn a_browser_drives_an_agent_through_its_life() {
         "`hi` from the shell",
     )
     .await;
-    input.send_keys("stty size\n").await.unwrap();
+    // The terminal's size reaches the shell, and follows the window.
+    input.send_keys("echo SIZE $(stty size)\n").await.unwrap();
+    let first = wait_text(
+        c,
+        ".xterm-rows",
+        |t| last_size(t).is_some(),
+        "the terminal's size",
+    )
+    .await;
+    let first = last_size(&first).unwrap();
+    assert!(first.0 > 10 && first.1 > 40, "{first:?}");
+    c.set_window_size(900, 600).await.unwrap();
+    input
+        .send_keys("clear; echo SIZE $(stty size)\n")
+        .await
+        .unwrap();
     wait_text(
         c,
         ".xterm-rows",
-        |t| {
-            t.lines().any(|l| {
-                let parts: Vec<&str> = l.split_whitespace().collect();
-                parts.len() == 2 && parts.iter().all(|p| p.parse::<u32>().is_ok_and(|n| n > 10))
-            })
-        },
-        "the terminal's size inside the agent",
+        |t| last_size(t).is_some_and(|s| s.0 < first.0 && s.1 < first.1),
+        "a smaller terminal after the window shrank",
     )
     .await;
+    c.set_window_size(1366, 900).await.unwrap();
 
     // Screenshots for people (and the README).
     c.goto(&format!("{base}/agents/{name}")).await.unwrap();

@@ -148,3 +148,48 @@ where
         tracing::debug!(error = %e, "operator connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Runs `handle` for one connection from `peer` (whatever the socket says) and returns the reply.
+    async fn exchange(peer: SocketAddr, request: &[u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let routers = Routers {
+            tls: Router::new(),
+            plain: Router::new().route("/healthz", axum::routing::get(|| async { "ok" })),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = crate::datadir::DataDir::open_for_hub(dir.path()).unwrap();
+        let tls =
+            crate::tls::load_or_create(&data_dir, "hub1", &["localhost".into()], &[]).unwrap();
+        let config = tls_config(&tls.server_cert_pem, &tls.server_key_pem).unwrap();
+        let acceptor = TlsAcceptor::from(config);
+        let graceful = GracefulShutdown::new();
+        tokio::spawn(handle(server, peer, acceptor, routers, graceful.watcher()));
+        client.write_all(request).await.unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut reply)).await;
+        String::from_utf8_lossy(&reply).into_owned()
+    }
+
+    #[tokio::test]
+    async fn plaintext_is_served_to_loopback_only() {
+        let request = b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+        let local = exchange("127.0.0.1:40000".parse().unwrap(), request).await;
+        assert!(
+            local.starts_with("HTTP/1.1 200") && local.ends_with("ok"),
+            "{local}"
+        );
+        let remote = exchange("10.1.2.3:40000".parse().unwrap(), request).await;
+        assert!(
+            remote.starts_with("HTTP/1.1 400") && remote.contains("use https"),
+            "{remote}"
+        );
+    }
+}
