@@ -44,4 +44,7 @@
     if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ resize: [size.cols, size.rows] }));
   });
   window.addEventListener("resize", () => { if (term.fit) term.fit(); });
+  // Leaving the page closes the socket at once (the hub then hangs the shell up); a page kept in the
+  // back/forward cache would otherwise hold it open.
+  window.addEventListener("pagehide", () => ws.close(1000, "page closed"));
 })();

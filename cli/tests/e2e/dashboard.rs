@@ -8,7 +8,7 @@ use fantoccini::{Client, Locator};
 use reqwest::StatusCode;
 
 use crate::support::Hub;
-use crate::support::web::{Browser, artifacts_dir};
+use crate::support::web::{Api, Browser, artifacts_dir};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -213,8 +213,31 @@ async fn a_browser_drives_an_agent_through_its_life() {
     .await;
     c.set_window_size(1366, 900).await.unwrap();
 
-    // Screenshots for people (and the README).
+    // Leaving the page hangs the shell up, as closing a terminal window does.
     c.goto(&format!("{base}/agents/{name}")).await.unwrap();
+    let api = Api::new(&hub);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, tasks) = api.get(&format!("/api/v1/agents/{name}/tasks")).await;
+        let shell = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["terminal"] == true)
+            .expect("the terminal's task")
+            .clone();
+        if shell["state"] == "finished" {
+            assert_eq!(shell["signal"], 1, "hung up: {shell}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shell outlived its page: {shell}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Screenshots for people (and the README).
     wait_text(
         c,
         "[data-region=tasks]",
@@ -306,6 +329,13 @@ async fn a_browser_drives_an_agent_through_its_life() {
 
     // Logging out ends the session for good.
     submit(c, "form.logout").await;
+    wait_text(
+        c,
+        ".login-box",
+        |t| t.contains("Admin token"),
+        "the login page after logout",
+    )
+    .await;
     let r = http
         .get(format!("{base}/"))
         .header("cookie", &cookie)
