@@ -48,6 +48,8 @@
     source.onerror = () => { if (dot) dot.hidden = true; };
   }
 
+  let outputRefresh = null;
+
   // A running task's output, appended as text (never as markup).
   function startTaskOutput() {
     const out = document.getElementById("output");
@@ -63,7 +65,8 @@
       const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
       out.appendChild(span);
       if (atBottom) out.scrollTop = out.scrollHeight;
-      refresh();
+      // The state line (running, size) needs no more than one refresh every few seconds.
+      if (!outputRefresh) outputRefresh = setTimeout(() => { outputRefresh = null; refresh(); }, 3000);
     });
     source.addEventListener("end", () => {
       source.close();

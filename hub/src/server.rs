@@ -218,7 +218,9 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             .add_service(control)
             .into_axum_router()
             .layer(axum::Extension(http::auth::Secure(true))),
-        plain: web.layer(axum::Extension(http::auth::Secure(false))),
+        plain: web
+            .layer(axum::middleware::from_fn(http::loopback_host_only))
+            .layer(axum::Extension(http::auth::Secure(false))),
     };
     let operator_tls = http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?;
     let operator = tokio::spawn(http::listener::serve(

@@ -177,6 +177,26 @@ async fn agents_tasks_output_and_events_over_http() {
             .contains("unknown task type"),
         "{body}"
     );
+    let huge = format!(
+        "{{\"type\":\"exec\",\"command\":\"{}\"}}",
+        "x".repeat(2 << 20)
+    );
+    let (status, body) = api
+        .post_raw(&format!("/api/v1/agents/{name}/tasks"), &huge)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument")
+    );
+    // A page on another site whose name points here (DNS rebinding) gets nothing over plain HTTP.
+    let rebound = api
+        .client
+        .get(api.url("/healthz"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST);
     let (status, body) = api.get("/api/v1/tasks/nosuch").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = api.get("/api/v1/nothing-here").await;

@@ -28,6 +28,9 @@ pub struct CreateStatus {
 #[derive(Debug)]
 pub struct Creates {
     status: Mutex<HashMap<String, CreateStatus>>,
+    /// Names with a create running, so a second create of one name is refused before it can mistake
+    /// the first one's agent for its own.
+    running: Mutex<std::collections::HashSet<String>>,
     changed: watch::Sender<u64>,
 }
 
@@ -35,6 +38,7 @@ impl Default for Creates {
     fn default() -> Self {
         Self {
             status: Mutex::default(),
+            running: Mutex::default(),
             changed: watch::channel(0).0,
         }
     }
@@ -68,7 +72,15 @@ impl Creates {
         let (tx, rx) = oneshot::channel();
         // Refused here rather than by the create itself, so `settle` never mistakes the existing agent
         // for the new one.
-        if matches!(core.store.agent_by_name(&req.name), Ok(Some(_))) {
+        let claimed = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.name.clone());
+        if !claimed || matches!(core.store.agent_by_name(&req.name), Ok(Some(_))) {
+            if claimed {
+                self.release(&req.name);
+            }
             let _ = tx.send(Err(HubError::AgentExists(req.name)));
             return rx;
         }
@@ -89,9 +101,17 @@ impl Creates {
                 }
                 Err(e) => creates.set(&name, String::new(), Some(e.public().1)),
             }
+            creates.release(&name);
             let _ = tx.send(result);
         });
         rx
+    }
+
+    fn release(&self, name: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// The create of `name` in progress, or the failure of the last one.

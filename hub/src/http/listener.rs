@@ -23,6 +23,8 @@ use crate::error::{HubError, Result};
 /// A client must send its first byte and finish its TLS handshake within this, and an HTTP/1 client its
 /// request headers: connections that never do are closed (slow-loris, half-open floods).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections at most; more are closed at once, so a flood cannot exhaust descriptors.
+const MAX_CONNECTIONS: usize = 4096;
 /// TLS's first record type: handshake.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -61,6 +63,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -75,14 +78,22 @@ pub async fn serve(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "operator listener at {MAX_CONNECTIONS} connections; closing a new one");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(handle(
+        let conn = handle(
             stream,
             peer,
             acceptor.clone(),
             routers.clone(),
             graceful.watcher(),
-        ));
+        );
+        tokio::spawn(async move {
+            conn.await;
+            drop(slot);
+        });
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::core::Core;
 
@@ -91,5 +91,73 @@ async fn security_headers(mut response: Response) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
+    // Pages carry CSRF tokens and task output: never cached. A page and its live fragment share a URL.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("X-Fragment"));
     response
+}
+
+/// For plaintext (loopback) connections: only requests addressed to this host by a loopback name.
+/// A web page whose DNS name is re-pointed at 127.0.0.1 (DNS rebinding) is refused with 421.
+pub async fn loopback_host_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if host.is_some_and(is_loopback_host) {
+        return next.run(request).await;
+    }
+    (
+        axum::http::StatusCode::MISDIRECTED_REQUEST,
+        "address this hub as 127.0.0.1, [::1] or localhost (or use https)",
+    )
+        .into_response()
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !name.ends_with(':') =>
+        {
+            name
+        }
+        _ => host,
+    };
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "localhost" | "127.0.0.1" | "[::1]"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_names_only() {
+        for ok in [
+            "localhost",
+            "localhost:7080",
+            "127.0.0.1:7080",
+            "[::1]:7080",
+            "LOCALHOST:1",
+        ] {
+            assert!(super::is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:7080",
+            "127.0.0.2:7080",
+            "localhost.evil.example",
+            "::1",
+        ] {
+            assert!(!super::is_loopback_host(bad), "{bad}");
+        }
+    }
 }

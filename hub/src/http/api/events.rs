@@ -90,7 +90,11 @@ pub async fn events(
             return;
         }
         loop {
-            let event = match rx.recv().await {
+            let received = tokio::select! {
+                received = rx.recv() => received,
+                () = tx.closed() => return,
+            };
+            let event = match received {
                 Ok(e) => e,
                 Err(RecvError::Lagged(n)) => {
                     let _ = tx

@@ -99,6 +99,7 @@ pub fn router() -> Router<HttpState> {
         .route("/profiles", get(agents::profiles))
         .route("/events", get(events::events))
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(extract::BODY_LIMIT))
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,

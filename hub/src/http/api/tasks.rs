@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 
 use super::dto::Task;
-use super::extract::{ApiPath, ApiQuery, BODY_LIMIT};
+use super::extract::{ApiPath, ApiQuery};
 use crate::http::HttpState;
 use crate::http::auth::Admin;
 use crate::http::error::{ApiError, ErrorBody};
@@ -40,15 +40,9 @@ pub async fn submit(
     _: Admin,
     State(state): State<HttpState>,
     ApiPath(name): ApiPath<String>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
-    if body.len() > BODY_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_argument",
-            format!("a task is at most {BODY_LIMIT} bytes"),
-        ));
-    }
+    let body = body?;
     let agent = state.core.agent(&name)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid task JSON: not UTF-8"))?;
@@ -138,8 +132,13 @@ pub async fn output(
     });
     let (btx, brx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     state.spawn_stream(async move {
-        while let Some(item) = wrx.recv().await {
-            let WatchItem::Output(chunk) = item else {
+        loop {
+            // A client that leaves while the task is quiet is noticed too, not only at the next send.
+            let item = tokio::select! {
+                item = wrx.recv() => item,
+                () = btx.closed() => break,
+            };
+            let Some(WatchItem::Output(chunk)) = item else {
                 break;
             };
             let keep = match wanted {

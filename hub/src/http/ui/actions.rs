@@ -17,6 +17,7 @@ use crate::create::CreateRequest;
 use crate::http::HttpState;
 use crate::http::auth::{self, Secure, WebUser};
 use crate::http::creates::Settled;
+use crate::http::error::status_of;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "login.html")]
@@ -24,7 +25,8 @@ pub struct LoginPage {
     csrf: String,
     next: String,
     error: Option<String>,
-    token_path: String,
+    /// Shown to this host only (plaintext is loopback-only): the path names the operator's account.
+    token_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,13 +54,15 @@ fn login_page(
         csrf,
         next: auth::safe_next(Some(next)).to_string(),
         error,
-        token_path: state
-            .core
-            .settings
-            .data_dir
-            .join(crate::datadir::ADMIN_TOKEN_FILE)
-            .display()
-            .to_string(),
+        token_path: (!secure.0).then(|| {
+            state
+                .core
+                .settings
+                .data_dir
+                .join(crate::datadir::ADMIN_TOKEN_FILE)
+                .display()
+                .to_string()
+        }),
     };
     (status, [(header::SET_COOKIE, cookie)], page).into_response()
 }
@@ -163,6 +167,16 @@ pub async fn logout(
         .into_response()
 }
 
+/// An action whose task panicked: logged in full, reported without the details.
+fn panicked(action: &str, e: tokio::task::JoinError) -> Response {
+    tracing::error!(action, error = %e, "a dashboard action failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal hub error; see the hub's log",
+    )
+        .into_response()
+}
+
 fn back_to_agent(name: &str, notice: &str) -> Response {
     Redirect::to(&format!(
         "/agents/{}?notice={}",
@@ -202,17 +216,14 @@ pub async fn agent_action(
         Ok(Ok(done)) => back_to_agent(&name, done),
         Ok(Err(e)) => {
             let page = Page::new(&headers, &user, format!("{name}: {action}"), "fleet");
+            let (kind, message) = e.public();
             error_page(
                 page,
-                StatusCode::CONFLICT,
-                format!("could not {action} {name}: {}", e.public().1),
+                status_of(kind),
+                format!("could not {action} {name}: {message}"),
             )
         }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{action} failed: {e}"),
-        )
-            .into_response(),
+        Err(e) => panicked(&action, e),
     }
 }
 
@@ -239,17 +250,14 @@ pub async fn destroy(
         Ok(Ok(_)) => Redirect::to("/").into_response(),
         Ok(Err(e)) => {
             let page = Page::new(&headers, &user, format!("Destroy {name}"), "fleet");
+            let (kind, message) = e.public();
             error_page(
                 page,
-                StatusCode::CONFLICT,
-                format!("could not destroy {name}: {}", e.public().1),
+                status_of(kind),
+                format!("could not destroy {name}: {message}"),
             )
         }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("destroy failed: {e}"),
-        )
-            .into_response(),
+        Err(e) => panicked("destroy", e),
     }
 }
 
@@ -285,7 +293,10 @@ pub async fn run(
     };
     match state.core.submit_task(&agent, spec).await {
         Ok(task) => Redirect::to(&format!("/tasks/{}", task.id)).into_response(),
-        Err(e) => error_page(page(), StatusCode::BAD_REQUEST, e.public().1),
+        Err(e) => {
+            let (kind, message) = e.public();
+            error_page(page(), status_of(kind), message)
+        }
     }
 }
 
@@ -303,7 +314,8 @@ pub async fn cancel_task(
         Ok(_) => Redirect::to(&format!("/tasks/{id}")).into_response(),
         Err(e) => {
             let page = Page::new(&headers, &user, "Cancel", "fleet");
-            error_page(page, StatusCode::CONFLICT, e.public().1)
+            let (kind, message) = e.public();
+            error_page(page, status_of(kind), message)
         }
     }
 }

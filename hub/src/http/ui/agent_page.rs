@@ -197,12 +197,25 @@ pub async fn agent(
         Ok(Err(e)) => format!("(no log: {e})"),
         Err(_) => "(the engine did not answer in time)".into(),
     };
+    let mut a = agent_view(&record);
+    // While a create started here is still at work (image build, container), its latest line says
+    // more than the bare state.
+    if matches!(record.lifecycle, Lifecycle::Creating | Lifecycle::Starting)
+        && a.reason.is_empty()
+        && let Some(status) = state.creates.status(&name)
+    {
+        a.reason = status.message;
+    }
     AgentPage {
         page,
         cpu_chart: charts::cpu(&samples, record.cpus),
         memory_chart: charts::memory(&samples, record.memory_bytes),
-        a: agent_view(&record),
-        notice: q.notice,
+        a,
+        // Only our own words: a link must not be able to put text of its choosing on this page.
+        notice: q
+            .notice
+            .filter(|n| matches!(n.as_str(), "started" | "stopped" | "restarted"))
+            .map(|n| format!("{} {n}", record.name)),
         tasks: tasks.iter().map(task_row).collect(),
         logs,
         log_lines: LOG_LINES,

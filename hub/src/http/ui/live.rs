@@ -104,7 +104,12 @@ pub async fn task_live(
         let watched = id.clone();
         let after = q.after.unwrap_or(0).max(0);
         tokio::spawn(async move { core.watch_task_after(&watched, after, true, wtx).await });
-        while let Some(item) = wrx.recv().await {
+        loop {
+            let item = tokio::select! {
+                item = wrx.recv() => item,
+                () = tx.closed() => return,
+            };
+            let Some(item) = item else { return };
             let event = match item {
                 WatchItem::Output(chunk) => {
                     let view = super::task_page::chunk_view(&chunk);

@@ -22,6 +22,10 @@ use crate::tasks::WatchItem;
 /// The login shell `docker-agent shell` opens: bash where the image has it, sh otherwise.
 const LOGIN_SHELL: &str = "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi";
 const SIGHUP: i32 = 1;
+/// The largest message a browser may send (a big paste); keystrokes are bytes.
+const MAX_MESSAGE: usize = 1 << 20;
+/// Stdin goes to the agent in pieces of at most this, as the CLI sends it.
+const STDIN_PIECE: usize = 32 << 10;
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -91,18 +95,23 @@ pub async fn ws(
         Err(e) => return (StatusCode::CONFLICT, e.public().1).into_response(),
     };
     tracing::info!(agent = %name, task = %task.id, "web terminal opened");
-    upgrade.on_upgrade(move |socket| async move {
-        let mut shutdown = state.shutdown.clone();
-        tokio::select! {
-            () = bridge(state, task, socket) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {}
-        }
-    })
+    // Attached from here, so a handshake that never completes still leaves a session the idle
+    // timeout ends, not a shell nobody can reach.
+    let attached = state.core.attach_session(&task.id);
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let _attached = attached;
+            let mut shutdown = state.shutdown.clone();
+            tokio::select! {
+                () = bridge(state, task, socket) => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        })
 }
 
 async fn bridge(state: HttpState, task: TaskRecord, socket: WebSocket) {
     let core = state.core.clone();
-    let _attached = core.attach_session(&task.id);
     let (mut sink, mut source) = socket.split();
     let task_id = task.id.clone();
 
@@ -141,10 +150,18 @@ async fn bridge(state: HttpState, task: TaskRecord, socket: WebSocket) {
     let input = async {
         while let Some(Ok(message)) = source.next().await {
             let msg = match message {
-                Message::Binary(data) => Msg::Stdin(pb::StdinData {
-                    task_id: task_id.clone(),
-                    data,
-                }),
+                Message::Binary(data) => {
+                    for piece in data.chunks(STDIN_PIECE) {
+                        let msg = Msg::Stdin(pb::StdinData {
+                            task_id: task_id.clone(),
+                            data: data.slice_ref(piece),
+                        });
+                        if !core.send_for_task(&task_id, msg).await {
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 Message::Text(text) => match serde_json::from_str::<Control>(&text) {
                     Ok(Control {
                         resize: Some((cols, rows)),
