@@ -67,6 +67,24 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `oom_kill N` from a v2 `memory.events` or a v1 `memory.oom_control`.
+pub fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == "oom_kill").then(|| value.trim().parse().ok())?
+    })
+}
+
+/// How many processes the kernel's OOM killer has killed in this container so far (None where the
+/// cgroup does not say).
+pub fn oom_kills() -> Option<u64> {
+    let file = match find_cgroup(Path::new(CGROUP_ROOT))? {
+        Cgroup::V2(dir) => dir.join("memory.events"),
+        Cgroup::V1 { memory, .. } => memory.join("memory.oom_control"),
+    };
+    parse_oom_kill(&std::fs::read_to_string(file).ok()?)
+}
+
 /// The agent's own cgroup: v2 when the unified hierarchy is mounted at the usual place, else the v1
 /// `memory` and `cpuacct` controllers Docker mounts for the container.
 fn find_cgroup(root: &Path) -> Option<Cgroup> {
@@ -238,6 +256,15 @@ throttled_usec 0
         let v2 = "anon 1\nfile 2\ninactive_file 8192\nactive_file 3\n";
         assert_eq!(parse_inactive_file(v2), 8192);
         assert_eq!(parse_inactive_file(""), 0);
+    }
+
+    #[test]
+    fn parses_oom_kill_counts() {
+        let v2 = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\n";
+        assert_eq!(parse_oom_kill(v2), Some(2));
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n";
+        assert_eq!(parse_oom_kill(v1), Some(5));
+        assert_eq!(parse_oom_kill("oom_kill_disable 0\n"), None);
     }
 
     #[test]

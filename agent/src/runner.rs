@@ -380,6 +380,8 @@ async fn supervise(
     limits: supervise::Limits,
     started: Instant,
 ) {
+    // Read as the task starts; compared with the count when it ends.
+    let oom_kills_before = crate::health::oom_kills();
     let (pid, exit, output, input): (u32, _, Pump<'_>, Pump<'_>) = match proc {
         Proc::Pipes(Spawned {
             pid,
@@ -420,7 +422,15 @@ async fn supervise(
         ExitStatus::Signaled(sig) => Outcome::Signal(sig),
         ExitStatus::Exited(code) => Outcome::ExitCode(code),
     };
-    tracing::info!(task = %id, ?outcome, timed_out, "task finished");
+    // The kernel says how many OOM kills the container has seen, not whose: a task that died by
+    // SIGKILL (itself, or a child its shell reports as 137) while that count rose ran out of memory.
+    let killed = matches!(outcome, Outcome::Signal(9) | Outcome::ExitCode(137));
+    let oom_killed = killed
+        && match (oom_kills_before, crate::health::oom_kills()) {
+            (Some(before), Some(after)) => after > before,
+            _ => false,
+        };
+    tracing::info!(task = %id, ?outcome, timed_out, oom_killed, "task finished");
     shared.table().finish(
         &id,
         TaskResult {
@@ -428,6 +438,7 @@ async fn supervise(
             outcome: Some(outcome),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             timed_out,
+            oom_killed,
             finished_at_ms: now_ms(),
             ..Default::default()
         },

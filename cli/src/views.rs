@@ -130,6 +130,8 @@ pub struct TaskView {
     pub signal: Option<i32>,
     pub error: Option<String>,
     pub timed_out: bool,
+    /// Killed by the kernel's OOM killer (the container's memory limit).
+    pub oom_killed: bool,
     pub output_truncated: bool,
     pub created: String,
     pub started: String,
@@ -169,6 +171,7 @@ impl From<&pb::Task> for TaskView {
             },
             error,
             timed_out: t.result.as_ref().is_some_and(|r| r.timed_out),
+            oom_killed: t.result.as_ref().is_some_and(|r| r.oom_killed),
             output_truncated: t.result.as_ref().is_some_and(|r| r.output_truncated),
             created: timestamp(t.created_at_ms),
             started: timestamp(t.started_at_ms),
@@ -224,6 +227,10 @@ pub fn failure_note(task: &pb::Task) -> Option<String> {
             humantime::format_duration(std::time::Duration::from_millis(
                 task.spec.as_ref().map(|s| s.timeout_ms).unwrap_or(0)
             ))
+        )),
+        Some(r) if r.oom_killed => Some(format!(
+            "task {} was killed: out of memory (the agent's memory limit; see its profile's resources.memory)",
+            task.id
         )),
         Some(r) => match &r.outcome {
             Some(Outcome::Error(e)) => Some(e.clone()),

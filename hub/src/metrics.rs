@@ -125,6 +125,7 @@ impl Metrics {
             "succeeded",
             "failed",
             "killed",
+            "oom_killed",
             "timed_out",
             "error",
             "lost",
@@ -155,6 +156,7 @@ impl Metrics {
     pub fn task_finished(&self, result: &TaskResult) {
         let outcome = match &result.outcome {
             _ if result.timed_out => "timed_out",
+            _ if result.oom_killed => "oom_killed",
             Some(Outcome::ExitCode(0)) => "succeeded",
             Some(Outcome::ExitCode(_)) => "failed",
             Some(Outcome::Signal(_)) => "killed",

@@ -104,6 +104,7 @@ async fn get(mut client: Client, id: String, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let outcome = match (view.exit_code, view.signal, &view.error) {
+        _ if view.oom_killed => "killed: out of memory".to_string(),
         (Some(c), _, _) => format!("exit code {c}"),
         (_, Some(s), _) => format!("killed by signal {s}"),
         (_, _, Some(e)) => e.clone(),

@@ -7,6 +7,7 @@ mod copy;
 mod dashboard;
 mod errors;
 mod exec;
+mod faults;
 mod http_api;
 mod lifecycle;
 mod profiles;

@@ -156,6 +156,8 @@ pub struct Task {
     pub error: Option<String>,
     pub duration_ms: Option<u64>,
     pub timed_out: bool,
+    /// Killed by the kernel's OOM killer (the container's memory limit).
+    pub oom_killed: bool,
     /// Output was dropped because the agent's spool overflowed while its link was down.
     pub output_truncated: bool,
     pub stdout_bytes: u64,
@@ -196,6 +198,7 @@ impl Task {
             error,
             duration_ms: result.map(|r| r.duration_ms),
             timed_out: result.is_some_and(|r| r.timed_out),
+            oom_killed: result.is_some_and(|r| r.oom_killed),
             output_truncated: result.is_some_and(|r| r.output_truncated),
             stdout_bytes: t.stdout_len,
             stderr_bytes: t.stderr_len,

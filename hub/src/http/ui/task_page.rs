@@ -42,6 +42,11 @@ pub(super) fn outcome(t: &TaskRecord) -> (bool, String, String) {
         (Some(r), _) => {
             let timed_out = if r.timed_out { " (timed out)" } else { "" };
             match &r.outcome {
+                _ if r.oom_killed => (
+                    true,
+                    "killed: out of memory (the container's memory limit)".to_string(),
+                    "oom".into(),
+                ),
                 Some(Outcome::ExitCode(c)) => (
                     *c != 0 || r.timed_out,
                     format!("exit code {c}{timed_out}"),
