@@ -68,6 +68,8 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// List snapshots, or remove them.
     Snapshots(SnapshotsArgs),
+    /// List containers with this hub's labels that no agent owns; remove them with --force.
+    Prune(PruneArgs),
     /// Build agent images ahead of time.
     Image {
         #[command(subcommand)]
@@ -262,6 +264,15 @@ pub struct SnapshotArgs {
     /// The snapshot's tag (default NAME-YYYYMMDD-HHMMSS).
     #[arg(long, short)]
     pub tag: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove the orphaned containers (without it, they are only listed).
+    #[arg(long, short)]
+    pub force: bool,
     #[command(flatten)]
     pub json: JsonArg,
 }

@@ -16,6 +16,7 @@ pub mod image;
 pub mod lifecycle;
 pub mod metrics;
 pub mod profile;
+pub mod prune;
 pub mod registry;
 mod server;
 pub mod session;

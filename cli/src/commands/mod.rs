@@ -6,6 +6,7 @@ mod copy;
 mod exec;
 pub mod hub;
 mod image;
+mod prune;
 mod task;
 
 use std::process::ExitCode;
@@ -68,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kill(args) => task::kill(connect().await?, args).await,
         Command::Logs(args) => catalog::logs(connect().await?, args).await,
         Command::Snapshot(args) => catalog::snapshot(connect().await?, args).await,
+        Command::Prune(args) => prune::prune(connect().await?, args).await,
         Command::Snapshots(args) => {
             let command = args
                 .command

@@ -90,11 +90,13 @@ async fn hub_killed_while_twenty_tasks_stream_loses_nothing() {
     for (id, _) in &tasks {
         producing(&hub, id).await;
     }
+    let down = Instant::now();
     hub.kill();
     hub.restart().await;
+    let restarted = down.elapsed();
     let back = all_connected(&hub, &agents, Duration::from_secs(60)).await;
     eprintln!(
-        "drill: all {} agents reconnected {back:?} after the hub came back",
+        "drill: hub back {restarted:?} after kill -9; all {} agents reconnected {back:?} after that",
         agents.len()
     );
 
@@ -263,4 +265,79 @@ async fn a_task_past_the_memory_limit_is_reported_oom_killed_and_the_agent_carri
     let status = hub.cli(&["status", &name, "--json"]).await.json();
     assert_eq!(status["lifecycle"], "ready", "{status}");
     assert_eq!(status["connection"], "connected", "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_hub_keeps_stopped_agents_reports_orphans_and_prunes_only_on_request() {
+    let mut hub = Hub::builder().start().await;
+    let kept = hub.name("kept");
+    let stopped = hub.name("stopped");
+    futures::future::join_all([hub.create(&kept), hub.create(&stopped)]).await;
+    hub.cli(&["stop", &stopped]).await.ok();
+
+    // A labelled container the hub has no record of, as a crash mid-create would leave.
+    let docker = docker().await;
+    let ghost = format!("docker-agent-{}", hub.name("ghost"));
+    let labels = std::collections::HashMap::from([
+        ("dev.docker-agent.managed".to_string(), "true".to_string()),
+        ("dev.docker-agent.hub".to_string(), hub.hub_id.clone()),
+        ("dev.docker-agent.agent".to_string(), hub.name("ghost")),
+        (
+            "dev.docker-agent.agent-id".to_string(),
+            "no-such-agent".to_string(),
+        ),
+    ]);
+    docker
+        .create_container(
+            Some(bollard::query_parameters::CreateContainerOptions {
+                name: Some(ghost.clone()),
+                ..Default::default()
+            }),
+            bollard::models::ContainerCreateBody {
+                image: Some(hub.container_image().await),
+                labels: Some(labels),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    hub.kill();
+    hub.restart().await;
+    assert!(
+        hub.log_tail()
+            .contains("labelled container with no agent record"),
+        "{}",
+        hub.log_tail()
+    );
+    // Never removed automatically; the user's stop is respected.
+    let status = hub.cli(&["status", &stopped, "--json"]).await.json();
+    assert_eq!(status["lifecycle"], "stopped", "{status}");
+    assert!(hub.container(&stopped).await.id.is_some());
+
+    let listed = hub.cli(&["prune"]).await;
+    assert!(listed.ok().contains(&ghost), "{}", listed.stdout);
+    assert!(listed.stdout.contains("prune --force"), "{}", listed.stdout);
+    assert!(!listed.stdout.contains(&kept) && !listed.stdout.contains(&stopped));
+    assert!(
+        docker.inspect_container(&ghost, None).await.is_ok(),
+        "listing removed it"
+    );
+
+    let removed = hub.cli(&["prune", "--force", "--json"]).await.json();
+    assert_eq!(removed["removed"], true);
+    assert_eq!(
+        removed["orphans"][0]["name"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('/'),
+        ghost
+    );
+    assert!(
+        docker.inspect_container(&ghost, None).await.is_err(),
+        "still there"
+    );
+    assert_eq!(hub.cli(&["prune"]).await.ok(), "no orphaned containers\n");
+    assert_eq!(hub.sh(&kept, "echo kept").await, "kept\n");
+    hub.cli(&["start", &stopped]).await.ok();
 }

@@ -30,6 +30,8 @@ pub struct FakeDriver {
     pub uploads: Mutex<Vec<(String, Vec<FileSpec>)>>,
     /// Networks containers were connected to: (container, network).
     pub connected: Mutex<Vec<(String, String)>>,
+    /// What `list_managed` reports (labelled containers, as a test sets them up).
+    pub managed: Mutex<Vec<ContainerState>>,
 }
 
 impl FakeDriver {
@@ -193,6 +195,7 @@ impl Driver for FakeDriver {
             return Err(DriverError::Unreachable("connection reset".into()));
         }
         self.containers.lock().unwrap().remove(container);
+        self.managed.lock().unwrap().retain(|c| c.id != container);
         Ok(())
     }
 
@@ -219,7 +222,7 @@ impl Driver for FakeDriver {
     }
 
     async fn list_managed(&self, _hub_id: &str) -> Result<Vec<ContainerState>> {
-        Ok(Vec::new())
+        Ok(self.managed.lock().unwrap().clone())
     }
 
     fn events(&self, _hub_id: &str) -> EventStream {

@@ -1,4 +1,4 @@
-//! The control service's profile, snapshot and container-log calls; `control_svc` delegates to them to keep one concern per file.
+//! The control service's profile, snapshot, container-log and prune calls; `control_svc` delegates to them to keep one concern per file.
 
 use docker_agent_proto::v1 as pb;
 use futures::StreamExt;
@@ -82,6 +82,33 @@ impl ControlSvc {
     pub(super) async fn remove_snapshot_impl(&self, tag: &str) -> Result<(), Status> {
         self.core.remove_snapshot(tag).await?;
         Ok(())
+    }
+
+    pub(super) async fn prune_impl(
+        &self,
+        req: pb::PruneRequest,
+    ) -> Result<pb::PruneResponse, Status> {
+        let orphans = if req.remove {
+            self.core.remove_orphans().await?
+        } else {
+            self.core.orphans().await?
+        };
+        Ok(pb::PruneResponse {
+            orphans: orphans
+                .into_iter()
+                .map(|c| pb::Orphan {
+                    agent: c
+                        .labels
+                        .get(crate::driver::labels::AGENT)
+                        .cloned()
+                        .unwrap_or_default(),
+                    container_id: c.id,
+                    name: c.name,
+                    status: c.status,
+                })
+                .collect(),
+            removed: req.remove,
+        })
     }
 
     pub(super) fn agent_logs_impl(

@@ -584,6 +584,13 @@ impl ControlService for ControlSvc {
         self.copy_from_impl(request.into_inner()).await
     }
 
+    async fn prune(
+        &self,
+        request: Request<pb::PruneRequest>,
+    ) -> Result<Response<pb::PruneResponse>, Status> {
+        Ok(Response::new(self.prune_impl(request.into_inner()).await?))
+    }
+
     async fn copy_to(
         &self,
         request: Request<Streaming<pb::CopyToRequest>>,
