@@ -17,7 +17,8 @@ pub const STOPPED_BY_USER: &str = "stopped by user";
 pub fn validate_name(name: &str) -> Result<()> {
     if RESERVED_NAMES.contains(&name) {
         return Err(HubError::InvalidArgument(format!(
-            "invalid agent name {name:?}: it is reserved (a `docker-agent task` subcommand)"
+            "invalid agent name {}: it is reserved (a `docker-agent task` subcommand)",
+            crate::error::shown(name)
         )));
     }
     let ok = !name.is_empty()
@@ -31,7 +32,8 @@ pub fn validate_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(HubError::InvalidArgument(format!(
-            "invalid agent name {name:?}: use 1-63 lower-case letters, digits and '-', not starting or ending with '-'"
+            "invalid agent name {}: use 1-63 lower-case letters, digits and '-', not starting or ending with '-'",
+            crate::error::shown(name)
         )))
     }
 }

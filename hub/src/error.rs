@@ -12,11 +12,11 @@ use crate::tls::TlsError;
 pub enum HubError {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("agent {0:?} not found")]
+    #[error("agent {} not found", shown(.0))]
     AgentNotFound(String),
-    #[error("agent {0:?} already exists")]
+    #[error("agent {} already exists", shown(.0))]
     AgentExists(String),
-    #[error("task {0:?} not found")]
+    #[error("task {} not found", shown(.0))]
     TaskNotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
@@ -53,6 +53,16 @@ pub enum HubError {
 }
 
 pub type Result<T> = std::result::Result<T, HubError>;
+
+/// A user-supplied value as an error message shows it: quoted with escapes, and cut after 64
+/// characters so a 10 KB name does not become a 10 KB error line.
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
 
 /// What kind of failure a client sees; gRPC codes and HTTP statuses are made from this alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,5 +137,19 @@ impl HubError {
             _ => tracing::debug!(error = %self, "request refused"),
         }
         (kind, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_values_are_cut_and_control_characters_escaped() {
+        assert_eq!(super::shown("demo"), "\"demo\"");
+        assert_eq!(super::shown("a\u{1}b"), "\"a\\u{1}b\"");
+        let long = super::shown(&"x".repeat(10_000));
+        assert!(
+            long.len() < 100 && long.ends_with("(10000 bytes)"),
+            "{long}"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod http_api;
 mod lifecycle;
 mod profiles;
 mod restart;
+mod security;
 mod snapshots;
 mod tasks;
 mod tty;

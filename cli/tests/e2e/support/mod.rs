@@ -336,6 +336,11 @@ impl Hub {
             .to_string()
     }
 
+    /// The hub's whole log so far.
+    pub fn log_tail_all(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

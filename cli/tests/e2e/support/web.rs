@@ -228,3 +228,59 @@ pub fn artifacts_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+impl Api {
+    /// Logs in to the dashboard the way a browser does (login form, its CSRF cookie) and returns the
+    /// `Cookie` header value of the session.
+    pub async fn dashboard_session(&self) -> String {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = http.get(self.url("/login")).send().await.unwrap();
+        let login_cookie = form
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .next()
+            .expect("the login form sets its CSRF cookie");
+        let html = form.text().await.unwrap();
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the login form carries a CSRF token")
+            .to_string();
+        let done = http
+            .post(self.url("/login"))
+            .header("cookie", &login_cookie)
+            .form(&[
+                ("token", self.token.as_str()),
+                ("csrf", &csrf),
+                ("next", "/"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        done.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .find(|c| !c.contains("_login="))
+            .expect("a session cookie")
+    }
+
+    /// A dashboard page's HTML with a session cookie.
+    pub async fn page(&self, cookie: &str, path: &str) -> (StatusCode, String) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+}

@@ -1,0 +1,184 @@
+//! Hostile input and secrets: names and task JSON an attacker would try are refused clearly with
+//! nothing left behind, and no token value ever shows in logs, `docker inspect`, pages or errors.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::Hub;
+use crate::support::web::Api;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_names_and_task_json_are_refused_and_leave_nothing() {
+    let hub = Hub::builder().start().await;
+    let api = Api::new(&hub);
+    let long = "a".repeat(10 * 1024);
+    let names = [
+        "../etc",
+        "a/b",
+        "..",
+        long.as_str(),
+        "bad\u{1}name",
+        "new\nline",
+        "\u{0430}gent", // Cyrillic "а", a lookalike of "agent"
+        "Agent",
+        "-dash",
+        "",
+    ];
+    for name in names {
+        let out = hub.cli(&["create", "--", name]).await;
+        assert!(!out.status.success(), "create {name:?} succeeded");
+        assert_eq!(
+            out.stderr.lines().count(),
+            1,
+            "one line for {name:?}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.len() < 400,
+            "the error echoes too much: {}",
+            out.stderr.len()
+        );
+        let (status, body) = api.post("/api/v1/agents", &json!({ "name": name })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}: {body}");
+    }
+
+    let name = hub.name("hostile");
+    hub.create(&name).await;
+    let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+    let huge = json!({ "type": "exec", "command": "x".repeat(900 * 1024) }).to_string();
+    let cases = [
+        deep.as_str(),
+        r#"{"type":"exec","command":42}"#,
+        r#"{"type":"exec","command":"true","env":{"A":1}}"#,
+        r#"{"type":"exec","command":"true","sudo":true}"#,
+        r#"{"type":["exec"]}"#,
+        r#"{"type":"exec","command":"true","timeout_secs":-1}"#,
+        r#"{"type":"exec","command":"true","cwd":"relative"}"#,
+        "null",
+    ];
+    for case in cases {
+        let out = hub.cli(&["task", &name, case]).await;
+        assert!(!out.status.success(), "task {:.60} succeeded", case);
+        assert_eq!(
+            out.stderr.lines().count(),
+            1,
+            "{:.60}: {}",
+            case,
+            out.stderr
+        );
+        let (status, body) = api
+            .post_raw(&format!("/api/v1/agents/{name}/tasks"), case)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{:.60}: {body}", case);
+    }
+    // A 900 KiB command is not hostile by itself: it is taken and runs (and fails: no such program).
+    let (status, body) = api
+        .post_raw(&format!("/api/v1/agents/{name}/tasks"), &huge)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let list = hub.cli(&["list", "--json"]).await.json();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "only the one real agent: {list}"
+    );
+    assert_eq!(hub.sh(&name, "echo fine").await, "fine\n");
+    hub.cli(&["destroy", &name, "--purge"]).await.ok();
+    assert!(
+        hub.leftovers().await.is_empty(),
+        "{:?}",
+        hub.leftovers().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_token_shows_in_logs_inspect_pages_or_errors() {
+    let hub = Hub::builder().start().await;
+    let api = Api::new(&hub);
+    let name = hub.name("secret");
+    hub.create(&name).await;
+    let agent_token = String::from_utf8(
+        hub.read_container_file(&name, "/etc/docker-agent/token")
+            .await,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert_eq!(agent_token.len(), 64);
+    let admin = hub.admin_token();
+
+    // Everything a user or an onlooker can see.
+    let mut seen = String::new();
+    hub.sh(&name, "echo task output").await;
+    for args in [
+        vec!["list", "--json"],
+        vec!["status", &name, "--json"],
+        vec!["task", "list", &name, "--json"],
+        vec!["logs", &name],
+        vec![
+            "exec",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "env; cat /etc/docker-agent/token",
+        ],
+        vec!["status", "nosuch"],
+    ] {
+        let out = hub.cli(&args).await;
+        seen.push_str(&out.stdout);
+        seen.push_str(&out.stderr);
+    }
+    let inspect = hub.container(&name).await;
+    seen.push_str(&serde_json::to_string(&inspect).unwrap());
+    let cookie = api.dashboard_session().await;
+    for path in [
+        "/",
+        &format!("/agents/{name}"),
+        "/events",
+        "/create",
+        "/login",
+    ] {
+        let (status, html) = api.page(&cookie, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        seen.push_str(&html);
+    }
+    for path in [
+        "/api/v1/agents",
+        &format!("/api/v1/agents/{name}"),
+        "/metrics",
+    ] {
+        seen.push_str(
+            &api.client
+                .get(api.url(path))
+                .bearer_auth(&api.token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    // A wrong token in an error message would echo it: try one that looks like the real thing.
+    let wrong = format!("{}0", &admin[..63]);
+    let r = api
+        .client
+        .get(api.url("/api/v1/agents"))
+        .bearer_auth(&wrong)
+        .send()
+        .await
+        .unwrap();
+    seen.push_str(&r.text().await.unwrap());
+    seen.push_str(&hub.log_tail_all());
+
+    assert!(
+        seen.len() > 10_000,
+        "too little was collected to mean anything: {}",
+        seen.len()
+    );
+    assert!(seen.contains(&name), "the collection covers the agent");
+    assert!(!seen.contains(&admin), "the admin token leaked");
+    assert!(!seen.contains(&agent_token), "the agent token leaked");
+    assert!(!seen.contains(&wrong), "a presented token was echoed");
+}
