@@ -3,6 +3,7 @@
 mod support;
 
 mod attach;
+mod auth;
 mod copy;
 mod dashboard;
 mod errors;
