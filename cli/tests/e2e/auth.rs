@@ -13,7 +13,7 @@ use crate::support::web::Api;
 use crate::support::{Hub, docker};
 
 /// The agent listener's address as seen from this host: the hub network's gateway.
-async fn agent_listener(hub: &Hub) -> (IpAddr, u16) {
+pub(crate) async fn agent_listener(hub: &Hub) -> (IpAddr, u16) {
     let network = docker()
         .await
         .inspect_network(

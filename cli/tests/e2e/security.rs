@@ -182,3 +182,35 @@ async fn no_token_shows_in_logs_inspect_pages_or_errors() {
     assert!(!seen.contains(&agent_token), "the agent token leaked");
     assert!(!seen.contains(&wrong), "a presented token was echoed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_listener_cannot_be_reached_from_inside_an_agent() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("inside");
+    hub.create(&name).await;
+    let (gateway, agent_port) = crate::auth::agent_listener(&hub).await;
+    let operator_port: u16 = hub
+        .operator_addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // bash's /dev/tcp: "open" when a TCP connection is made within 3 s.
+    let probe = |host: String, port: u16| {
+        format!(
+            "if timeout 3 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null; then echo open; else echo closed; fi"
+        )
+    };
+    for host in [
+        gateway.to_string(),
+        "host.docker.internal".to_string(),
+        "127.0.0.1".to_string(),
+    ] {
+        let seen = hub.sh(&name, &probe(host.clone(), operator_port)).await;
+        assert_eq!(seen, "closed\n", "the operator port is reachable at {host}");
+    }
+    // The control: the same probe reaches the agent listener, so "closed" means closed.
+    let seen = hub.sh(&name, &probe(gateway.to_string(), agent_port)).await;
+    assert_eq!(seen, "open\n");
+}
