@@ -61,6 +61,20 @@ impl HttpState {
     }
 }
 
+/// Runs a lifecycle operation on its own task, so a client that leaves (a closed tab, a cancelled
+/// request) never cuts a transition short. A panic comes back as an internal error.
+pub async fn detached<T, F>(work: F) -> crate::error::Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+{
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(crate::error::HubError::Internal(format!(
+            "a hub task failed: {e}"
+        )))
+    })
+}
+
 /// Every HTTP route. gRPC is added by the caller for TLS connections only.
 pub fn router(state: HttpState) -> Router {
     Router::new()

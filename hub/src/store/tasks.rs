@@ -315,16 +315,21 @@ impl Store {
         }))
     }
 
-    /// The `after_seq` to read from to get (about) the last `keep` bytes of a task's output.
-    pub fn output_tail_seq(&self, task_id: &str, keep: u64) -> Result<i64> {
-        let committed: Option<i64> = self
+    /// How much of a task's output file is committed (None: no such task).
+    fn committed_output(&self, task_id: &str) -> Result<Option<i64>> {
+        Ok(self
             .conn()
             .query_row(
                 "SELECT output_bytes FROM tasks WHERE id = ?1",
                 [task_id],
                 |r| r.get(0),
             )
-            .optional()?;
+            .optional()?)
+    }
+
+    /// The `after_seq` to read from to get (about) the last `keep` bytes of a task's output.
+    pub fn output_tail_seq(&self, task_id: &str, keep: u64) -> Result<i64> {
+        let committed = self.committed_output(task_id)?;
         match committed {
             Some(c) if c > 0 => Ok(self.output.tail_start(task_id, c as u64, keep)? as i64),
             _ => Ok(0),
@@ -338,14 +343,7 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredChunk>> {
-        let committed: Option<i64> = self
-            .conn()
-            .query_row(
-                "SELECT output_bytes FROM tasks WHERE id = ?1",
-                [task_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let committed = self.committed_output(task_id)?;
         match committed {
             Some(committed) => self.output.read(
                 task_id,

@@ -12,10 +12,10 @@ use super::dto::{self, Agent, CreateAgent, Destroyed, Event, Profiles};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::create::CreateRequest;
 use crate::error::HubError;
-use crate::http::HttpState;
 use crate::http::auth::Admin;
 use crate::http::creates::Settled;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::{HttpState, detached};
 use crate::store::AgentRecord;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -140,10 +140,7 @@ pub async fn start(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Agent>> {
     let core = state.core.clone();
-    // Its own task, like create: a client that leaves does not interrupt the transition.
-    let record = tokio::spawn(async move { core.start_agent(&name).await })
-        .await
-        .map_err(|e| HubError::Internal(format!("start task failed: {e}")))??;
+    let record = detached(async move { core.start_agent(&name).await }).await?;
     Ok(Json(agent_json(&state, record)?))
 }
 
@@ -164,9 +161,7 @@ pub async fn stop(
     ApiQuery(q): ApiQuery<StopQuery>,
 ) -> ApiResult<Json<Agent>> {
     let core = state.core.clone();
-    let record = tokio::spawn(async move { core.stop_agent(&name, q.timeout_secs).await })
-        .await
-        .map_err(|e| HubError::Internal(format!("stop task failed: {e}")))??;
+    let record = detached(async move { core.stop_agent(&name, q.timeout_secs).await }).await?;
     Ok(Json(agent_json(&state, record)?))
 }
 
@@ -180,9 +175,7 @@ pub async fn restart(
     ApiQuery(q): ApiQuery<StopQuery>,
 ) -> ApiResult<Json<Agent>> {
     let core = state.core.clone();
-    let record = tokio::spawn(async move { core.restart_agent(&name, q.timeout_secs).await })
-        .await
-        .map_err(|e| HubError::Internal(format!("restart task failed: {e}")))??;
+    let record = detached(async move { core.restart_agent(&name, q.timeout_secs).await }).await?;
     Ok(Json(agent_json(&state, record)?))
 }
 
@@ -206,9 +199,7 @@ pub async fn destroy(
     let core = state.core.clone();
     let n = name.clone();
     let (container_removed, volume_removed) =
-        tokio::spawn(async move { core.destroy_agent(&n, q.purge).await })
-            .await
-            .map_err(|e| HubError::Internal(format!("destroy task failed: {e}")))??;
+        detached(async move { core.destroy_agent(&n, q.purge).await }).await?;
     Ok(Json(Destroyed {
         name,
         container_removed,

@@ -14,10 +14,10 @@ use serde::Deserialize;
 
 use super::pages::{CreatePage, Page, error_page};
 use crate::create::CreateRequest;
-use crate::http::HttpState;
 use crate::http::auth::{self, Secure, WebUser};
 use crate::http::creates::Settled;
 use crate::http::error::status_of;
+use crate::http::{HttpState, detached};
 
 #[derive(Template, WebTemplate)]
 #[template(path = "login.html")]
@@ -167,16 +167,6 @@ pub async fn logout(
         .into_response()
 }
 
-/// An action whose task panicked: logged in full, reported without the details.
-fn panicked(action: &str, e: tokio::task::JoinError) -> Response {
-    tracing::error!(action, error = %e, "a dashboard action failed");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal hub error; see the hub's log",
-    )
-        .into_response()
-}
-
 fn back_to_agent(name: &str, notice: &str) -> Response {
     Redirect::to(&format!(
         "/agents/{}?notice={}",
@@ -200,8 +190,7 @@ pub async fn agent_action(
     let core = state.core.clone();
     let n = name.clone();
     let act = action.clone();
-    // Its own task: a browser that navigates away does not cut a transition short.
-    let result = tokio::spawn(async move {
+    let result = detached(async move {
         match act.as_str() {
             "start" => core.start_agent(&n).await.map(|_| "started"),
             "stop" => core.stop_agent(&n, None).await.map(|_| "stopped"),
@@ -213,8 +202,8 @@ pub async fn agent_action(
     })
     .await;
     match result {
-        Ok(Ok(done)) => back_to_agent(&name, done),
-        Ok(Err(e)) => {
+        Ok(done) => back_to_agent(&name, done),
+        Err(e) => {
             let page = Page::new(&headers, &user, format!("{name}: {action}"), "fleet");
             let (kind, message) = e.public();
             error_page(
@@ -223,7 +212,6 @@ pub async fn agent_action(
                 format!("could not {action} {name}: {message}"),
             )
         }
-        Err(e) => panicked(&action, e),
     }
 }
 
@@ -246,9 +234,9 @@ pub async fn destroy(
     let purge = form.purge.is_some_and(|p| p == "true" || p == "on");
     let core = state.core.clone();
     let n = name.clone();
-    match tokio::spawn(async move { core.destroy_agent(&n, purge).await }).await {
-        Ok(Ok(_)) => Redirect::to("/").into_response(),
-        Ok(Err(e)) => {
+    match detached(async move { core.destroy_agent(&n, purge).await }).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => {
             let page = Page::new(&headers, &user, format!("Destroy {name}"), "fleet");
             let (kind, message) = e.public();
             error_page(
@@ -257,7 +245,6 @@ pub async fn destroy(
                 format!("could not destroy {name}: {message}"),
             )
         }
-        Err(e) => panicked("destroy", e),
     }
 }
 
