@@ -60,7 +60,7 @@ impl Core {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Core {
     /// A core on an in-memory store and the given (fake) driver, for unit tests.
     pub fn for_tests(driver: Arc<dyn Driver>, dir: &std::path::Path) -> Arc<Self> {

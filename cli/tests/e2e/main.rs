@@ -9,6 +9,7 @@ mod dashboard;
 mod errors;
 mod exec;
 mod faults;
+mod hardening;
 mod http_api;
 mod lifecycle;
 mod profiles;

@@ -23,6 +23,9 @@ const SECRETS_DIR: &str = "/etc/docker-agent";
 const TOKEN_PATH: &str = "/etc/docker-agent/token";
 const CA_PATH: &str = "/etc/docker-agent/ca.pem";
 const WORKSPACE: &str = "/workspace";
+/// The agent's setup progress when the root filesystem is read-only: on the credentials volume, which
+/// is writable and lives as long as the container.
+const READ_ONLY_STATE_DIR: &str = "/etc/docker-agent/state";
 
 /// Capabilities the agent needs after `cap-drop ALL`: switch to the task user, signal its processes,
 /// and prepare /workspace. Task processes run as the task user and keep none of them.
@@ -327,6 +330,12 @@ impl Core {
             }))
             .collect(),
             group_add,
+            read_only_root: profile.read_only_root,
+            tmpfs: if profile.read_only_root {
+                vec!["/tmp".to_string()]
+            } else {
+                Vec::new()
+            },
         };
         step("lookups and volume");
         let id = self.driver.create_container(&spec).await?;
@@ -370,7 +379,21 @@ impl Core {
             files.extend(files::setup_plan_file(profile));
             files.extend(files::profile_files(profile));
         }
-        self.driver.upload_files(&id, &files).await?;
+        if profile.read_only_root {
+            // Docker writes into a read-only root only through a volume: one upload per volume (the
+            // profile allows files under /workspace alone), and the credentials volume's root keeps
+            // the 0700 the image gives it.
+            let (secrets, workspace): (Vec<FileSpec>, Vec<FileSpec>) = files
+                .into_iter()
+                .filter(|f| f.path != SECRETS_DIR)
+                .partition(|f| f.path.starts_with(&format!("{SECRETS_DIR}/")));
+            self.driver.upload_files(&id, SECRETS_DIR, &secrets).await?;
+            if !workspace.is_empty() {
+                self.driver.upload_files(&id, WORKSPACE, &workspace).await?;
+            }
+        } else {
+            self.driver.upload_files(&id, "/", &files).await?;
+        }
         step("files uploaded");
         progress(Progress::new("start", "starting container"));
         self.driver.start_container(&id).await?;
@@ -464,6 +487,9 @@ impl Core {
         }
         if !groups.is_empty() {
             args.extend(["--task-groups".to_string(), groups.join(",")]);
+        }
+        if profile.read_only_root {
+            args.extend(["--state-dir".to_string(), READ_ONLY_STATE_DIR.to_string()]);
         }
         if let Some(bytes) = self.settings.agent_spool_bytes {
             args.extend(["--spool-bytes".to_string(), bytes.to_string()]);

@@ -169,7 +169,7 @@ impl Driver for FakeDriver {
         Ok(id)
     }
 
-    async fn upload_files(&self, container: &str, files: &[FileSpec]) -> Result<()> {
+    async fn upload_files(&self, container: &str, _dir: &str, files: &[FileSpec]) -> Result<()> {
         self.uploads
             .lock()
             .unwrap()

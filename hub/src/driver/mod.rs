@@ -1,7 +1,7 @@
 //! The container driver: everything the hub asks of a container engine, behind one trait. Docker (bollard) is the one implementation today; a remote engine or Kubernetes would be another.
 
 mod docker;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fake;
 
 use std::collections::HashMap;
@@ -135,6 +135,9 @@ pub struct ContainerSpec {
     pub mounts: Vec<MountSpec>,
     /// Supplementary groups of the container's processes (numeric gids).
     pub group_add: Vec<String>,
+    /// A read-only root filesystem, with an empty tmpfs at each of `tmpfs`.
+    pub read_only_root: bool,
+    pub tmpfs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,8 +229,9 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
 
     /// Creates (does not start) a container; returns its id.
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String>;
-    /// Writes files into a created or running container.
-    async fn upload_files(&self, container: &str, files: &[FileSpec]) -> Result<()>;
+    /// Writes `files` (absolute paths under `dir`) into the container, extracting them at `dir`: a
+    /// read-only root filesystem takes files only through a volume, so `dir` is then a volume's mount point.
+    async fn upload_files(&self, container: &str, dir: &str, files: &[FileSpec]) -> Result<()>;
     /// Connects a created container to another existing network.
     async fn connect_network(&self, container: &str, network: &str) -> Result<()>;
     async fn start_container(&self, container: &str) -> Result<()>;

@@ -103,6 +103,9 @@ pub struct Profile {
     /// A Docker network the container joins besides the hub's.
     pub network: Option<String>,
     pub mounts: Vec<ProfileMount>,
+    /// The container's root filesystem is read-only; `/workspace`, `/tmp` and the agent's own state
+    /// (on its credentials volume) stay writable.
+    pub read_only_root: bool,
     /// "builtin", a file path, or "snapshot TAG".
     pub origin: String,
 }
@@ -182,6 +185,26 @@ fn exposes_engine(source: &Path) -> bool {
         })
 }
 
+/// Profiles are a few kilobytes; the directory is read on every request, so a stray huge file
+/// must not be read whole each time.
+const MAX_PROFILE_BYTES: u64 = 1 << 20;
+
+fn read_profile_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PROFILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(format!(
+            "larger than {} KiB; a profile is a few lines",
+            MAX_PROFILE_BYTES >> 10
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
+}
+
 /// The profiles a hub offers right now: the built-in ones, overridden and extended by the files of
 /// the user directory, with the errors of the files that did not load.
 #[derive(Debug, Clone)]
@@ -245,10 +268,10 @@ impl ProfileCatalog {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let origin = path.display().to_string();
-            let loaded = std::fs::read_to_string(&path)
-                .map_err(|e| ProfileError::Invalid {
+            let loaded = read_profile_file(&path)
+                .map_err(|message| ProfileError::Invalid {
                     origin: origin.clone(),
-                    message: format!("cannot read: {e}"),
+                    message,
                 })
                 .and_then(|text| parse(&text, format, &origin))
                 .and_then(|p| {

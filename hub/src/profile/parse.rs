@@ -35,6 +35,8 @@ struct RawProfile {
     #[serde(default)]
     mounts: Vec<RawMount>,
     user: Option<String>,
+    #[serde(default)]
+    read_only_root: bool,
 }
 
 /// Environment values and the seed's `"cpus": "2"`: people write numbers and booleans as either.
@@ -137,7 +139,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn parse(text: &str, format: Format, origin: &str) -> Result<Profile, super::ProfileError> {
     let invalid = |message: String| super::ProfileError::Invalid {
         origin: origin.to_string(),
-        message,
+        message: shorten_quoted(&message),
     };
     let raw: RawProfile = match format {
         Format::Toml => {
@@ -193,6 +195,47 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
         .map(|s| format!(" (line {})", line_of(text, s.start)))
         .unwrap_or_default();
     format!("not valid TOML: {}{line}", e.message().trim())
+}
+
+/// Cuts every quoted value in `message` (our `{:?}`s and the parsers' own quotes) after 64
+/// characters, so a file holding a megabyte-long name does not become a megabyte-long error line.
+fn shorten_quoted(message: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        let (mut kept, mut cut) = (0usize, 0usize);
+        let (mut pending_escape, mut last_kept) = (false, true);
+        let mut closed = false;
+        for c in chars.by_ref() {
+            let escaped = pending_escape;
+            pending_escape = c == '\\' && !escaped;
+            if c == '"' && !escaped {
+                closed = true;
+                break;
+            }
+            // An escape sequence is kept whole or not at all.
+            let keep = kept < MAX || (escaped && last_kept);
+            last_kept = keep;
+            if keep {
+                kept += 1;
+                out.push(c);
+            } else {
+                cut += 1;
+            }
+        }
+        if cut > 0 {
+            out.push_str(&format!("… ({cut} more characters)"));
+        }
+        if closed {
+            out.push('"');
+        }
+    }
+    out
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -258,6 +301,13 @@ fn validate(raw: RawProfile) -> Result<Profile, String> {
         {
             return Err(format!(
                 "field `{field}.path`: {path:?} is inside a directory docker-agent owns"
+            ));
+        }
+        // Docker writes files into a read-only root only through a volume, and the workspace is the
+        // one every agent has.
+        if raw.read_only_root && !path.starts_with(&format!("{}/", RESERVED_TARGETS[2])) {
+            return Err(format!(
+                "field `{field}.path`: {path:?} is outside /workspace, and `read_only_root` makes the rest of the filesystem read-only"
             ));
         }
         if files.iter().any(|other| other.path == path) {
@@ -426,6 +476,7 @@ fn validate(raw: RawProfile) -> Result<Profile, String> {
         pids,
         network,
         mounts,
+        read_only_root: raw.read_only_root,
         origin: String::new(),
     })
 }

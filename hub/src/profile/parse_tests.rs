@@ -181,3 +181,68 @@ fn modes() {
     assert!(parse_mode(&Scalar::Int(0o644)).is_err());
     assert!(parse_mode(&Scalar::Text("17777".into())).is_err());
 }
+
+#[test]
+fn a_read_only_root_takes_files_only_under_the_workspace_and_round_trips() {
+    let text = "name = \"ro\"\nread_only_root = true\n[[files]]\npath = \"/workspace/.env\"\ncontent = \"A=1\"\n";
+    let p = parse(text, Format::Toml, "ro.toml").unwrap();
+    assert!(p.read_only_root);
+    assert!(p.to_toml().contains("read_only_root = true"));
+    assert_eq!(parse(&p.to_json(), Format::Json, "ro.json").unwrap(), p);
+    let err = toml_err(
+        "name = \"ro\"\nread_only_root = true\n[[files]]\npath = \"/home/agent/.npmrc\"\ncontent = \"\"\n",
+    );
+    assert!(
+        err.contains("field `files[0].path`") && err.contains("outside /workspace"),
+        "{err}"
+    );
+    let err = toml_err("name = \"ro\"\nread_only_root = \"yes\"\n");
+    assert!(err.contains("read_only_root"), "{err}");
+    // Off unless asked for, and then not written out.
+    let p = parse("name = \"rw\"\n", Format::Toml, "rw.toml").unwrap();
+    assert!(!p.read_only_root && !p.to_toml().contains("read_only_root"));
+}
+
+#[test]
+fn hostile_profile_texts_are_refused_with_one_line() {
+    let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_toml = format!("name = {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let huge_name = format!("name = \"{}\"\n", "a".repeat(1 << 20));
+    let cases = [
+        (deep_json.as_str(), Format::Json),
+        (deep_toml.as_str(), Format::Toml),
+        (huge_name.as_str(), Format::Toml),
+        ("name = 7\n", Format::Toml),
+        (
+            "{\"name\": \"x\", \"resources\": {\"pids\": \"many\"}}",
+            Format::Json,
+        ),
+        ("name = \"x\"\n[resources]\ncolour = 1\n", Format::Toml),
+        ("name = \"x\"\npackages = \"git\"\n", Format::Toml),
+        ("\u{0}\u{1}\u{2}", Format::Toml),
+    ];
+    for (text, format) in cases {
+        let err = parse(text, format, "hostile").unwrap_err().to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.len() < 600, "{} bytes: {}", err.len(), &err[..200]);
+    }
+}
+
+#[test]
+fn long_quoted_values_are_cut_whole_escapes_and_all() {
+    let long = format!("field `name`: {:?} is bad, not {:?}", "a".repeat(100), "b");
+    assert_eq!(
+        shorten_quoted(&long),
+        format!(
+            "field `name`: \"{}… (36 more characters)\" is bad, not \"b\"",
+            "a".repeat(64)
+        )
+    );
+    let escaped = format!("{:?}", format!("{}\"{}", "x".repeat(63), "y".repeat(10)));
+    let cut = shorten_quoted(&escaped);
+    assert!(
+        cut.starts_with(&format!("\"{}\\\"…", "x".repeat(63))),
+        "{cut}"
+    );
+    assert_eq!(shorten_quoted("no quotes"), "no quotes");
+}

@@ -16,6 +16,8 @@ struct Doc<'a> {
     user: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     network: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_only_root: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     packages: &'a [String],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -85,6 +87,7 @@ fn doc(p: &Profile) -> Doc<'_> {
         base: p.base.as_deref(),
         user: &p.user,
         network: p.network.as_deref(),
+        read_only_root: p.read_only_root,
         packages: &p.packages,
         environment: &p.environment,
         resources: Resources {

@@ -100,9 +100,15 @@ fn label_filter(hub_id: &str) -> HashMap<String, Vec<String>> {
 }
 
 /// A tar archive of `files`, with absolute paths made relative to `/`.
-fn tar_files(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
+fn tar_files(dir: &str, files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
+    let dir = std::path::Path::new(dir);
     for f in files {
+        let path = std::path::Path::new(&f.path)
+            .strip_prefix(dir)
+            .map_err(|_| {
+                std::io::Error::other(format!("{} is not under {}", f.path, dir.display()))
+            })?;
         let mut header = tar::Header::new_gnu();
         header.set_size(if f.dir { 0 } else { f.contents.len() as u64 });
         header.set_mode(f.mode);
@@ -115,7 +121,7 @@ fn tar_files(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
             tar::EntryType::Regular
         });
         let contents: &[u8] = if f.dir { &[] } else { &f.contents };
-        builder.append_data(&mut header, f.path.trim_start_matches('/'), contents)?;
+        builder.append_data(&mut header, path, contents)?;
     }
     builder.into_inner()
 }
@@ -332,6 +338,14 @@ impl Driver for DockerDriver {
             cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(spec.cap_add.clone()),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
+            readonly_rootfs: spec.read_only_root.then_some(true),
+            // nosuid and nodev like Docker's own /dev/shm; exec stays, since build scripts run from /tmp.
+            tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+                spec.tmpfs
+                    .iter()
+                    .map(|path| (path.clone(), "rw,nosuid,nodev,mode=1777".to_string()))
+                    .collect()
+            }),
             init: Some(false),
             ..Default::default()
         };
@@ -356,11 +370,11 @@ impl Driver for DockerDriver {
         Ok(created.id)
     }
 
-    async fn upload_files(&self, container: &str, files: &[FileSpec]) -> Result<()> {
-        let archive =
-            tar_files(files).map_err(|e| DriverError::Engine(format!("cannot pack files: {e}")))?;
+    async fn upload_files(&self, container: &str, dir: &str, files: &[FileSpec]) -> Result<()> {
+        let archive = tar_files(dir, files)
+            .map_err(|e| DriverError::Engine(format!("cannot pack files: {e}")))?;
         let options = UploadToContainerOptions {
-            path: "/".into(),
+            path: dir.into(),
             ..Default::default()
         };
         self.docker
@@ -547,7 +561,7 @@ mod tests {
             contents: b"secret".to_vec(),
             dir: false,
         }];
-        let archive = tar_files(&files).unwrap();
+        let archive = tar_files("/", &files).unwrap();
         let mut reader = tar::Archive::new(archive.as_slice());
         let entry = reader.entries().unwrap().next().unwrap().unwrap();
         assert_eq!(
@@ -556,5 +570,11 @@ mod tests {
         );
         assert_eq!(entry.header().mode().unwrap(), 0o400);
         assert_eq!(entry.header().uid().unwrap(), 0);
+        // Relative to a volume's mount point, as a read-only root needs; nothing outside it.
+        let archive = tar_files("/etc/docker-agent", &files).unwrap();
+        let mut reader = tar::Archive::new(archive.as_slice());
+        let entry = reader.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(entry.path().unwrap().to_str().unwrap(), "token");
+        assert!(tar_files("/workspace", &files).is_err());
     }
 }
