@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod bus;
 pub mod config;
+pub mod conn_limit;
 pub mod core;
 pub mod create;
 pub mod credentials;

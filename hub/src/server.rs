@@ -8,8 +8,8 @@ use docker_agent_proto::v1::agent_service_server::AgentServiceServer;
 use docker_agent_proto::v1::control_service_server::ControlServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
 
 use crate::config::{AgentListen, HubConfig};
 use crate::core::{Core, Settings};
@@ -52,19 +52,14 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         })
 }
 
-fn server_builder(tls: &tls::TlsMaterial) -> Result<Server> {
-    let identity = Identity::from_pem(&tls.server_cert_pem, &tls.server_key_pem);
+/// The agent listener's gRPC server; TLS is done before it, in `grpc::agent_listener`.
+fn agent_server() -> Server {
     Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity))
-        .map_err(|e| HubError::Internal(format!("TLS configuration: {e}")))
-        .map(|b| {
-            b.http2_keepalive_interval(Some(Duration::from_secs(10)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-                .tcp_nodelay(true)
-                // HTTP/2's default 64 KiB windows would cap output at one window per round trip.
-                .initial_stream_window_size(2 << 20)
-                .initial_connection_window_size(4 << 20)
-        })
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // HTTP/2's default 64 KiB windows would cap output at one window per round trip.
+        .initial_stream_window_size(2 << 20)
+        .initial_connection_window_size(4 << 20)
 }
 
 /// Where a browser on this host reaches the operator listener.
@@ -184,18 +179,23 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     core.expire_unattached_sessions()?;
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let agent_server =
-        server_builder(&tls)?.add_service(AgentServiceServer::new(AgentSvc::new(core.clone())));
+    let agent_service = AgentServiceServer::new(AgentSvc::new(core.clone()))
+        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES);
+    let agent_tls = http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?;
     let agent = tokio::spawn(async move {
-        if let Err(e) = agent_server
-            .serve_with_incoming(TcpListenerStream::new(agent_listener))
-            .await
-        {
+        let (conns, incoming) = tokio::sync::mpsc::channel(64);
+        let accept = crate::grpc::agent_listener::accept_loop(agent_listener, agent_tls, conns);
+        let serve = agent_server()
+            .add_service(agent_service)
+            .serve_with_incoming(ReceiverStream::new(incoming));
+        let (_, served) = tokio::join!(accept, serve);
+        if let Err(e) = served {
             tracing::error!(error = %e, "agent listener failed");
         }
     });
-    let control = ControlServiceServer::with_interceptor(
-        ControlSvc::new(core.clone()),
+    let control = tonic::service::interceptor::InterceptedService::new(
+        ControlServiceServer::new(ControlSvc::new(core.clone()))
+            .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES),
         AdminAuth::new(&admin_token),
     );
     let http_state = http::HttpState {

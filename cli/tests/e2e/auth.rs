@@ -31,11 +31,11 @@ pub(crate) async fn agent_listener(hub: &Hub) -> (IpAddr, u16) {
     (gateway, hub.agent_port)
 }
 
-fn ca(hub: &Hub) -> String {
+pub(crate) fn ca(hub: &Hub) -> String {
     std::fs::read_to_string(hub.home().join("tls/ca.pem")).unwrap()
 }
 
-async fn channel(
+pub(crate) async fn channel(
     url: String,
     ca_pem: Option<&str>,
     domain: &str,

@@ -1,7 +1,19 @@
-//! Hardened containers and hostile profiles: a read-only root filesystem that still works (and
-//! survives a restart), and profile files an attacker would write refused in one line with nothing made.
+//! Hardening against hostile clients and containers: a read-only root filesystem that still works
+//! (and survives a restart); hostile profile files, oversized messages and tasks refused in one line
+//! with nothing stored; connection floods and slow-loris clients cut off while others are served.
 
+use std::time::Duration;
+
+use docker_agent_proto::v1 as pb;
+use docker_agent_proto::v1::control_service_client::ControlServiceClient;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::auth::{agent_listener, ca, channel};
 use crate::support::Hub;
+use crate::support::web::Api;
 
 const READ_ONLY_PROFILE: &str = r#"
 name = "t-ro"
@@ -162,4 +174,180 @@ async fn hostile_profile_files_are_refused_in_one_line_and_make_nothing() {
         "{:?}",
         hub.leftovers().await
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_messages_and_tasks_are_refused_clearly_and_store_nothing() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("big");
+    hub.create(&name).await;
+    let op = channel(
+        format!("https://{}", hub.operator_addr()),
+        Some(&ca(&hub)),
+        "localhost",
+    )
+    .await
+    .unwrap();
+    let submit = |script: String| {
+        let (op, name, admin) = (op.clone(), name.clone(), hub.admin_token());
+        async move {
+            let mut request = tonic::Request::new(pb::SubmitTaskRequest {
+                agent: name,
+                spec: Some(pb::TaskSpec {
+                    shell: script,
+                    ..Default::default()
+                }),
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {admin}").parse().unwrap());
+            ControlServiceClient::new(op).submit_task(request).await
+        }
+    };
+    // Over the gRPC message limit: refused by the server before anything reads it.
+    let status = submit("x".repeat(5 << 20)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    // Under it, but more than exec takes: refused with the way around it.
+    let status = submit(format!("echo {}", "x".repeat(200 << 10)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("128 KiB"), "{status:?}");
+    assert!(status.message().len() < 200, "{status:?}");
+    // The same over HTTP.
+    let api = Api::new(&hub);
+    let (code, body) = api
+        .post(
+            &format!("/api/v1/agents/{name}/tasks"),
+            &json!({"type": "exec", "command": format!("echo {}", "y".repeat(300 << 10))}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("128 KiB")
+    );
+    // Nothing was stored, and the agent and hub carry on.
+    let tasks = hub.cli(&["task", "list", &name, "--json"]).await.json();
+    assert_eq!(tasks.as_array().map(Vec::len), Some(0), "{tasks}");
+    assert_eq!(hub.sh(&name, "echo still here").await, "still here\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_floods_on_the_agent_listener_are_capped_and_timed_out() {
+    let hub = Hub::builder().start().await;
+    let (ip, port) = agent_listener(&hub).await;
+    // 100 connections from one address that never start TLS (so never say hello).
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(TcpStream::connect((ip, port)).await.unwrap());
+    }
+    // Meanwhile a real agent, from its own address, connects and works.
+    let name = hub.name("flood");
+    hub.create(&name).await;
+    assert_eq!(hub.sh(&name, "echo through").await, "through\n");
+    // Every flood connection is closed by the hub: past the per-address cap at once, the rest when
+    // their handshake deadline passes. The bound is generous; the deadline is 10 s.
+    let closed = futures::future::join_all(flood.into_iter().map(|mut s| async move {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }))
+    .await;
+    assert!(
+        closed.iter().all(|c| *c),
+        "{} of 100 still open",
+        closed.iter().filter(|c| !**c).count()
+    );
+    let log = hub.log_tail_all();
+    assert!(
+        log.contains("agent listener closed new connections: this peer holds 32 connections"),
+        "{log}"
+    );
+    assert!(log.contains("no TLS handshake within"), "{log}");
+    // The agent's own connection was never among them.
+    assert_eq!(hub.sh(&name, "echo after").await, "after\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_loris_clients_are_cut_off_and_others_are_served() {
+    let hub = Hub::builder().start().await;
+    let addr = hub.operator_addr();
+    // Headers a line at a time, never finished.
+    let headers = async {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        for i in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if s.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return true;
+            }
+            let mut buf = [0u8; 256];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(10), s.read(&mut buf)).await
+            {
+                return n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408");
+            }
+        }
+        false
+    };
+    // A body promised in full and sent a byte a second.
+    let body = async {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /api/v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{{",
+            hub.admin_token()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(10), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => {
+                    // The answer closes the connection: read it whole.
+                    reply.extend_from_slice(&buf[..n]);
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply))
+                            .await;
+                    break;
+                }
+                Err(_) => {}
+            }
+            if s.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    // Others are served while both hang on.
+    let others = async {
+        let api = Api::new(&hub);
+        for _ in 0..5 {
+            assert_eq!(api.get("/api/v1/agents").await.0, StatusCode::OK);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let (headers_cut, body_reply, ()) = tokio::join!(headers, body, others);
+    assert!(
+        headers_cut,
+        "a client that never finished its headers was kept"
+    );
+    assert!(body_reply.starts_with("HTTP/1.1 408"), "{body_reply}");
+    assert!(
+        body_reply.contains("did not arrive within 15 s"),
+        "{body_reply}"
+    );
+    assert!(hub.cli(&["list"]).await.status.success());
 }

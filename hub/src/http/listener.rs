@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::conn_limit::ConnLimits;
 use crate::error::{HubError, Result};
 
 /// A client must send its first byte and finish its TLS handshake within this, and an HTTP/1 client its
@@ -25,6 +26,9 @@ use crate::error::{HubError, Result};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections at most; more are closed at once, so a flood cannot exhaust descriptors.
 const MAX_CONNECTIONS: usize = 4096;
+/// ... and from one remote address, so one client cannot take them all. Loopback peers (the local CLI
+/// and browser, which may run hundreds of commands at once) count only in the total.
+const MAX_PER_REMOTE_PEER: usize = 256;
 /// TLS's first record type: handshake.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -63,7 +67,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let limits = ConnLimits::new(MAX_CONNECTIONS, MAX_PER_REMOTE_PEER);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -78,9 +82,14 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "operator listener at {MAX_CONNECTIONS} connections; closing a new one");
-            continue;
+        let slot = match limits.admit((!peer.ip().is_loopback()).then_some(peer.ip())) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                if let Some(count) = limits.note_refusal() {
+                    tracing::warn!(%peer, count, "operator listener closed new connections: {refused}");
+                }
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let conn = handle(

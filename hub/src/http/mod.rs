@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+mod body_deadline;
 pub mod creates;
 pub mod error;
 pub mod listener;
@@ -82,6 +83,7 @@ pub fn router(state: HttpState) -> Router {
         .nest("/api/v1", api::router())
         .merge(ui::router())
         .with_state(state)
+        .layer(axum::middleware::from_fn(body_deadline::body_deadline))
         .layer(axum::middleware::map_response(security_headers))
 }
 

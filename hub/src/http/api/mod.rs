@@ -4,7 +4,7 @@
 mod agents;
 pub mod dto;
 mod events;
-mod extract;
+pub(crate) mod extract;
 mod tasks;
 
 use axum::Router;
