@@ -14,6 +14,7 @@ mod http_api;
 mod lifecycle;
 mod profiles;
 mod restart;
+mod schemathesis;
 mod security;
 mod snapshots;
 mod tasks;

@@ -132,7 +132,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if !bytes.is_finite() || bytes < 1.0 {
         return Err(format!("{text:?} is not a positive size"));
     }
-    Ok(bytes as u64)
+    // Whole numbers are counted exactly: through the f64, a count past 2^53 would not read back as
+    // written (found with the `profile` fuzz target).
+    let exact = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier));
+    let bytes = exact.unwrap_or(bytes as u64);
+    // The store and Docker take sizes as i64, where a larger one would wrap negative and mean "no limit".
+    if bytes > i64::MAX as u64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes)
 }
 
 /// Parses the text of one profile file. `origin` names it in errors (a path, or `builtin NAME`).

@@ -417,8 +417,12 @@ impl Hub {
         names.extend(
             volumes
                 .into_iter()
-                .map(|v| v.name)
-                .filter(|n| n.starts_with(&format!("docker-agent-{}-", self.prefix))),
+                .filter(|v| {
+                    v.name
+                        .starts_with(&format!("docker-agent-{}-", self.prefix))
+                        || v.labels.get("dev.docker-agent.hub") == Some(&self.hub_id)
+                })
+                .map(|v| v.name),
         );
         names
     }
@@ -504,7 +508,10 @@ impl Hub {
             .and_then(|v| v.volumes)
             .unwrap_or_default();
         for v in volumes {
-            if v.name.starts_with(&format!("docker-agent-{prefix}-")) {
+            // By name for this test's agents, by label for agents a tool named (schemathesis).
+            if v.name.starts_with(&format!("docker-agent-{prefix}-"))
+                || v.labels.get("dev.docker-agent.hub") == Some(&hub_id)
+            {
                 let _ = docker
                     .remove_volume(
                         &v.name,

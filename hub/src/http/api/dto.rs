@@ -104,7 +104,8 @@ impl Agent {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
-    /// Lower-case letters, digits and dashes; starts with a letter.
+    /// 1-63 lower-case letters, digits and dashes, not starting or ending with a dash.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Default: minimal.
     #[serde(default)]

@@ -51,6 +51,7 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
         dto::Profiles,
         dto::Event,
         dto::LiveEvent,
+        tasks::OutputStream,
         crate::task_json::TaskRequest,
     )),
     modifiers(&AdminToken),
@@ -131,5 +132,34 @@ mod tests {
         }
         assert!(doc["components"]["schemas"]["Agent"].is_object());
         assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+    }
+
+    /// A reference to a schema that was never registered makes the document unusable for generated
+    /// clients and for schemathesis (which found the first one).
+    #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                        out.push(r);
+                    }
+                    map.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 10, "{found:?}");
+        for r in found {
+            let name = r.strip_prefix("#/components/schemas/").expect(r);
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} does not resolve"
+            );
+        }
     }
 }
