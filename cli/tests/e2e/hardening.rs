@@ -51,6 +51,20 @@ async fn a_read_only_root_keeps_workspace_and_tmp_writable_and_setup_runs_once()
     let tmpfs = host.tmpfs.unwrap_or_default();
     assert!(tmpfs.contains_key("/tmp"), "{tmpfs:?}");
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    // Exactly the documented few, for the agent (profiles/README.md, Security notes).
+    let mut caps = host.cap_add.unwrap_or_default();
+    caps.sort();
+    assert_eq!(
+        caps,
+        [
+            "CHOWN",
+            "DAC_OVERRIDE",
+            "FOWNER",
+            "KILL",
+            "SETGID",
+            "SETUID"
+        ]
+    );
     assert!(
         host.security_opt
             .unwrap_or_default()
@@ -79,6 +93,15 @@ async fn a_read_only_root_keeps_workspace_and_tmp_writable_and_setup_runs_once()
         )
         .await,
         "1777\nagent\n"
+    );
+    // A task holds no capability at all, and cannot gain one.
+    assert_eq!(
+        hub.sh(
+            &name,
+            "grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status"
+        )
+        .await,
+        "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n"
     );
     assert_eq!(
         hub.sh(&name, "cat /workspace/conf/app.conf").await,
