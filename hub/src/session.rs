@@ -247,6 +247,12 @@ impl Core {
         acks: &mut HashMap<String, Ack>,
     ) -> Result<()> {
         let stream = Stream::try_from(chunk.stream).unwrap_or(Stream::Unspecified);
+        if stream == Stream::Unspecified {
+            // Not the agent's code (it always names the stream): dropped, rather than taken for a store
+            // error that would end the session, and come back with the resend, forever.
+            tracing::warn!(agent = %agent.name, task = %chunk.task_id, stream = chunk.stream, "dropped output that names no stream");
+            return Ok(());
+        }
         let in_range = chunk
             .offset
             .checked_add(chunk.data.len() as u64)

@@ -14,6 +14,9 @@ pub const NEVER_STARTED: &str = "cancelled before it started";
 
 /// The longest timeout a task may ask for: a year. Zero means none.
 const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
+/// The longest a task may ask to get between TERM and KILL: an hour. Unbounded, a huge grace would
+/// mean KILL never comes (found by the fuzz target's reviewer).
+const MAX_KILL_GRACE_MS: u64 = 3600 * 1000;
 /// Linux refuses to exec an argument or variable longer than this (MAX_ARG_STRLEN).
 const MAX_ARG_BYTES: usize = 128 << 10;
 /// A task's command, environment and cwd together: below Linux's total for exec (2 MiB with the usual
@@ -48,6 +51,9 @@ pub fn normalise_spec(mut spec: TaskSpec) -> Result<TaskSpec> {
     }
     if spec.timeout_ms > MAX_TIMEOUT_MS {
         return invalid("timeout is longer than a year");
+    }
+    if spec.kill_grace_ms > MAX_KILL_GRACE_MS {
+        return invalid("kill grace is longer than an hour");
     }
     check_size(&spec)?;
     if spec.kind.is_empty() {
@@ -444,6 +450,12 @@ mod tests {
         let mut s = spec(&["ls"], "");
         s.env.insert("A=B".into(), "x".into());
         assert!(normalise_spec(s).is_err());
+        let mut s = spec(&["ls"], "");
+        s.kill_grace_ms = u64::MAX;
+        assert_eq!(
+            normalise_spec(s).unwrap_err().to_string(),
+            "kill grace is longer than an hour"
+        );
     }
 
     #[test]

@@ -71,11 +71,18 @@ async fn hostile_names_and_task_json_are_refused_and_leave_nothing() {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{:.60}: {body}", case);
     }
-    // A 900 KiB command is not hostile by itself: it is taken and runs (and fails: no such program).
+    // A 900 KiB command is more than Linux runs: refused up front, with the way around it.
     let (status, body) = api
         .post_raw(&format!("/api/v1/agents/{name}/tasks"), &huge)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("128 KiB"),
+        "{body}"
+    );
     let list = hub.cli(&["list", "--json"]).await.json();
     assert_eq!(
         list.as_array().unwrap().len(),

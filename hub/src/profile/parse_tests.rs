@@ -15,6 +15,10 @@ fn sizes() {
     assert!(parse_size("4x").unwrap_err().contains("unknown unit"));
     assert!(parse_size("lots").is_err());
     assert!(parse_size("0").is_err());
+    // Exact past 2^53 (an f64 would round), and nothing that would wrap negative in Docker's i64.
+    assert_eq!(parse_size("9007199254740993").unwrap(), 9007199254740993);
+    assert!(parse_size("20000000t").unwrap_err().contains("too large"));
+    assert!(parse_size("9223372036854775808").unwrap_err().contains("too large"));
 }
 
 #[test]
