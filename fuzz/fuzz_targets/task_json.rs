@@ -35,6 +35,9 @@ fuzz_target!(|data: &[u8]| {
     // The hub's own checks before storing (sizes, cwd, timeouts) never panic, and what they pass
     // is argv the agent can exec.
     if let Ok(task) = docker_agent_hub::tasks::normalise_spec(spec) {
-        assert!(!task.argv.is_empty() && !task.argv[0].is_empty(), "{task:?}");
+        assert!(
+            !task.argv.is_empty() && !task.argv[0].is_empty(),
+            "{task:?}"
+        );
     }
 });

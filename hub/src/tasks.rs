@@ -88,7 +88,11 @@ fn check_size(spec: &TaskSpec) -> Result<()> {
         )));
     }
     let total = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
-        + spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>()
+        + spec
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>()
         + spec.cwd.len();
     if total > MAX_SPEC_BYTES {
         return Err(HubError::InvalidArgument(format!(
@@ -469,7 +473,12 @@ mod tests {
         assert!(err.starts_with("argument 2 of the command"), "{err}");
         let mut s = spec(&["env"], "");
         s.env.insert("BIG".into(), script.clone());
-        assert!(normalise_spec(s).unwrap_err().to_string().contains("\"BIG\""));
+        assert!(
+            normalise_spec(s)
+                .unwrap_err()
+                .to_string()
+                .contains("\"BIG\"")
+        );
         // Many arguments just under the per-argument limit add up past the total.
         let piece = "y".repeat(MAX_ARG_BYTES - 1);
         let many: Vec<&str> = std::iter::once("echo").chain([piece.as_str(); 9]).collect();

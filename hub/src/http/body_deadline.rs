@@ -29,7 +29,10 @@ pub async fn body_deadline(request: Request, next: Next) -> Response {
     // One byte over the limit tells "too large" from "exactly the limit"; the handler's own limit
     // answers 413 for what arrives in time.
     match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT + 1)).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Ok(Err(_)) => {
             let mut response = ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,7 +61,8 @@ pub async fn body_deadline(request: Request, next: Next) -> Response {
 
 /// The rest of the body is never read, so the connection cannot carry another request.
 fn close(response: &mut Response) {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
 }

@@ -18,7 +18,11 @@ fn sizes() {
     // Exact past 2^53 (an f64 would round), and nothing that would wrap negative in Docker's i64.
     assert_eq!(parse_size("9007199254740993").unwrap(), 9007199254740993);
     assert!(parse_size("20000000t").unwrap_err().contains("too large"));
-    assert!(parse_size("9223372036854775808").unwrap_err().contains("too large"));
+    assert!(
+        parse_size("9223372036854775808")
+            .unwrap_err()
+            .contains("too large")
+    );
 }
 
 #[test]
