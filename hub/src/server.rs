@@ -62,6 +62,26 @@ fn agent_server() -> Server {
         .initial_connection_window_size(4 << 20)
 }
 
+/// Every agent holds a connection (and each task an output file now and then): the usual soft limit
+/// of 1024 descriptors would stop a hub long before its connection caps. Raised to the hard limit.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            before < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(descriptors = limit.rlim_cur, "raised the open-file limit");
+    }
+}
+
 /// Where a browser on this host reaches the operator listener.
 pub fn browser_addr(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
@@ -78,6 +98,7 @@ pub fn browser_addr(addr: SocketAddr) -> SocketAddr {
 /// Starts a hub from validated config and returns once both listeners are bound.
 pub async fn start(config: HubConfig) -> Result<RunningHub> {
     config.validate()?;
+    raise_fd_limit();
     let data_dir = DataDir::open_for_hub(&config.data_dir)?;
     let hub_id = data_dir.hub_id()?;
     let admin_token = data_dir.ensure_admin_token()?;
@@ -182,9 +203,14 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     let agent_service = AgentServiceServer::new(AgentSvc::new(core.clone()))
         .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES);
     let agent_tls = http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?;
+    let per_peer = match config.agent_listen {
+        AgentListen::Gateway(_) => crate::grpc::agent_listener::MAX_PER_CONTAINER,
+        AgentListen::Addr(_) => crate::grpc::agent_listener::MAX_PER_SHARED_ADDRESS,
+    };
     let agent = tokio::spawn(async move {
         let (conns, incoming) = tokio::sync::mpsc::channel(64);
-        let accept = crate::grpc::agent_listener::accept_loop(agent_listener, agent_tls, conns);
+        let accept =
+            crate::grpc::agent_listener::accept_loop(agent_listener, agent_tls, per_peer, conns);
         let serve = agent_server()
             .add_service(agent_service)
             .serve_with_incoming(ReceiverStream::new(incoming));

@@ -59,6 +59,9 @@ pub fn normalise_spec(mut spec: TaskSpec) -> Result<TaskSpec> {
     if spec.kind.is_empty() {
         spec.kind = "exec".into();
     }
+    if spec.kind.len() > 32 {
+        return invalid("the task type is longer than 32 characters");
+    }
     Ok(spec)
 }
 

@@ -263,18 +263,42 @@ async fn oversized_messages_and_tasks_are_refused_clearly_and_store_nothing() {
 async fn connection_floods_on_the_agent_listener_are_capped_and_timed_out() {
     let hub = Hub::builder().start().await;
     let (ip, port) = agent_listener(&hub).await;
-    // 100 connections from one address that never start TLS (so never say hello).
-    let mut flood = Vec::new();
-    for _ in 0..100 {
-        flood.push(TcpStream::connect((ip, port)).await.unwrap());
-    }
+    // 100 connections from one address that never start TLS (so never say hello), kept at 100 —
+    // each one the hub closes is opened again — for as long as the real agent below takes.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let flood = tokio::spawn(async move {
+        let mut open: Vec<TcpStream> = Vec::new();
+        let mut closed_by_hub = 0usize;
+        loop {
+            while open.len() < 100 {
+                open.push(TcpStream::connect((ip, port)).await.unwrap());
+            }
+            let mut buf = [0u8; 16];
+            let before = open.len();
+            open.retain(|s| match s.try_read(&mut buf) {
+                // Nothing to read yet: still open.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                // End of stream or a reset: the hub closed it. (It never sends before TLS.)
+                _ => false,
+            });
+            closed_by_hub += before - open.len();
+            tokio::select! {
+                _ = stopped.changed() => return (open, closed_by_hub),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
     // Meanwhile a real agent, from its own address, connects and works.
     let name = hub.name("flood");
     hub.create(&name).await;
     assert_eq!(hub.sh(&name, "echo through").await, "through\n");
-    // Every flood connection is closed by the hub: past the per-address cap at once, the rest when
-    // their handshake deadline passes. The bound is generous; the deadline is 10 s.
-    let closed = futures::future::join_all(flood.into_iter().map(|mut s| async move {
+    stop.send(true).unwrap();
+    let (open, closed_by_hub) = flood.await.unwrap();
+    // Past the per-address cap, connections are closed at once.
+    assert!(closed_by_hub >= 68, "the hub closed only {closed_by_hub}");
+    // The rest are closed when their handshake deadline passes. The bound is generous; the deadline
+    // is 10 s.
+    let closed = futures::future::join_all(open.into_iter().map(|mut s| async move {
         let mut buf = [0u8; 16];
         matches!(
             tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await,
@@ -284,8 +308,9 @@ async fn connection_floods_on_the_agent_listener_are_capped_and_timed_out() {
     .await;
     assert!(
         closed.iter().all(|c| *c),
-        "{} of 100 still open",
-        closed.iter().filter(|c| !**c).count()
+        "{} of {} still open",
+        closed.iter().filter(|c| !**c).count(),
+        closed.len()
     );
     let log = hub.log_tail_all();
     assert!(
@@ -354,6 +379,19 @@ async fn slow_loris_clients_are_cut_off_and_others_are_served() {
         }
         String::from_utf8_lossy(&reply).into_owned()
     };
+    // Without the token, a promised body is never waited for: refused at once.
+    let unauthenticated = async {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"POST /api/v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer before the body")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
     // Others are served while both hang on.
     let others = async {
         let api = Api::new(&hub);
@@ -362,7 +400,9 @@ async fn slow_loris_clients_are_cut_off_and_others_are_served() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
-    let (headers_cut, body_reply, ()) = tokio::join!(headers, body, others);
+    let (headers_cut, body_reply, refused, ()) =
+        tokio::join!(headers, body, unauthenticated, others);
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
     assert!(
         headers_cut,
         "a client that never finished its headers was kept"

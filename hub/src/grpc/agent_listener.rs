@@ -22,8 +22,12 @@ use crate::conn_limit::{ConnLimits, ConnPermit};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections at most: room for the 10,000 agents a hub is meant to hold, and their reconnects.
 const MAX_CONNECTIONS: usize = 20_000;
-/// An agent holds one connection, two while a reconnect overlaps the old one's keepalive timeout.
-const MAX_PER_PEER: usize = 32;
+/// Per address, when every container dials from its own (the hub's bridge network): an agent holds one
+/// connection, two while a reconnect overlaps the old one's keepalive timeout.
+pub const MAX_PER_CONTAINER: usize = 32;
+/// Per address when agents may share one (`--agent-listen ADDR` behind NAT, a remote engine): only
+/// the total and the handshake deadline bound them.
+pub const MAX_PER_SHARED_ADDRESS: usize = MAX_CONNECTIONS;
 
 /// A handshaken connection that keeps its place in the caps until tonic drops it.
 pub struct AgentConn {
@@ -83,10 +87,14 @@ impl AsyncWrite for AgentConn {
 pub async fn accept_loop(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    per_peer: usize,
     out: mpsc::Sender<io::Result<AgentConn>>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let limits = ConnLimits::new(MAX_CONNECTIONS, MAX_PER_PEER);
+    // tonic's server speaks HTTP/2 only: offering HTTP/1.1 would only make a confused client fail later.
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let limits = ConnLimits::new(MAX_CONNECTIONS, per_peer);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -96,12 +104,14 @@ pub async fn accept_loop(
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: keep serving the connections we have.
-                tracing::warn!(error = %e, "agent listener failed to accept");
+                if let Some(count) = limits.note_refusal() {
+                    tracing::warn!(error = %e, count, "agent listener failed to accept");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let permit = match limits.admit(Some(peer.ip())) {
+        let permit = match limits.admit(Some(peer.ip().to_canonical())) {
             Ok(permit) => permit,
             Err(refused) => {
                 if let Some(count) = limits.note_refusal() {

@@ -1,68 +1,117 @@
 //! A deadline for request bodies. Headers must arrive within the listener's timeout; a body that trickles
 //! in a byte at a time (slow-loris) would otherwise hold a connection for as long as the client likes.
-//! Bodies here are small (forms and JSON, at most `BODY_LIMIT`), so the whole body is read up front.
+//! The body is wrapped, not read here: handlers still check the token before reading anything, and a
+//! body nobody reads costs nothing. HTTP/2 bodies without a length are covered the same way.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use super::api::extract::BODY_LIMIT;
-use super::error::ApiError;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 /// The whole body must arrive within this after the headers: 1 MiB takes 15 s only below ~70 KB/s.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// What reading a body past its deadline fails with; `is_deadline` finds it in a rejection's sources.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
+pub struct BodyDeadline;
+
 pub async fn body_deadline(request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|len| len.as_bytes() != b"0");
-    if !has_body {
-        return next.run(request).await;
-    }
     let (parts, body) = request.into_parts();
-    // One byte over the limit tells "too large" from "exactly the limit"; the handler's own limit
-    // answers 413 for what arrives in time.
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT + 1)).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+    let body = Body::new(DeadlineBody {
+        inner: body,
+        deadline: Instant::now() + BODY_TIMEOUT,
+        sleep: None,
+    });
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Whether `error` (a body or extractor error) is, at its root, a missed body deadline.
+pub fn is_deadline(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<BodyDeadline>() {
+            return true;
         }
-        Ok(Err(_)) => {
-            let mut response = ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_argument",
-                format!("the request body is larger than {BODY_LIMIT} bytes"),
-            )
-            .into_response();
-            close(&mut response);
-            response
+        current = e.source();
+    }
+    false
+}
+
+struct DeadlineBody {
+    inner: Body,
+    deadline: Instant,
+    /// Made the first time the body has to wait, so a body that is already there costs no timer.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
         }
-        Err(_) => {
-            let mut response = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!(
-                    "the request body did not arrive within {} s",
-                    BODY_TIMEOUT.as_secs()
-                ),
-            )
-            .into_response();
-            close(&mut response);
-            response
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyDeadline)))),
+            Poll::Pending => Poll::Pending,
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
-/// The rest of the body is never read, so the connection cannot carry another request.
-fn close(response: &mut Response) {
-    response.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_trickling_body_fails_at_the_deadline_and_a_quick_one_passes() {
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        // A body that never ends, with a short deadline: the trickle never stops it from firing.
+        let body = DeadlineBody {
+            inner: Body::from_stream(rx),
+            deadline: Instant::now() + Duration::from_millis(300),
+            sleep: None,
+        };
+        let feeder = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if tx.try_send(Ok(Bytes::from_static(b"x"))).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = body.collect().await.unwrap_err();
+        assert!(is_deadline(&err), "{err}");
+        feeder.abort();
+
+        let body = DeadlineBody {
+            inner: Body::from("whole"),
+            deadline: Instant::now(),
+            sleep: None,
+        };
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "whole");
+    }
 }

@@ -87,6 +87,9 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         // axum knows which status fits (415 without a JSON content type, 413 past the body limit,
         // 400/422 for bad JSON); serde's text names the field and position.
+        if let JsonRejection::BytesRejection(inner) = &rejection {
+            return Self::from_body_error(inner);
+        }
         let status = match rejection.status() {
             StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
             s => s,
@@ -97,6 +100,20 @@ impl From<JsonRejection> for ApiError {
 
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
+        Self::from_body_error(&rejection)
+    }
+}
+
+impl ApiError {
+    /// A body that could not be read: too slow (408, from `body_deadline`), too large (413), broken.
+    fn from_body_error(rejection: &BytesRejection) -> Self {
+        if super::body_deadline::is_deadline(rejection) {
+            return Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                super::body_deadline::BodyDeadline.to_string(),
+            );
+        }
         Self::new(
             rejection.status(),
             "invalid_argument",

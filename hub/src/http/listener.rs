@@ -77,12 +77,15 @@ pub async fn serve(
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: keep serving the connections we have.
-                tracing::warn!(error = %e, "operator listener failed to accept");
+                if let Some(count) = limits.note_refusal() {
+                    tracing::warn!(error = %e, count, "operator listener failed to accept");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let slot = match limits.admit((!peer.ip().is_loopback()).then_some(peer.ip())) {
+        let ip = peer.ip().to_canonical();
+        let slot = match limits.admit((!ip.is_loopback()).then_some(ip)) {
             Ok(slot) => slot,
             Err(refused) => {
                 if let Some(count) = limits.note_refusal() {
