@@ -31,11 +31,11 @@ pub(crate) async fn agent_listener(hub: &Hub) -> (IpAddr, u16) {
     (gateway, hub.agent_port)
 }
 
-pub(crate) fn ca(hub: &Hub) -> String {
+fn ca(hub: &Hub) -> String {
     std::fs::read_to_string(hub.home().join("tls/ca.pem")).unwrap()
 }
 
-pub(crate) async fn channel(
+async fn channel(
     url: String,
     ca_pem: Option<&str>,
     domain: &str,
@@ -51,6 +51,17 @@ pub(crate) async fn channel(
         )?;
     }
     endpoint.connect().await
+}
+
+/// A TLS channel to the operator listener, trusting the hub's CA (no token attached).
+pub(crate) async fn operator_channel(hub: &Hub) -> Channel {
+    channel(
+        format!("https://{}", hub.operator_addr()),
+        Some(&ca(hub)),
+        "localhost",
+    )
+    .await
+    .expect("TLS to the operator listener with the hub's CA")
 }
 
 /// Opens an agent session with these credentials and says hello; the hub's answer.
@@ -176,13 +187,7 @@ async fn every_wrong_credential_is_refused_and_logged() {
     );
 
     // The operator API refuses an agent's token, over gRPC and REST.
-    let op = channel(
-        format!("https://{}", hub.operator_addr()),
-        Some(&ca(&hub)),
-        "localhost",
-    )
-    .await
-    .unwrap();
+    let op = operator_channel(&hub).await;
     let mut list = tonic::Request::new(pb::ListAgentsRequest {});
     list.metadata_mut().insert(
         "authorization",

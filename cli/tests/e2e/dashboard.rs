@@ -349,9 +349,5 @@ async fn a_browser_drives_an_agent_through_its_life() {
     );
 
     browser.close().await;
-    assert!(
-        hub.leftovers().await.is_empty(),
-        "{:?}",
-        hub.leftovers().await
-    );
+    hub.assert_nothing_left().await;
 }

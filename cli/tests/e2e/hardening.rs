@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::auth::{agent_listener, ca, channel};
+use crate::auth::{agent_listener, operator_channel};
 use crate::support::Hub;
 use crate::support::web::Api;
 
@@ -130,11 +130,7 @@ async fn a_read_only_root_keeps_workspace_and_tmp_writable_and_setup_runs_once()
     assert!(shown.ok().contains("read_only_root = true"));
 
     hub.cli(&["destroy", &name, "--purge"]).await.ok();
-    assert!(
-        hub.leftovers().await.is_empty(),
-        "{:?}",
-        hub.leftovers().await
-    );
+    hub.assert_nothing_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -192,11 +188,7 @@ async fn hostile_profile_files_are_refused_in_one_line_and_make_nothing() {
         assert!(listed.stderr.contains(file.as_str()) || listed.stdout.contains(file.as_str()));
     }
     hub.cli(&["list"]).await.ok();
-    assert!(
-        hub.leftovers().await.is_empty(),
-        "{:?}",
-        hub.leftovers().await
-    );
+    hub.assert_nothing_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -204,13 +196,7 @@ async fn oversized_messages_and_tasks_are_refused_clearly_and_store_nothing() {
     let hub = Hub::builder().start().await;
     let name = hub.name("big");
     hub.create(&name).await;
-    let op = channel(
-        format!("https://{}", hub.operator_addr()),
-        Some(&ca(&hub)),
-        "localhost",
-    )
-    .await
-    .unwrap();
+    let op = operator_channel(&hub).await;
     let submit = |script: String| {
         let (op, name, admin) = (op.clone(), name.clone(), hub.admin_token());
         async move {

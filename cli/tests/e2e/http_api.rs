@@ -332,9 +332,5 @@ async fn agents_tasks_output_and_events_over_http() {
         assert_eq!(status, StatusCode::OK, "{gone}");
         assert_eq!(gone["volume_removed"], true);
     }
-    assert!(
-        hub.leftovers().await.is_empty(),
-        "{:?}",
-        hub.leftovers().await
-    );
+    hub.assert_nothing_left().await;
 }

@@ -298,11 +298,7 @@ command = "touch /workspace/third"
         "once\n/workspace/third\n"
     );
     hub.cli(&["destroy", &name, "--purge"]).await.ok();
-    assert!(
-        hub.leftovers().await.is_empty(),
-        "{:?}",
-        hub.leftovers().await
-    );
+    hub.assert_nothing_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -355,11 +351,7 @@ async fn bad_profiles_are_refused_before_any_container_exists() {
     hub.cli(&["create", &name, "--profile", "nope"])
         .await
         .fails_with("unknown profile \"nope\"");
-    assert!(
-        hub.leftovers().await.is_empty(),
-        "{:?}",
-        hub.leftovers().await
-    );
+    hub.assert_nothing_left().await;
     assert!(
         hub.cli(&["list", "--json"])
             .await

@@ -91,11 +91,7 @@ async fn hostile_names_and_task_json_are_refused_and_leave_nothing() {
     );
     assert_eq!(hub.sh(&name, "echo fine").await, "fine\n");
     hub.cli(&["destroy", &name, "--purge"]).await.ok();
-    assert!(
-        hub.leftovers().await.is_empty(),
-        "{:?}",
-        hub.leftovers().await
-    );
+    hub.assert_nothing_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -400,6 +400,12 @@ impl Hub {
         out.stdout
     }
 
+    /// Asserts that no container or volume of this hub is left, naming any that is.
+    pub async fn assert_nothing_left(&self) {
+        let left = self.leftovers().await;
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
     /// Containers and volumes whose names carry this hub's prefix.
     pub async fn leftovers(&self) -> Vec<String> {
         let docker = docker().await;
