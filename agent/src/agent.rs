@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::backoff::{Backoff, MAX_DELAY};
 use crate::config::Config;
-use crate::health::HealthSampler;
+use crate::health::{HealthSampler, HealthSource};
 use crate::session::{self, Identity, SessionEnd, SessionError};
 use crate::state::{ExecSettings, Shared};
 use crate::{reaper, runner, setup, spawn, system};
@@ -66,7 +66,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grace = config.kill_grace;
     // Before the first dial: the setup runs whether or not the hub can be reached, and Hello reports it.
     setup::start(&shared, &config.setup_file, &config.state_dir);
-    let connector = tokio::spawn(connect_forever(shared.clone(), config, identity));
+    let sampler = HealthSampler::new(&config.workdir);
+    let connector = tokio::spawn(connect_forever(shared.clone(), config, identity, sampler));
 
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping tasks"),
@@ -78,9 +79,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Keeps a session with the hub up, forever; tasks in `shared` are unaffected by how sessions go.
-pub async fn connect_forever(shared: Arc<Shared>, config: Config, identity: Identity) {
+pub async fn connect_forever(
+    shared: Arc<Shared>,
+    config: Config,
+    identity: Identity,
+    mut sampler: impl HealthSource,
+) {
     let mut backoff = Backoff::new();
-    let mut sampler = HealthSampler::new(&config.workdir);
     loop {
         let end = session::run(&shared, &config, &identity, &mut sampler).await;
         let delay = match end {

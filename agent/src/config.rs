@@ -35,6 +35,11 @@ pub enum ConfigError {
 pub struct Token(String);
 
 impl Token {
+    /// A token handed over in memory (the load mode's simulated agents); agents read theirs from a file.
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

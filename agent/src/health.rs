@@ -22,6 +22,13 @@ enum Cgroup {
 /// v1 reports "no limit" as a huge page-rounded number rather than `max`.
 const V1_UNLIMITED: u64 = 1 << 62;
 
+/// What each heartbeat reports. An agent samples its own container; a load run (`load`) shares one
+/// sample among thousands of simulated agents in a process.
+pub trait HealthSource: Send {
+    /// `idle`: no output is waiting for the hub, so memory kept for an output burst can be given back.
+    fn sample(&mut self, running_tasks: u32, idle: bool) -> Health;
+}
+
 /// Samples health; keeps only what is needed to compute CPU percent between two calls.
 #[derive(Debug)]
 pub struct HealthSampler {
@@ -225,6 +232,20 @@ impl HealthSampler {
             .and_then(parse_vm_rss)
             .unwrap_or(0);
         h
+    }
+}
+
+impl HealthSource for HealthSampler {
+    fn sample(&mut self, running_tasks: u32, idle: bool) -> Health {
+        if idle {
+            // glibc keeps freed heap after an output burst; give it back so the idle agent stays small
+            // (and the RSS reported below is what the agent needs).
+            // SAFETY: malloc_trim only releases free memory of the allocator; it touches no live allocation.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        HealthSampler::sample(self, running_tasks)
     }
 }
 

@@ -17,7 +17,7 @@ use tonic::{Code, Status, Streaming};
 
 use crate::config::Config;
 use crate::dial::{self, DialError};
-use crate::health::HealthSampler;
+use crate::health::HealthSource;
 use crate::runner;
 use crate::state::Shared;
 
@@ -127,7 +127,7 @@ pub async fn run(
     shared: &Arc<Shared>,
     config: &Config,
     identity: &Identity,
-    sampler: &mut HealthSampler,
+    sampler: &mut dyn HealthSource,
 ) -> SessionEnd {
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let opened =
@@ -196,19 +196,13 @@ async fn read_loop(
     }
 }
 
-fn heartbeat(shared: &Shared, sampler: &mut HealthSampler) -> AgentMessage {
-    if shared.table().spooled_bytes() == 0 {
-        // glibc keeps freed heap after an output burst; give it back so the idle agent stays small.
-        // SAFETY: malloc_trim only releases free memory of the allocator; it touches no live allocation.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
+fn heartbeat(shared: &Shared, sampler: &mut dyn HealthSource) -> AgentMessage {
+    let idle = shared.table().spooled_bytes() == 0;
     let running_tasks = shared.table().running_ids();
     let count = u32::try_from(running_tasks.len()).unwrap_or(u32::MAX);
     AgentMessage {
         msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
-            health: Some(sampler.sample(count)),
+            health: Some(sampler.sample(count, idle)),
             running_tasks,
         })),
     }
@@ -217,7 +211,7 @@ fn heartbeat(shared: &Shared, sampler: &mut HealthSampler) -> AgentMessage {
 async fn send_heartbeat(
     shared: &Shared,
     tx: &mpsc::Sender<AgentMessage>,
-    sampler: &mut HealthSampler,
+    sampler: &mut dyn HealthSource,
 ) -> Result<(), SessionError> {
     tx.send(heartbeat(shared, sampler))
         .await
@@ -230,7 +224,7 @@ async fn write_loop(
     tx: &mpsc::Sender<AgentMessage>,
     interval: Duration,
     ping: &Notify,
-    sampler: &mut HealthSampler,
+    sampler: &mut dyn HealthSource,
 ) -> SessionError {
     match write_loop_inner(shared, tx, interval, ping, sampler).await {
         Ok(never) => match never {},
@@ -243,7 +237,7 @@ async fn write_loop_inner(
     tx: &mpsc::Sender<AgentMessage>,
     interval: Duration,
     ping: &Notify,
-    sampler: &mut HealthSampler,
+    sampler: &mut dyn HealthSource,
 ) -> Result<std::convert::Infallible, SessionError> {
     // The first tick is immediate: one heartbeat right after Welcome.
     let mut ticker = tokio::time::interval(interval);

@@ -1,7 +1,7 @@
 //! The `docker-agent` command line: every verb talks to the hub over gRPC/TLS with the admin token; `docker-agent hub` runs the hub itself.
 
 pub mod args;
-mod client;
+pub mod client;
 mod commands;
 mod output;
 mod progress;

@@ -76,7 +76,13 @@ async fn full_session_with_reconnect_and_resend() {
     // "localhost" goes through /etc/hosts, then the certificate is checked for --tls-server-name.
     let config = hub.agent_config(dir.path(), "localhost", "s3cret");
     let shared = shared();
-    tokio::spawn(agent::connect_forever(shared.clone(), config, identity()));
+    let sampler = HealthSampler::new(&config.workdir);
+    tokio::spawn(agent::connect_forever(
+        shared.clone(),
+        config,
+        identity(),
+        sampler,
+    ));
 
     let mut s1 = hub.next_session().await;
     assert_eq!(s1.metadata.get("authorization").unwrap(), "Bearer s3cret");
@@ -203,7 +209,13 @@ async fn output_produced_while_disconnected_arrives_exactly_once() {
     let fifo = dir.path().join("go");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let shared = shared();
-    tokio::spawn(agent::connect_forever(shared.clone(), config, identity()));
+    let sampler = HealthSampler::new(&config.workdir);
+    tokio::spawn(agent::connect_forever(
+        shared.clone(),
+        config,
+        identity(),
+        sampler,
+    ));
 
     let mut s1 = hub.next_session().await;
     hello(&mut s1).await;
@@ -261,7 +273,13 @@ async fn welcome_cancel_stops_a_task_started_in_an_earlier_session() {
     let dir = tempfile::tempdir().unwrap();
     let config = hub.agent_config(dir.path(), "127.0.0.1", "tok");
     let shared = shared();
-    tokio::spawn(agent::connect_forever(shared.clone(), config, identity()));
+    let sampler = HealthSampler::new(&config.workdir);
+    tokio::spawn(agent::connect_forever(
+        shared.clone(),
+        config,
+        identity(),
+        sampler,
+    ));
 
     let mut s1 = hub.next_session().await;
     hello(&mut s1).await;
