@@ -141,8 +141,11 @@ impl Core {
         let ack_bytes = self.settings.agent_spool_bytes.map_or(ACK_BYTES, |spool| {
             ((spool / 4) as usize).clamp(64 << 10, ACK_BYTES)
         });
-        let mut tick = tokio::time::interval(ACK_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Armed only while acknowledgements wait: an idle session then wakes for nothing but its
+        // agent's messages (a periodic tick per session cost a third of a core at 10,000 agents).
+        let ack_timer = tokio::time::sleep(ACK_INTERVAL);
+        tokio::pin!(ack_timer);
+        let mut ack_armed = false;
         let end = loop {
             tokio::select! {
                 msg = inbound.next() => {
@@ -168,8 +171,13 @@ impl Core {
                         unacked_bytes = 0;
                         self.flush_acks(&agent.id, &mut acks).await;
                     }
+                    if !acks.is_empty() && !ack_armed {
+                        ack_timer.as_mut().reset(tokio::time::Instant::now() + ACK_INTERVAL);
+                        ack_armed = true;
+                    }
                 }
-                _ = tick.tick() => {
+                () = &mut ack_timer, if ack_armed => {
+                    ack_armed = false;
                     if !self.registry.is_current(&agent.id, generation) {
                         break "replaced by a newer session".to_string();
                     }

@@ -19,6 +19,16 @@ pub async fn grpc_exec(
     agent: &str,
     argv: &[&str],
 ) -> (i32, Duration) {
+    let (code, took, _) = grpc_exec_task(client, agent, argv).await;
+    (code, took)
+}
+
+/// `grpc_exec`, also returning the finished task (its timestamps show where the time went).
+pub async fn grpc_exec_task(
+    client: &mut docker_agent_cli::client::Client,
+    agent: &str,
+    argv: &[&str],
+) -> (i32, Duration, pb::Task) {
     let start = Instant::now();
     let (tx, rx) = mpsc::channel(1);
     let spec = pb::TaskSpec {
@@ -45,13 +55,13 @@ pub async fn grpc_exec(
         if let Some(pb::exec_event::Event::Task(task)) = event.expect("exec event").event
             && task.state == pb::TaskState::Finished as i32
         {
-            let code = match task.result.and_then(|r| r.outcome) {
+            let code = match task.result.clone().and_then(|r| r.outcome) {
                 Some(pb::task_result::Outcome::ExitCode(c)) => c,
                 other => panic!("exec on {agent} did not exit: {other:?}"),
             };
             // The request stream stays open until here, as the CLI's does.
             drop(tx);
-            return (code, start.elapsed());
+            return (code, start.elapsed(), task);
         }
     }
     panic!("the exec stream on {agent} ended without the finished task");

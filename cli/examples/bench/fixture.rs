@@ -132,7 +132,19 @@ impl Hub {
             AgentListen::Gateway => "gateway:0",
             AgentListen::Loopback => "127.0.0.1:0",
         };
-        let mut process = Command::new(cli_path())
+        // For profiling: `DOCKER_AGENT_BENCH_HUB_WRAPPER="heaptrack -o /tmp/hub"` runs the hub under a tool
+        // (the figures then include the tool's own cost).
+        let wrapper = std::env::var("DOCKER_AGENT_BENCH_HUB_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut process = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(cli_path());
+                c
+            }
+            None => Command::new(cli_path()),
+        };
+        let mut process = process
             .arg("--home")
             .arg(home.path())
             .args(["hub", "--operator-listen", "127.0.0.1:0"])
