@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Output and stdin travel as `Bytes`, so the hub can store, fan out and forward a chunk
         // without copying it at every hop.
         .bytes(".")
+        .codec_path("crate::codec::LeanCodec")
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .compile_fds(descriptors)?;

@@ -184,12 +184,13 @@ async fn session(messages: Vec<Result<AgentMessage, tonic::Status>>) {
             let Ok(welcome) = core.welcome_for(&agent, &hello) else {
                 return;
             };
-            tx.try_send(HubMessage {
+            tx.try_send(Box::new(HubMessage {
                 msg: Some(Msg::Welcome(welcome)),
-            })
+            }))
             .unwrap();
             for run in core.claim_queued(&agent.id, OUTBOUND_QUEUE - 1).unwrap() {
-                tx.try_send(HubMessage { msg: Some(run) }).unwrap();
+                tx.try_send(Box::new(HubMessage { msg: Some(run) }))
+                    .unwrap();
             }
             (hello.instance_id, hello.setup)
         }
@@ -205,7 +206,7 @@ async fn session(messages: Vec<Result<AgentMessage, tonic::Status>>) {
     let outbound = tokio::spawn(async move {
         let mut sent = Vec::new();
         while let Some(m) = rx.recv().await {
-            sent.push(m);
+            sent.push(*m);
         }
         sent
     });

@@ -102,15 +102,15 @@ impl AgentService for AgentSvc {
         }
         let welcome = self.core.welcome_for(&agent, &hello)?;
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let welcome = HubMessage {
+        let welcome = Box::new(HubMessage {
             msg: Some(Msg::Welcome(welcome)),
-        };
+        });
         tx.try_send(welcome)
             .map_err(|_| Status::internal("session closed"))?;
         // Queued tasks go out right behind the welcome, before the session is visible to senders of
         // stdin, signals or cancels, so none of those can overtake the task it is for.
         for run in self.core.claim_queued(&agent.id, OUTBOUND_QUEUE - 1)? {
-            tx.try_send(HubMessage { msg: Some(run) })
+            tx.try_send(Box::new(HubMessage { msg: Some(run) }))
                 .map_err(|_| Status::internal("session closed"))?;
         }
         let generation = match self
@@ -138,6 +138,8 @@ impl AgentService for AgentSvc {
             }
             core.run_session(agent, generation, inbound).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|m| Ok(*m)),
+        )))
     }
 }

@@ -208,15 +208,16 @@ impl Store {
         id: &str,
         health: Option<&Health>,
     ) -> Result<Option<Connection>> {
+        // Cached statements: a large fleet heartbeats thousands of times a second, and parsing the
+        // SQL each time was a sixth of the hub's CPU at 10,000 agents.
         let conn = self.conn();
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE agents SET last_heartbeat = ?2, health = COALESCE(?3, health) WHERE id = ?1",
-            params![id, now_ms(), health.map(|h| h.encode_to_vec())],
-        )?;
+        )?
+        .execute(params![id, now_ms(), health.map(|h| h.encode_to_vec())])?;
         let state: Option<String> = conn
-            .query_row("SELECT connection FROM agents WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT connection FROM agents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
             .optional()?;
         state
             .map(|s| s.parse().map_err(StoreError::Corrupt))
