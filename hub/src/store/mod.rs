@@ -1,6 +1,7 @@
 //! The SQLite store: agents, tasks, their output and the event timeline. Everything the hub must not lose lives here.
 
 mod agents;
+mod checkpoint;
 mod events;
 mod output;
 mod schema;
@@ -35,7 +36,8 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A handle to the store. Cheap to clone. Calls are short synchronous SQLite statements; in WAL mode
-/// with `synchronous=NORMAL` a commit does not wait for the disk, so they run inline on the runtime.
+/// with `synchronous=NORMAL` a commit does not wait for the disk, and checkpoints (which do) run on
+/// their own thread (`checkpoint.rs`), so they run inline on the runtime.
 #[derive(Clone, Debug)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
@@ -47,7 +49,9 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
         let dir = path.parent().unwrap_or(Path::new(".")).join("output");
-        Self::init(conn, output::OutputFiles::open(dir)?)
+        let store = Self::init(conn, output::OutputFiles::open(dir)?)?;
+        checkpoint::start(&store.conn(), Arc::downgrade(&store.conn), path)?;
+        Ok(store)
     }
 
     /// An in-memory database with output files in a private temporary directory (tests).
