@@ -47,18 +47,21 @@ pub struct LoadConfig {
 /// would measure this process reading /proc ten thousand times, not the hub.
 #[derive(Clone)]
 struct SharedHealth {
-    inner: Arc<Mutex<(HealthSampler, Option<(Instant, Health)>)>>,
+    inner: Arc<Mutex<Cache>>,
 }
+
+/// The sampler and its latest sample, with when it was taken.
+type Cache = (HealthSampler, Option<(Instant, Health)>);
 
 impl HealthSource for SharedHealth {
     fn sample(&mut self, running_tasks: u32, _idle: bool) -> Health {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (sampler, cached) = &mut *guard;
         let fresh = match cached {
-            Some((at, h)) if at.elapsed() < SAMPLE_EVERY => h.clone(),
+            Some((at, h)) if at.elapsed() < SAMPLE_EVERY => *h,
             _ => {
                 let h = sampler.sample(0);
-                *cached = Some((Instant::now(), h.clone()));
+                *cached = Some((Instant::now(), h));
                 h
             }
         };

@@ -1,8 +1,8 @@
 //! Live agent sessions: which agent is connected on which stream. Generations make sure a late cleanup of an old stream never evicts the new one.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use docker_agent_proto::v1::HubMessage;
@@ -19,6 +19,15 @@ struct Session {
     instance_id: String,
     tx: Outbound,
     last_seen: Instant,
+    /// Told when this session is replaced or removed, so its loop ends at once even if its stream stays
+    /// open and silent (a permit is stored if the loop is not waiting yet).
+    ended: Arc<Notify>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.ended.notify_one();
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,6 +75,7 @@ impl Registry {
                 instance_id: instance_id.to_string(),
                 tx,
                 last_seen: Instant::now(),
+                ended: Arc::new(Notify::new()),
             },
         );
         drop(sessions);
@@ -93,6 +103,14 @@ impl Registry {
         if self.lock().remove(agent_id).is_some() {
             self.changed.notify_waiters();
         }
+    }
+
+    /// Notified when the session of `generation` is replaced or removed; None if it already is.
+    pub fn ended(&self, agent_id: &str, generation: u64) -> Option<Arc<Notify>> {
+        self.lock()
+            .get(agent_id)
+            .filter(|s| s.generation == generation)
+            .map(|s| s.ended.clone())
     }
 
     pub fn is_current(&self, agent_id: &str, generation: u64) -> bool {
@@ -198,5 +216,24 @@ mod tests {
         assert!(matches!(rx.recv().await.unwrap().msg, Some(Msg::Ping(_))));
         assert_eq!(reg.held_by_other("a", "inst"), None);
         assert_eq!(reg.held_by_other("a", "other"), Some("inst".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_replaced_or_evicted_session_is_told_at_once() {
+        let reg = Registry::default();
+        let (tx1, _rx1) = mpsc::channel(1);
+        let first = reg.register("a", "inst", tx1).unwrap();
+        let ended = reg.ended("a", first).expect("current");
+        let (tx2, _rx2) = mpsc::channel(1);
+        let second = reg.register("a", "inst", tx2).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), ended.notified())
+            .await
+            .expect("the replaced session is told");
+        assert!(reg.ended("a", first).is_none());
+        let ended = reg.ended("a", second).expect("current");
+        reg.evict("a");
+        tokio::time::timeout(std::time::Duration::from_secs(5), ended.notified())
+            .await
+            .expect("the evicted session is told");
     }
 }

@@ -146,8 +146,13 @@ impl Core {
         let ack_timer = tokio::time::sleep(ACK_INTERVAL);
         tokio::pin!(ack_timer);
         let mut ack_armed = false;
+        let ended = self.registry.ended(&agent.id, generation);
         let end = loop {
+            let Some(ended) = &ended else {
+                break "replaced or removed before it began".to_string();
+            };
             tokio::select! {
+                () = ended.notified() => break "replaced by a newer session, or removed".to_string(),
                 msg = inbound.next() => {
                     let msg = match msg {
                         Some(Ok(m)) => m,

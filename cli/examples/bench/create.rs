@@ -10,10 +10,11 @@ use crate::report::{Row, Samples, Unit};
 /// volume at /workspace, the image's shell kept alive.
 fn docker_run(hub: &Hub, image: &str, name: &str) -> Command {
     let mut cmd = docker();
-    let volume = format!("{name}-vol:/workspace");
     let label = format!("dev.docker-agent.hub={}", hub.endpoint.hub_id);
+    // Labelled like the hub's own, so the fixture removes them even after a failed run.
+    let volume = format!("type=volume,source={name}-vol,target=/workspace,volume-label={label}");
     cmd.args(["run", "-d", "--name", name, "--network", &hub.network])
-        .args(["-v", &volume, "--label", &label])
+        .args(["--mount", &volume, "--label", &label])
         .args(["--entrypoint", "/bin/sleep", image, "infinity"]);
     cmd
 }

@@ -133,7 +133,7 @@ impl Hub {
             AgentListen::Loopback => "127.0.0.1:0",
         };
         // For profiling: `DOCKER_AGENT_BENCH_HUB_WRAPPER="heaptrack -o /tmp/hub"` runs the hub under a tool
-        // (the figures then include the tool's own cost).
+        // (its figures are then the tool's process: use them for the profile, not the table).
         let wrapper = std::env::var("DOCKER_AGENT_BENCH_HUB_WRAPPER").unwrap_or_default();
         let mut words = wrapper.split_whitespace();
         let mut process = match words.next() {

@@ -60,9 +60,7 @@ pub fn measure(hub: &Hub, prefix: &str, n: usize) -> Vec<Row> {
     in_batches(hub, &names, &["destroy", "--purge"]);
     vec![
         Row::single(
-            format!(
-                "real agents running at once (minimal profile), all connected and answering exec"
-            ),
+            "real agents running at once (minimal profile), all connected and answering exec",
             Unit::Count,
             n as f64,
             "≥ 200",

@@ -88,8 +88,15 @@ impl Store {
 
     /// Flushes the WAL into the main database file; called on shutdown.
     pub fn checkpoint(&self) -> Result<()> {
-        self.conn()
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        let conn = self.conn();
+        // The checkpoint thread may hold the checkpoint lock for a moment; TRUNCATE then reports busy.
+        for _ in 0..50 {
+            let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         Ok(())
     }
 }
