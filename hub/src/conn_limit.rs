@@ -1,5 +1,6 @@
 //! Connection caps for the hub's listeners: a total, and one per peer address, so one flooding client
-//! (a compromised container, a port scanner) cannot take every descriptor or crowd out everyone else.
+//! (a compromised container, a port scanner) cannot take every descriptor or crowd out everyone else;
+//! and the open-file limit those caps rely on.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -115,6 +116,26 @@ impl Drop for ConnPermit {
                 open.by_peer.remove(&ip);
             }
         }
+    }
+}
+
+/// Every agent holds a connection (and each task an output file now and then): the usual soft limit
+/// of 1024 descriptors would stop a hub long before its connection caps. Raised to the hard limit.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            before < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(descriptors = limit.rlim_cur, "raised the open-file limit");
     }
 }
 

@@ -62,26 +62,6 @@ fn agent_server() -> Server {
         .initial_connection_window_size(4 << 20)
 }
 
-/// Every agent holds a connection (and each task an output file now and then): the usual soft limit
-/// of 1024 descriptors would stop a hub long before its connection caps. Raised to the hard limit.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            let before = limit.rlim_cur;
-            limit.rlim_cur = limit.rlim_max;
-            before < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    if raised {
-        tracing::debug!(descriptors = limit.rlim_cur, "raised the open-file limit");
-    }
-}
-
 /// Where a browser on this host reaches the operator listener.
 pub fn browser_addr(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
@@ -98,7 +78,7 @@ pub fn browser_addr(addr: SocketAddr) -> SocketAddr {
 /// Starts a hub from validated config and returns once both listeners are bound.
 pub async fn start(config: HubConfig) -> Result<RunningHub> {
     config.validate()?;
-    raise_fd_limit();
+    crate::conn_limit::raise_fd_limit();
     let data_dir = DataDir::open_for_hub(&config.data_dir)?;
     let hub_id = data_dir.hub_id()?;
     let admin_token = data_dir.ensure_admin_token()?;

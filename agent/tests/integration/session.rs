@@ -1,10 +1,13 @@
 //! The agent against a real TLS hub: hello/welcome, tasks over the wire, reconnects that lose nothing, refusal.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use docker_agent_agent::agent;
+use docker_agent_agent::config::Config;
 use docker_agent_agent::health::HealthSampler;
 use docker_agent_agent::session::{self, Identity, SessionEnd, SessionError};
+use docker_agent_agent::state::Shared;
 use docker_agent_proto::v1::agent_message::Msg as Up;
 use docker_agent_proto::v1::hub_message::Msg as Down;
 use docker_agent_proto::v1::{
@@ -15,6 +18,17 @@ use docker_agent_proto::{AGENT_ID_HEADER, PROTOCOL_VERSION};
 
 use crate::hub::{Hub, HubSession};
 use crate::support::{sh, shared};
+
+/// The agent's reconnect loop on `shared`, with its real health sampler.
+fn spawn_agent(shared: &Arc<Shared>, config: Config) {
+    let sampler = HealthSampler::new(&config.workdir);
+    tokio::spawn(agent::connect_forever(
+        shared.clone(),
+        config,
+        identity(),
+        sampler,
+    ));
+}
 
 fn identity() -> Identity {
     Identity {
@@ -76,13 +90,7 @@ async fn full_session_with_reconnect_and_resend() {
     // "localhost" goes through /etc/hosts, then the certificate is checked for --tls-server-name.
     let config = hub.agent_config(dir.path(), "localhost", "s3cret");
     let shared = shared();
-    let sampler = HealthSampler::new(&config.workdir);
-    tokio::spawn(agent::connect_forever(
-        shared.clone(),
-        config,
-        identity(),
-        sampler,
-    ));
+    spawn_agent(&shared, config);
 
     let mut s1 = hub.next_session().await;
     assert_eq!(s1.metadata.get("authorization").unwrap(), "Bearer s3cret");
@@ -209,13 +217,7 @@ async fn output_produced_while_disconnected_arrives_exactly_once() {
     let fifo = dir.path().join("go");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let shared = shared();
-    let sampler = HealthSampler::new(&config.workdir);
-    tokio::spawn(agent::connect_forever(
-        shared.clone(),
-        config,
-        identity(),
-        sampler,
-    ));
+    spawn_agent(&shared, config);
 
     let mut s1 = hub.next_session().await;
     hello(&mut s1).await;
@@ -273,13 +275,7 @@ async fn welcome_cancel_stops_a_task_started_in_an_earlier_session() {
     let dir = tempfile::tempdir().unwrap();
     let config = hub.agent_config(dir.path(), "127.0.0.1", "tok");
     let shared = shared();
-    let sampler = HealthSampler::new(&config.workdir);
-    tokio::spawn(agent::connect_forever(
-        shared.clone(),
-        config,
-        identity(),
-        sampler,
-    ));
+    spawn_agent(&shared, config);
 
     let mut s1 = hub.next_session().await;
     hello(&mut s1).await;

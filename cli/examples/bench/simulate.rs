@@ -18,21 +18,6 @@ pub struct LoadFile {
     pub agents: Vec<(String, String)>,
 }
 
-/// Every simulated agent holds a socket: lift the open-file soft limit to the hard one.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 pub fn main(file: &Path) {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -42,7 +27,8 @@ pub fn main(file: &Path) {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    raise_fd_limit();
+    // Every simulated agent holds a socket.
+    docker_agent_hub::conn_limit::raise_fd_limit();
     let load: LoadFile =
         serde_json::from_slice(&std::fs::read(file).expect("read the load file")).expect("json");
     let (host, port) = parse_hub_url(&load.hub_url).expect("hub url");
