@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use docker_agent_proto::v1::PtySize;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
@@ -186,7 +187,13 @@ pub async fn pump_output(shared: &Shared, id: &str, master: Arc<Master>) {
         match master.read(&mut buf).await {
             Ok(0) => return,
             Ok(n) => {
-                append_with_room(shared, id, StreamId::Stdout, &buf[..n]).await;
+                append_with_room(
+                    shared,
+                    id,
+                    StreamId::Stdout,
+                    Bytes::copy_from_slice(&buf[..n]),
+                )
+                .await;
                 shared.outbound.notify_one();
             }
             Err(e) => {

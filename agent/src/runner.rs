@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::{Bytes, BytesMut};
 use docker_agent_proto::v1::{
     CloseStdin, ResizePty, RunTask, SignalTask, StdinData, TaskResult, task_result::Outcome,
 };
@@ -278,7 +279,7 @@ const CONNECTED_WINDOW: u64 = 4 << 20;
 /// While the hub is connected, output that outpaces it waits here: the pipe fills and the task blocks
 /// in write(2), as it would writing to a slow terminal, so nothing is dropped on a live link. While
 /// disconnected the spool takes everything up to its bound and then drops the oldest bytes (flagged).
-pub(crate) async fn append_with_room(shared: &Shared, id: &str, stream: StreamId, data: &[u8]) {
+pub(crate) async fn append_with_room(shared: &Shared, id: &str, stream: StreamId, data: Bytes) {
     loop {
         let notified = shared.space.notified();
         tokio::pin!(notified);
@@ -298,6 +299,9 @@ pub(crate) async fn append_with_room(shared: &Shared, id: &str, stream: StreamId
     }
 }
 
+/// A read takes what is left of the current block, down to this much; then a new block.
+const MIN_READ: usize = 4096;
+
 /// Reads a pipe to EOF into the spool, never waiting for the network except for room in the spool.
 async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
     let mut rx = match pipe::Receiver::from_owned_fd(fd) {
@@ -307,12 +311,18 @@ async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
             return;
         }
     };
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = BytesMut::new();
     loop {
-        match rx.read(&mut buf).await {
+        // Reads fill one block after another: the spool holds slices of it, so a block is freed when
+        // the hub has acknowledged everything read into it (a new block per read would pin a whole
+        // block for each small read).
+        if buf.capacity() < MIN_READ {
+            buf.reserve(READ_CHUNK);
+        }
+        match rx.read_buf(&mut buf).await {
             Ok(0) => return,
-            Ok(n) => {
-                append_with_room(shared, id, stream, &buf[..n]).await;
+            Ok(_) => {
+                append_with_room(shared, id, stream, buf.split().freeze()).await;
                 shared.outbound.notify_one();
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

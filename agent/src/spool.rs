@@ -2,8 +2,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use bytes::{Bytes, BytesMut};
+
 /// How much of a task's pipe is read at once (a pipe holds 64 KiB by default).
 pub const READ_CHUNK: usize = 64 * 1024;
+
+/// A pending piece at least this long goes out as it is, without being copied into a larger chunk.
+const SEND_AS_IS: usize = 32 * 1024;
 
 /// Largest `OutputChunk.data` we send. Reads queued while the link was busy go out together: fewer,
 /// larger messages cost the hub less per byte (one store write and one fan-out per chunk).
@@ -30,7 +35,9 @@ impl StreamId {
 /// One stream's bytes in `[base, end)`, plus how far the current link has sent and the hub has acknowledged.
 #[derive(Debug, Default)]
 pub struct StreamBuf {
-    chunks: VecDeque<Vec<u8>>,
+    /// Reads as they arrived: slices of the read buffers, so the bytes are never copied on the way out
+    /// unless small reads are coalesced.
+    chunks: VecDeque<Bytes>,
     /// Bytes of `chunks[0]` already dropped.
     head_skip: usize,
     base: u64,
@@ -52,10 +59,10 @@ impl StreamBuf {
         self.end - self.base
     }
 
-    fn push(&mut self, data: &[u8]) {
+    fn push(&mut self, data: Bytes) {
         if !data.is_empty() {
-            self.chunks.push_back(data.to_vec());
             self.end += data.len() as u64;
+            self.chunks.push_back(data);
         }
     }
 
@@ -106,7 +113,7 @@ impl StreamBuf {
     }
 
     /// The next unsent bytes, at most `max`, coalescing small reads. Advances `sent`.
-    fn next_chunk(&mut self, max: usize) -> Option<(u64, Vec<u8>)> {
+    fn next_chunk(&mut self, max: usize) -> Option<(u64, Bytes)> {
         // Bytes dropped before they were sent: skip the gap; the task is already flagged truncated.
         self.sent = self.sent.max(self.base);
         if self.sent >= self.end {
@@ -114,21 +121,34 @@ impl StreamBuf {
         }
         let offset = self.sent;
         let want = (self.end - offset).min(max as u64) as usize;
-        let mut out = Vec::with_capacity(want);
         // Position of `offset` inside the held chunks.
         let mut skip = (offset - self.base) as usize + self.head_skip;
-        for chunk in &self.chunks {
-            if skip >= chunk.len() {
-                skip -= chunk.len();
-                continue;
+        let mut chunks = self.chunks.iter();
+        let first = loop {
+            let chunk = chunks
+                .next()
+                .expect("sent < end, so a held chunk contains it");
+            if skip < chunk.len() {
+                break chunk;
             }
-            let take = (chunk.len() - skip).min(want - out.len());
-            out.extend_from_slice(&chunk[skip..skip + take]);
-            skip = 0;
-            if out.len() == want {
-                break;
+            skip -= chunk.len();
+        };
+        let rest = first.len() - skip;
+        let out = if rest >= want || rest >= SEND_AS_IS {
+            first.slice(skip..skip + rest.min(want))
+        } else {
+            // Small reads (a task printing line by line) go out together: fewer, larger messages.
+            let mut out = BytesMut::with_capacity(want);
+            out.extend_from_slice(&first[skip..]);
+            for chunk in chunks {
+                let take = chunk.len().min(want - out.len());
+                out.extend_from_slice(&chunk[..take]);
+                if out.len() == want {
+                    break;
+                }
             }
-        }
+            out.freeze()
+        };
         self.sent += out.len() as u64;
         Some((offset, out))
     }
@@ -203,12 +223,12 @@ impl Spool {
 
     /// Appends freshly read output, then drops the oldest bytes if the bound is exceeded:
     /// the producing task's first, then the largest other task's.
-    pub fn append(&mut self, task: &str, stream: StreamId, data: &[u8]) {
+    pub fn append(&mut self, task: &str, stream: StreamId, data: Bytes) {
         let Some(out) = self.outputs.get_mut(task) else {
             return;
         };
-        out.streams[stream as usize].push(data);
         self.total += data.len() as u64;
+        out.streams[stream as usize].push(data);
         if self.total <= self.limit {
             return;
         }
@@ -274,7 +294,7 @@ impl Spool {
     }
 
     /// The next chunk to send for `task` on `stream`, if any.
-    pub fn next_chunk(&mut self, task: &str, stream: StreamId) -> Option<(u64, Vec<u8>)> {
+    pub fn next_chunk(&mut self, task: &str, stream: StreamId) -> Option<(u64, Bytes)> {
         self.outputs.get_mut(task)?.streams[stream as usize].next_chunk(MAX_CHUNK)
     }
 
@@ -297,23 +317,25 @@ mod tests {
     use StreamId::{Stderr, Stdout};
 
     fn drain(spool: &mut Spool, task: &str, stream: StreamId) -> Vec<(u64, Vec<u8>)> {
-        std::iter::from_fn(|| spool.next_chunk(task, stream)).collect()
+        std::iter::from_fn(|| spool.next_chunk(task, stream))
+            .map(|(offset, data)| (offset, data.to_vec()))
+            .collect()
     }
 
     #[test]
     fn sends_in_order_and_coalesces() {
         let mut s = Spool::new(1 << 20);
         s.add("t");
-        s.append("t", Stdout, b"hello ");
-        s.append("t", Stdout, b"world");
-        s.append("t", Stderr, b"oops");
+        s.append("t", Stdout, Bytes::from_static(b"hello "));
+        s.append("t", Stdout, Bytes::from_static(b"world"));
+        s.append("t", Stderr, Bytes::from_static(b"oops"));
         assert_eq!(
             drain(&mut s, "t", Stdout),
             vec![(0, b"hello world".to_vec())]
         );
         assert_eq!(drain(&mut s, "t", Stderr), vec![(0, b"oops".to_vec())]);
         assert!(s.all_sent("t"));
-        s.append("t", Stdout, b"!");
+        s.append("t", Stdout, Bytes::from_static(b"!"));
         assert!(!s.all_sent("t"));
         assert_eq!(drain(&mut s, "t", Stdout), vec![(11, b"!".to_vec())]);
         assert_eq!(s.ends("t"), (12, 4));
@@ -321,12 +343,34 @@ mod tests {
     }
 
     #[test]
+    fn large_reads_go_out_without_a_copy_and_small_ones_together() {
+        let mut s = Spool::new(1 << 30);
+        s.add("t");
+        let read = Bytes::from(vec![1u8; 2 * SEND_AS_IS]);
+        s.append("t", Stdout, read.clone());
+        s.append("t", Stdout, Bytes::from_static(b"tail"));
+        let (offset, sent) = s.next_chunk("t", Stdout).unwrap();
+        assert_eq!((offset, sent.len()), (0, 2 * SEND_AS_IS));
+        assert_eq!(sent.as_ptr(), read.as_ptr(), "the read itself, not a copy");
+        // After a partial ack and a resend, the rest of a read is still a slice of it.
+        s.ack("t", 10, 0);
+        s.rewind("t", Some((10, 0)));
+        let (offset, again) = s.next_chunk("t", Stdout).unwrap();
+        assert_eq!(offset, 10);
+        assert_eq!(again.as_ptr(), read[10..].as_ptr());
+        // Below the threshold, what is pending is coalesced.
+        s.append("t", Stdout, Bytes::from_static(b"+more"));
+        let (_, last) = s.next_chunk("t", Stdout).unwrap();
+        assert_eq!(&last[..], b"tail+more");
+    }
+
+    #[test]
     fn chunks_never_exceed_the_maximum() {
         let mut s = Spool::new(1 << 30);
         s.add("t");
         let big = vec![7u8; MAX_CHUNK + 10];
-        s.append("t", Stdout, &big);
-        s.append("t", Stdout, &big);
+        s.append("t", Stdout, Bytes::from(big.clone()));
+        s.append("t", Stdout, Bytes::from(big.clone()));
         let chunks = drain(&mut s, "t", Stdout);
         assert!(chunks.iter().all(|(_, d)| d.len() <= MAX_CHUNK));
         let mut expect = 0;
@@ -341,8 +385,8 @@ mod tests {
     fn ack_frees_and_drained_when_everything_acked() {
         let mut s = Spool::new(1 << 20);
         s.add("t");
-        s.append("t", Stdout, b"0123456789");
-        s.append("t", Stderr, b"abc");
+        s.append("t", Stdout, Bytes::from_static(b"0123456789"));
+        s.append("t", Stderr, Bytes::from_static(b"abc"));
         drain(&mut s, "t", Stdout);
         s.ack("t", 4, 0);
         assert_eq!(s.total(), 9);
@@ -358,8 +402,8 @@ mod tests {
     fn resend_from_hub_offsets_after_reconnect() {
         let mut s = Spool::new(1 << 20);
         s.add("t");
-        s.append("t", Stdout, b"abcdefghij");
-        s.append("t", Stderr, b"XYZ");
+        s.append("t", Stdout, Bytes::from_static(b"abcdefghij"));
+        s.append("t", Stderr, Bytes::from_static(b"XYZ"));
         drain(&mut s, "t", Stdout);
         drain(&mut s, "t", Stderr);
         // The link died; the hub kept stdout up to 6 and no stderr.
@@ -374,7 +418,7 @@ mod tests {
     fn resend_everything_unacked_when_the_hub_names_no_offsets() {
         let mut s = Spool::new(1 << 20);
         s.add("t");
-        s.append("t", Stdout, b"abcdef");
+        s.append("t", Stdout, Bytes::from_static(b"abcdef"));
         drain(&mut s, "t", Stdout);
         s.ack("t", 2, 0);
         s.rewind("t", None);
@@ -385,8 +429,8 @@ mod tests {
     fn overflow_drops_the_producers_oldest_bytes_and_flags_truncation() {
         let mut s = Spool::new(10);
         s.add("t");
-        s.append("t", Stdout, b"0123456");
-        s.append("t", Stdout, b"789ABC");
+        s.append("t", Stdout, Bytes::from_static(b"0123456"));
+        s.append("t", Stdout, Bytes::from_static(b"789ABC"));
         assert_eq!(s.total(), 10);
         assert!(s.truncated("t"));
         assert_eq!(
@@ -400,18 +444,18 @@ mod tests {
     fn overflow_of_sent_bytes_is_only_flagged_if_the_hub_lacks_them() {
         let mut s = Spool::new(8);
         s.add("t");
-        s.append("t", Stdout, b"abcdef");
+        s.append("t", Stdout, Bytes::from_static(b"abcdef"));
         drain(&mut s, "t", Stdout);
-        s.append("t", Stdout, b"ghij");
+        s.append("t", Stdout, Bytes::from_static(b"ghij"));
         // "ab" went out but is unacked: dropped, but not (yet) a loss.
         assert_eq!(s.total(), 8);
         assert!(!s.truncated("t"));
         // Reconnect: the hub says it holds stdout up to 4, beyond what we dropped; fine.
         let mut ok = Spool::new(8);
         ok.add("t");
-        ok.append("t", Stdout, b"abcdef");
+        ok.append("t", Stdout, Bytes::from_static(b"abcdef"));
         drain(&mut ok, "t", Stdout);
-        ok.append("t", Stdout, b"ghij");
+        ok.append("t", Stdout, Bytes::from_static(b"ghij"));
         ok.rewind("t", Some((4, 0)));
         assert!(!ok.truncated("t"));
         assert_eq!(drain(&mut ok, "t", Stdout), vec![(4, b"efghij".to_vec())]);
@@ -426,8 +470,8 @@ mod tests {
         let mut s = Spool::new(10);
         s.add("big");
         s.add("small");
-        s.append("big", Stdout, b"0123456789");
-        s.append("small", Stderr, b"xy");
+        s.append("big", Stdout, Bytes::from_static(b"0123456789"));
+        s.append("small", Stderr, Bytes::from_static(b"xy"));
         // The producer's own oldest bytes go first.
         assert_eq!(s.total(), 10);
         assert!(s.truncated("small"));
@@ -437,7 +481,7 @@ mod tests {
         s.remove("small");
         s.add("tiny");
         s.limit = 5;
-        s.append("tiny", Stdout, b"z");
+        s.append("tiny", Stdout, Bytes::from_static(b"z"));
         assert_eq!(s.total(), 5);
         assert!(s.truncated("tiny"));
         assert!(s.truncated("big"));
@@ -448,10 +492,10 @@ mod tests {
     fn remove_releases_the_budget() {
         let mut s = Spool::new(100);
         s.add("a");
-        s.append("a", Stdout, b"12345");
+        s.append("a", Stdout, Bytes::from_static(b"12345"));
         s.remove("a");
         assert_eq!(s.total(), 0);
-        s.append("a", Stdout, b"ignored: unknown task");
+        s.append("a", Stdout, Bytes::from_static(b"ignored: unknown task"));
         assert_eq!(s.total(), 0);
     }
 }

@@ -142,7 +142,7 @@ impl TaskTable {
         self.forget_if_done(id);
     }
 
-    pub fn append(&mut self, id: &str, stream: StreamId, data: &[u8]) {
+    pub fn append(&mut self, id: &str, stream: StreamId, data: bytes::Bytes) {
         self.spool.append(id, stream, data);
     }
 
@@ -345,7 +345,7 @@ impl TaskTable {
                     task_id: id,
                     stream: stream as i32,
                     offset,
-                    data: data.into(),
+                    data,
                 }));
             }
         }
@@ -362,6 +362,7 @@ impl TaskTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use docker_agent_proto::v1::{ResendFrom, task_result::Outcome};
     use std::sync::Arc;
     use tokio::sync::Notify;
@@ -425,12 +426,12 @@ mod tests {
     fn messages_follow_protocol_order() {
         let mut t = TaskTable::new(1 << 20);
         t.admit("a");
-        t.append("a", StreamId::Stdout, b"early");
+        t.append("a", StreamId::Stdout, Bytes::from_static(b"early"));
         assert!(drain(&mut t).iter().all(|m| matches!(m, Msg::Output(_))));
         let (c, _) = control();
         t.started("a", 42, 1000, c);
-        t.append("a", StreamId::Stdout, b"out");
-        t.append("a", StreamId::Stderr, b"err");
+        t.append("a", StreamId::Stdout, Bytes::from_static(b"out"));
+        t.append("a", StreamId::Stderr, Bytes::from_static(b"err"));
         t.finish("a", exited("a", 3));
         let msgs = drain(&mut t);
         assert!(
@@ -458,7 +459,7 @@ mod tests {
         t.admit("a");
         let (c, _) = control();
         t.started("a", 7, 1, c);
-        t.append("a", StreamId::Stdout, b"x");
+        t.append("a", StreamId::Stdout, Bytes::from_static(b"x"));
         let msgs = drain(&mut t);
         assert!(matches!(&msgs[..], [Msg::Started(s), Msg::Output(_)] if s.pid == 7));
         t.apply_welcome(&Welcome::default());
@@ -480,8 +481,8 @@ mod tests {
         let mut t = TaskTable::new(1 << 20);
         t.admit("a");
         t.admit("b");
-        t.append("a", StreamId::Stdout, b"0123456789");
-        t.append("b", StreamId::Stderr, b"bbb");
+        t.append("a", StreamId::Stdout, Bytes::from_static(b"0123456789"));
+        t.append("b", StreamId::Stderr, Bytes::from_static(b"bbb"));
         t.finish("a", exited("a", 0));
         drain(&mut t);
         let reports = t.reports();
@@ -521,7 +522,7 @@ mod tests {
         t.admit("run");
         let (c, stop) = control();
         t.started("run", 9, 1, c);
-        t.append("run", StreamId::Stdout, b"abc");
+        t.append("run", StreamId::Stdout, Bytes::from_static(b"abc"));
         let stopped = t.apply_welcome(&Welcome {
             forget: vec!["done".into(), "run".into()],
             cancel: vec!["run".into(), "never-seen".into()],
@@ -530,7 +531,11 @@ mod tests {
         assert_eq!(stopped, vec!["run".to_owned()]);
         assert_eq!(t.running_ids(), vec!["run".to_owned()]);
         assert_eq!(t.spooled_bytes(), 0);
-        t.append("run", StreamId::Stdout, b"more output nobody wants");
+        t.append(
+            "run",
+            StreamId::Stdout,
+            Bytes::from_static(b"more output nobody wants"),
+        );
         assert_eq!(t.spooled_bytes(), 0);
         t.finish("run", exited("run", 0));
         assert!(
@@ -561,7 +566,7 @@ mod tests {
     fn truncation_is_reported_on_the_result() {
         let mut t = TaskTable::new(4);
         t.admit("a");
-        t.append("a", StreamId::Stdout, b"0123456789");
+        t.append("a", StreamId::Stdout, Bytes::from_static(b"0123456789"));
         t.finish("a", exited("a", 0));
         let msgs = drain(&mut t);
         let Some(Msg::Result(r)) = msgs.last() else {
@@ -576,7 +581,7 @@ mod tests {
     fn result_ack_waits_for_output_acks() {
         let mut t = TaskTable::new(1 << 20);
         t.admit("a");
-        t.append("a", StreamId::Stdout, b"abc");
+        t.append("a", StreamId::Stdout, Bytes::from_static(b"abc"));
         t.finish("a", exited("a", 0));
         drain(&mut t);
         t.ack(&Ack {
@@ -600,8 +605,8 @@ mod tests {
         t.admit("a");
         t.admit("b");
         let big = vec![0u8; 4 * crate::spool::MAX_CHUNK];
-        t.append("a", StreamId::Stdout, &big);
-        t.append("b", StreamId::Stdout, &big);
+        t.append("a", StreamId::Stdout, Bytes::from(big.clone()));
+        t.append("b", StreamId::Stdout, Bytes::from(big.clone()));
         let first: Vec<String> = (0..4)
             .filter_map(|_| match t.next_outbound()?.msg? {
                 Msg::Output(o) => Some(o.task_id),

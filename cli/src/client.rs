@@ -34,22 +34,71 @@ pub fn data_dir(home: Option<&Path>) -> PathBuf {
         .unwrap_or_else(docker_agent_hub::datadir::default_data_dir)
 }
 
-/// Connects to the hub named by `--hub`, else the one that wrote `home`.
+/// Connects to the hub named by `--hub`, else the one that wrote `home`: through its socket when it has one
+/// (no TLS on this host's own hop), else its TCP port.
 pub async fn connect(home: &Path, hub: Option<&str>) -> Result<Client> {
     let dir = DataDir::open_for_client(home);
-    let addr = match hub {
-        Some(addr) => addr.to_string(),
-        None => match dir.read_endpoint()? {
-            Some(endpoint) => endpoint.operator_addr,
-            None => bail!(
-                "the hub is not running (no {} found); start it with `docker-agent hub`",
-                dir.path(docker_agent_hub::datadir::ENDPOINT_FILE).display()
-            ),
-        },
+    let token = || {
+        dir.read_admin_token()
+            .with_context(|| format!("failed to read the admin token in {}", home.display()))
     };
-    let token = dir
-        .read_admin_token()
-        .with_context(|| format!("failed to read the admin token in {}", home.display()))?;
+    let bearer = |token: String| -> Result<Bearer> {
+        let value: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow!("the admin token in {} is not valid text", home.display()))?;
+        Ok(Bearer(value))
+    };
+    let channel = match hub {
+        Some(addr) => connect_tcp(&dir, home, addr).await?,
+        None => {
+            let socket = dir.path(docker_agent_hub::datadir::SOCKET_FILE);
+            match connect_socket(&socket).await {
+                Some(channel) => channel,
+                // No socket (an older hub, a path too long) or a stale one: the TCP port says the rest.
+                None => match dir.read_endpoint()? {
+                    Some(endpoint) => connect_tcp(&dir, home, &endpoint.operator_addr).await?,
+                    None => bail!(
+                        "the hub is not running (no {} found); start it with `docker-agent hub`",
+                        dir.path(docker_agent_hub::datadir::ENDPOINT_FILE).display()
+                    ),
+                },
+            }
+        }
+    };
+    Ok(
+        ControlServiceClient::with_interceptor(channel, bearer(token()?)?)
+            .max_decoding_message_size(64 << 20),
+    )
+}
+
+/// HTTP/2 settings shared by both ways in.
+fn tuned(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .connect_timeout(Duration::from_secs(5))
+        // HTTP/2's default 64 KiB windows would cap exec output at one window per round trip.
+        .initial_stream_window_size(2 << 20)
+        .initial_connection_window_size(4 << 20)
+}
+
+/// `None` when nothing answers on the socket.
+async fn connect_socket(path: &Path) -> Option<Channel> {
+    if !path.exists() {
+        return None;
+    }
+    let path = path.to_path_buf();
+    // The URI is required but unused: the connector below decides where to go.
+    let endpoint = tuned(Endpoint::from_static("http://hub.sock"));
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    endpoint.connect_with_connector(connector).await.ok()
+}
+
+async fn connect_tcp(dir: &DataDir, home: &Path, addr: &str) -> Result<Channel> {
     let ca = dir
         .read_ca_pem()
         .with_context(|| format!("failed to read the hub's CA in {}", home.display()))?;
@@ -60,25 +109,14 @@ pub async fn connect(home: &Path, hub: Option<&str>) -> Result<Client> {
         .map_err(|_| anyhow!("invalid hub address {addr:?}"))?
         .tls_config(tls)
         .context("failed to configure TLS")?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        // HTTP/2's default 64 KiB windows would cap exec output at one window per round trip.
-        .initial_stream_window_size(2 << 20)
-        .initial_connection_window_size(4 << 20);
-    let channel = endpoint.connect().await.map_err(|e| {
+        .tcp_nodelay(true);
+    tuned(endpoint).connect().await.map_err(|e| {
         let mut source: &dyn std::error::Error = &e;
         while let Some(next) = source.source() {
             source = next;
         }
         anyhow!("cannot reach the hub at {addr}: {source}; is `docker-agent hub` running?")
-    })?;
-    let bearer: MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| anyhow!("the admin token in {} is not valid text", home.display()))?;
-    Ok(
-        ControlServiceClient::with_interceptor(channel, Bearer(bearer))
-            .max_decoding_message_size(64 << 20),
-    )
+    })
 }
 
 /// Turns a gRPC status into a one-line error.

@@ -11,6 +11,8 @@ use crate::credentials;
 
 /// File names inside the data dir. The CLI reads `ENDPOINT_FILE`, `ADMIN_TOKEN_FILE` and `CA_FILE`.
 pub const ENDPOINT_FILE: &str = "hub.json";
+/// The operator API for this host's CLI (see `http::local_socket`).
+pub const SOCKET_FILE: &str = "hub.sock";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const CA_FILE: &str = "tls/ca.pem";
 const CA_KEY_FILE: &str = "tls/ca-key.pem";

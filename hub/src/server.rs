@@ -117,6 +117,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     if !operator_addr.ip().is_loopback() {
         tracing::warn!(%operator_addr, "the operator listener is reachable from outside this host");
     }
+    let local_socket = http::local_socket::bind(&data_dir.path(crate::datadir::SOCKET_FILE));
     let agent_url = config
         .agent_url
         .clone()
@@ -229,13 +230,30 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             .layer(axum::Extension(http::auth::Secure(false))),
     };
     let operator_tls = http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?;
-    let operator = tokio::spawn(http::listener::serve(
+    let local = local_socket.map(|(listener, path)| {
+        http::local_socket::serve(
+            listener,
+            path,
+            routers.tls.clone(),
+            shutdown_rx.clone(),
+            OPERATOR_GRACE,
+        )
+    });
+    let tcp = http::listener::serve(
         operator_listener,
         operator_tls,
         routers,
         shutdown_rx.clone(),
         OPERATOR_GRACE,
-    ));
+    );
+    let operator = tokio::spawn(async move {
+        match local {
+            Some(local) => {
+                tokio::join!(tcp, local);
+            }
+            None => tcp.await,
+        }
+    });
     let background = vec![
         tokio::spawn(core.clone().watch_docker()),
         tokio::spawn(core.clone().sweep_heartbeats()),

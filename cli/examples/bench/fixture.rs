@@ -242,6 +242,13 @@ impl Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
+        // A clean stop first: a profiler wrapping the hub writes its report when the hub exits.
+        // SAFETY: kill(2) with our own child's pid and a plain signal number.
+        unsafe { libc::kill(self.process.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.process.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
         let label = format!("label=dev.docker-agent.hub={}", self.endpoint.hub_id);

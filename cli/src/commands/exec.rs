@@ -1,6 +1,7 @@
 //! `docker-agent exec`: runs a command through the hub and the agent, streams stdout and stderr apart, forwards stdin and Ctrl-C, and exits with the remote exit code.
 
 use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
@@ -16,12 +17,25 @@ use crate::views::{exit_code, failure_note};
 
 /// Writes output as it arrives, to the matching local stream.
 pub struct OutputSink {
+    /// Our own handle on standard output. Rust's `Stdout` is line-buffered: it would scan every chunk for
+    /// its last newline, which costs as much as copying it when a task streams megabytes.
+    stdout: Option<std::fs::File>,
     broken: bool,
 }
 
 impl OutputSink {
     pub fn new() -> Self {
-        Self { broken: false }
+        let stdout = std::io::stdout();
+        // Anything printed before must come out first.
+        let _ = stdout.lock().flush();
+        Self {
+            stdout: stdout
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .map(std::fs::File::from),
+            broken: false,
+        }
     }
 
     pub fn write(&mut self, chunk: &pb::OutputChunk) {
@@ -31,6 +45,8 @@ impl OutputSink {
         let result = if chunk.stream == pb::Stream::Stderr as i32 {
             let mut err = std::io::stderr().lock();
             err.write_all(&chunk.data).and_then(|_| err.flush())
+        } else if let Some(out) = &mut self.stdout {
+            out.write_all(&chunk.data)
         } else {
             let mut out = std::io::stdout().lock();
             out.write_all(&chunk.data).and_then(|_| out.flush())

@@ -12,6 +12,7 @@ mod faults;
 mod hardening;
 mod http_api;
 mod lifecycle;
+mod local_socket;
 mod profiles;
 mod restart;
 mod schemathesis;

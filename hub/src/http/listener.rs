@@ -148,7 +148,7 @@ async fn handle(
     }
 }
 
-async fn serve_connection<I>(io: TokioIo<I>, router: Router, watcher: Watcher)
+pub(super) async fn serve_connection<I>(io: TokioIo<I>, router: Router, watcher: Watcher)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

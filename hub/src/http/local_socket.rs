@@ -1,0 +1,108 @@
+//! The operator API on a Unix socket in the data dir (`hub.sock`, mode 0600), for the CLI on this host.
+//!
+//! Why: the local CLI is the hub's busiest client (every `exec` streams its output through it), and on
+//! loopback TLS only costs: an encryption in the hub and a decryption in the CLI for every byte, and a
+//! handshake for every command. The socket serves the same routes as the TLS port, in plaintext, and the
+//! admin token is still required. Who may connect is decided by the file system, like Docker's socket:
+//! the socket is the hub user's alone, inside the 0700 data dir that also holds the admin token, so any
+//! process that can open it could read the token anyway.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::UnixListener;
+
+use crate::conn_limit::ConnLimits;
+
+/// Open connections at most, as on the TCP port.
+const MAX_CONNECTIONS: usize = 4096;
+/// The longest path a Unix socket address holds (`sun_path`, less its terminating NUL).
+const MAX_PATH: usize = 107;
+
+/// Binds the socket at `path`, replacing a stale one (the caller holds the data dir's lock, so no other
+/// hub is serving it). `None`, logged, when it cannot: the CLI then uses the TCP port.
+pub fn bind(path: &Path) -> Option<(UnixListener, PathBuf)> {
+    if path.as_os_str().len() > MAX_PATH {
+        tracing::warn!(path = %path.display(), "the data dir's path is too long for a Unix socket; the CLI will use the TCP port");
+        return None;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot replace the old operator socket; the CLI will use the TCP port");
+            return None;
+        }
+    }
+    let bound = UnixListener::bind(path).and_then(|listener| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    });
+    match bound {
+        Ok(listener) => Some((listener, path.to_path_buf())),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot bind the operator socket; the CLI will use the TCP port");
+            let _ = std::fs::remove_file(path);
+            None
+        }
+    }
+}
+
+/// Serves `router` until `shutdown` turns true, then gives open connections `grace`, then removes the socket.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    router: Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let limits = ConnLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if let Some(count) = limits.note_refusal() {
+                    tracing::warn!(error = %e, count, "operator socket failed to accept");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let slot = match limits.admit(None) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                if let Some(count) = limits.note_refusal() {
+                    tracing::warn!(count, "operator socket closed new connections: {refused}");
+                }
+                continue;
+            }
+        };
+        let conn = super::listener::serve_connection(
+            TokioIo::new(stream),
+            router.clone(),
+            graceful.watcher(),
+        );
+        tokio::spawn(async move {
+            conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // New commands find no socket and say the hub is not running, rather than hanging on a closed one.
+    let _ = std::fs::remove_file(&path);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!("operator socket connections still open at shutdown were closed");
+    }
+}
