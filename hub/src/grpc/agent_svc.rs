@@ -133,7 +133,8 @@ impl AgentService for AgentSvc {
         tracing::info!(agent = %agent.name, generation, instance = %hello.instance_id, tasks = hello.tasks.len(), "agent connected");
         let core = self.core.clone();
         tokio::spawn(async move {
-            if let Err(e) = core.agent_registered(&agent, hello.setup.as_ref()).await {
+            // Boxed so the task does not keep this one-off step's state for the session's life.
+            if let Err(e) = Box::pin(core.agent_registered(&agent, hello.setup.as_ref())).await {
                 tracing::error!(agent = %agent.name, error = %e, "failed to finish registration");
             }
             core.run_session(agent, generation, inbound).await;
