@@ -87,6 +87,10 @@ impl Core {
                 let Some(agent) = self.store.agent_by_id(agent_id)? else {
                     return Ok(());
                 };
+                // A destroy finished meanwhile (its own stop is usually what this die reports).
+                if agent.lifecycle == Lifecycle::Destroyed {
+                    return Ok(());
+                }
                 if let Some(reason) = exit_reason(exit_code, oom, agent.lifecycle) {
                     self.transition(agent_id, LifecycleEvent::ContainerExited, &reason)?;
                 }
