@@ -38,35 +38,28 @@ pub fn data_dir(home: Option<&Path>) -> PathBuf {
 /// (no TLS on this host's own hop), else its TCP port.
 pub async fn connect(home: &Path, hub: Option<&str>) -> Result<Client> {
     let dir = DataDir::open_for_client(home);
-    let token = || {
-        dir.read_admin_token()
-            .with_context(|| format!("failed to read the admin token in {}", home.display()))
-    };
-    let bearer = |token: String| -> Result<Bearer> {
-        let value: MetadataValue<_> = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| anyhow!("the admin token in {} is not valid text", home.display()))?;
-        Ok(Bearer(value))
-    };
     let channel = match hub {
         Some(addr) => connect_tcp(&dir, home, addr).await?,
-        None => {
-            let socket = dir.path(docker_agent_hub::datadir::SOCKET_FILE);
-            match connect_socket(&socket).await {
-                Some(channel) => channel,
-                // No socket (an older hub, a path too long) or a stale one: the TCP port says the rest.
-                None => match dir.read_endpoint()? {
-                    Some(endpoint) => connect_tcp(&dir, home, &endpoint.operator_addr).await?,
-                    None => bail!(
-                        "the hub is not running (no {} found); start it with `docker-agent hub`",
-                        dir.path(docker_agent_hub::datadir::ENDPOINT_FILE).display()
-                    ),
-                },
-            }
-        }
+        None => match connect_socket(&dir.path(docker_agent_hub::datadir::SOCKET_FILE)).await {
+            Some(channel) => channel,
+            // No socket (an older hub, a path too long) or a stale one: the TCP port says the rest.
+            None => match dir.read_endpoint()? {
+                Some(endpoint) => connect_tcp(&dir, home, &endpoint.operator_addr).await?,
+                None => bail!(
+                    "the hub is not running (no {} found); start it with `docker-agent hub`",
+                    dir.path(docker_agent_hub::datadir::ENDPOINT_FILE).display()
+                ),
+            },
+        },
     };
+    let token = dir
+        .read_admin_token()
+        .with_context(|| format!("failed to read the admin token in {}", home.display()))?;
+    let bearer: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| anyhow!("the admin token in {} is not valid text", home.display()))?;
     Ok(
-        ControlServiceClient::with_interceptor(channel, bearer(token()?)?)
+        ControlServiceClient::with_interceptor(channel, Bearer(bearer))
             .max_decoding_message_size(64 << 20),
     )
 }

@@ -1,6 +1,6 @@
 //! The last hour of each agent's CPU and memory, for the dashboard's charts. Kept in memory and
-//! thinned to one sample per [`SPACING`], so 10,000 agents cost a few tens of MB; it starts empty
-//! when the hub restarts.
+//! thinned to one sample per [`SPACING`] (16 bytes each), so 10,000 agents cost about 40 MB; it starts
+//! empty when the hub restarts.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -23,9 +23,47 @@ pub struct Sample {
     pub memory_limit: u64,
 }
 
+/// A [`Sample`] as kept: 16 bytes instead of 32, since a hub holds 240 of them per agent after an
+/// hour (at 10,000 agents, 40 MB instead of 80). Seconds and KiB are finer than the charts show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Packed {
+    at_s: u32,
+    cpu_percent: f32,
+    memory_kib: u32,
+    limit_kib: u32,
+}
+
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+impl Packed {
+    fn new(at_ms: i64, health: &Health) -> Self {
+        Self {
+            at_s: u32::try_from(at_ms.max(0) / 1000).unwrap_or(u32::MAX),
+            cpu_percent: health.cpu_percent as f32,
+            memory_kib: kib(health.memory_used_bytes),
+            limit_kib: kib(health.memory_limit_bytes),
+        }
+    }
+
+    fn at_ms(&self) -> i64 {
+        i64::from(self.at_s) * 1000
+    }
+
+    fn unpack(&self) -> Sample {
+        Sample {
+            at_ms: self.at_ms(),
+            cpu_percent: self.cpu_percent,
+            memory_bytes: u64::from(self.memory_kib) * 1024,
+            memory_limit: u64::from(self.limit_kib) * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct HealthHistory {
-    agents: Mutex<HashMap<String, VecDeque<Sample>>>,
+    agents: Mutex<HashMap<String, VecDeque<Packed>>>,
 }
 
 impl HealthHistory {
@@ -34,22 +72,18 @@ impl HealthHistory {
     }
 
     fn record_at(&self, agent_id: &str, health: &Health, at_ms: i64) {
-        let sample = Sample {
-            at_ms,
-            cpu_percent: health.cpu_percent as f32,
-            memory_bytes: health.memory_used_bytes,
-            memory_limit: health.memory_limit_bytes,
-        };
+        let sample = Packed::new(at_ms, health);
+        let at_ms = sample.at_ms();
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         let samples = agents.entry(agent_id.to_string()).or_default();
         if samples
             .back()
-            .is_some_and(|last| at_ms - last.at_ms < SPACING.as_millis() as i64)
+            .is_some_and(|last| at_ms - last.at_ms() < SPACING.as_millis() as i64)
         {
             return;
         }
         let oldest = at_ms - WINDOW.as_millis() as i64;
-        while samples.front().is_some_and(|s| s.at_ms < oldest) {
+        while samples.front().is_some_and(|s| s.at_ms() < oldest) {
             samples.pop_front();
         }
         samples.push_back(sample);
@@ -62,7 +96,12 @@ impl HealthHistory {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(agent_id)
-            .map(|s| s.iter().filter(|s| s.at_ms >= oldest).copied().collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|s| s.at_ms() >= oldest)
+                    .map(Packed::unpack)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -103,5 +142,32 @@ mod tests {
         );
         h.forget("a");
         assert!(h.samples("a").is_empty());
+    }
+
+    #[test]
+    fn samples_are_kept_in_sixteen_bytes_and_read_back_to_the_kib() {
+        assert_eq!(std::mem::size_of::<Packed>(), 16);
+        let h = HealthHistory::default();
+        let at = now_ms();
+        h.record_at(
+            "b",
+            &Health {
+                cpu_percent: 12.5,
+                memory_used_bytes: 3 << 30,
+                memory_limit_bytes: 8 << 30,
+                ..Default::default()
+            },
+            at,
+        );
+        let got = h.samples("b");
+        assert_eq!(
+            got,
+            [Sample {
+                at_ms: at / 1000 * 1000,
+                cpu_percent: 12.5,
+                memory_bytes: 3 << 30,
+                memory_limit: 8 << 30,
+            }]
+        );
     }
 }
