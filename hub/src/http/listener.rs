@@ -76,11 +76,7 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
-                // Out of file descriptors and the like: keep serving the connections we have.
-                if let Some(count) = limits.note_refusal() {
-                    tracing::warn!(error = %e, count, "operator listener failed to accept");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                accept_failed(&limits, &e).await;
                 continue;
             }
         };
@@ -108,6 +104,20 @@ pub async fn serve(
         });
     }
     drop(listener);
+    close(graceful, grace).await;
+}
+
+/// Out of file descriptors and the like: logged (rate-limited), and the loop keeps serving the
+/// connections it has.
+pub(super) async fn accept_failed(limits: &ConnLimits, e: &std::io::Error) {
+    if let Some(count) = limits.note_refusal() {
+        tracing::warn!(error = %e, count, "operator listener failed to accept");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Gives open connections `grace` to finish, then closes them.
+pub(super) async fn close(graceful: GracefulShutdown, grace: Duration) {
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

@@ -70,10 +70,7 @@ pub async fn serve(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                if let Some(count) = limits.note_refusal() {
-                    tracing::warn!(error = %e, count, "operator socket failed to accept");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                super::listener::accept_failed(&limits, &e).await;
                 continue;
             }
         };
@@ -99,10 +96,5 @@ pub async fn serve(
     drop(listener);
     // New commands find no socket and say the hub is not running, rather than hanging on a closed one.
     let _ = std::fs::remove_file(&path);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::info!("operator socket connections still open at shutdown were closed");
-    }
+    super::listener::close(graceful, grace).await;
 }

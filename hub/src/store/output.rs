@@ -78,42 +78,45 @@ impl Appender {
         if end < self.flushed + WRITEBACK_STEP {
             return;
         }
-        let fd = self.file.as_raw_fd();
-        // SAFETY: both calls take a descriptor we hold open and plain integers; neither touches our memory.
-        unsafe {
-            libc::sync_file_range(
-                fd,
-                self.flushed as libc::off64_t,
-                (end - self.flushed) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+        self.sync_range(self.flushed, end, libc::SYNC_FILE_RANGE_WRITE);
         self.flushed = end;
         // Whole pages only: the kernel keeps a page the range ends inside, and the next range starts after it.
         let old = end.saturating_sub(CACHED_TAIL) & !(PAGE_ALIGN - 1);
         if old > self.uncached {
-            // SAFETY: as above.
+            // The kernel keeps pages it is still writing; their writeback began a step ago, so this wait
+            // is usually over at once. When the disk is slower than the output, it is what holds the
+            // session back (the agent keeps the output meanwhile), instead of the page cache filling
+            // with dirty pages.
+            self.sync_range(
+                self.uncached,
+                old,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
+            // SAFETY: a descriptor we hold open and plain integers; nothing of ours is touched.
             unsafe {
-                // The kernel keeps pages it is still writing; their writeback began a step ago, so this
-                // wait is usually over at once. When the disk is slower than the output, it is what
-                // holds the session back (the agent keeps the output meanwhile), instead of the
-                // page cache filling with dirty pages.
-                libc::sync_file_range(
-                    fd,
-                    self.uncached as libc::off64_t,
-                    (old - self.uncached) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
                 libc::posix_fadvise(
-                    fd,
+                    self.file.as_raw_fd(),
                     self.uncached as libc::off_t,
                     (old - self.uncached) as libc::off_t,
                     libc::POSIX_FADV_DONTNEED,
                 );
             }
             self.uncached = old;
+        }
+    }
+
+    /// `sync_file_range(2)` on bytes `from..to`; best effort, like the rest of the write-behind.
+    fn sync_range(&self, from: u64, to: u64, flags: libc::c_uint) {
+        // SAFETY: a descriptor we hold open and plain integers; nothing of ours is touched.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                from as libc::off64_t,
+                (to - from) as libc::off64_t,
+                flags,
+            );
         }
     }
 }
