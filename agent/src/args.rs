@@ -32,6 +32,11 @@ pub struct Args {
     )]
     pub ca_file: PathBuf,
 
+    /// The hub's agent socket (mounted by the hub), dialled first when present: the same TLS and token,
+    /// without the network stack. When it fails, the agent dials `--hub-url`.
+    #[arg(long, env = "DOCKER_AGENT_HUB_SOCKET")]
+    pub hub_socket: Option<PathBuf>,
+
     /// Name to verify in the hub's certificate (and send as SNI); defaults to the URL's host.
     #[arg(long, env = "DOCKER_AGENT_TLS_SERVER_NAME")]
     pub tls_server_name: Option<String>,

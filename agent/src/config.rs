@@ -60,6 +60,8 @@ pub struct HubTarget {
     pub port: u16,
     /// Name checked against the hub's certificate (and sent as SNI).
     pub server_name: String,
+    /// The hub's agent socket, tried before the URL.
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +182,7 @@ impl Config {
                 host,
                 port,
                 server_name,
+                socket: args.hub_socket.clone(),
             },
             agent_id: agent_id.to_owned(),
             token,

@@ -104,6 +104,11 @@ pub struct HubArgs {
     #[arg(long, env = "DOCKER_AGENT_AGENT_URL")]
     pub agent_url: Option<String>,
 
+    /// Also serve agents on a Unix socket in the data dir, mounted into each new container, so agents on
+    /// this host skip the network stack (still TLS; they fall back to the URL when it fails).
+    #[arg(long, env = "DOCKER_AGENT_AGENT_SOCKET", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub agent_socket: bool,
+
     /// The Docker network agents live on (created if missing).
     #[arg(long, env = "DOCKER_AGENT_NETWORK", default_value = "docker-agent")]
     pub network: String,

@@ -52,6 +52,8 @@ pub struct HubConfig {
     pub agent_listen: AgentListen,
     /// The URL agents dial; default `https://host.docker.internal:<agent port>`.
     pub agent_url: Option<String>,
+    /// Also serve agents on a Unix socket in the data dir, mounted into each new container (TLS too).
+    pub agent_socket: bool,
     /// The user-defined bridge network the agents live on.
     pub network: String,
     pub agent_binary: Option<PathBuf>,
@@ -80,6 +82,7 @@ impl HubConfig {
             operator_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080),
             agent_listen: AgentListen::Gateway(7443),
             agent_url: None,
+            agent_socket: true,
             network: "docker-agent".into(),
             agent_binary: None,
             base_image: crate::image::DEBOOTSTRAP_BASE.into(),

@@ -24,6 +24,8 @@ pub struct Settings {
     pub ca_pem: String,
     /// Passed to each agent as `--spool-bytes` when set.
     pub agent_spool_bytes: Option<u64>,
+    /// The directory holding the agent socket, mounted into each new container; None: agents use TCP only.
+    pub agent_socket_dir: Option<std::path::PathBuf>,
     pub data_dir: std::path::PathBuf,
     /// The user profile directory (added to and overriding the built-in profiles).
     pub profiles_dir: Option<std::path::PathBuf>,
@@ -81,6 +83,7 @@ impl Core {
                 kill_grace: Duration::from_secs(1),
                 ca_pem: String::new(),
                 agent_spool_bytes: None,
+                agent_socket_dir: None,
                 data_dir: dir.to_path_buf(),
                 profiles_dir: None,
                 engine_cpus: 2,

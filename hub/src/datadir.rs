@@ -13,6 +13,9 @@ use crate::credentials;
 pub const ENDPOINT_FILE: &str = "hub.json";
 /// The operator API for this host's CLI (see `http::local_socket`).
 pub const SOCKET_FILE: &str = "hub.sock";
+/// The directory each agent container mounts (read-only) to reach the agent socket in it.
+pub const AGENT_SOCKET_DIR: &str = "agent-socket";
+pub const AGENT_SOCKET_FILE: &str = "agent.sock";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const CA_FILE: &str = "tls/ca.pem";
 const CA_KEY_FILE: &str = "tls/ca-key.pem";

@@ -62,6 +62,32 @@ fn agent_server() -> Server {
         .initial_connection_window_size(4 << 20)
 }
 
+/// Binds the agent socket in its own directory of the data dir, which each new container mounts: the
+/// directory, not the socket, so a restarted hub's new socket is what containers see. Returns the
+/// listener and the directory (absolute, as a bind mount needs). Mode 0666: any process in an agent
+/// container may connect, as any may reach the TCP port; TLS and the agent's token are what admit it.
+/// Host users cannot reach it: the data dir is 0700.
+fn bind_agent_socket(data_dir: &DataDir) -> Option<(tokio::net::UnixListener, std::path::PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let fallback = "agents will use the TCP port";
+    let dir = match std::path::absolute(data_dir.path(crate::datadir::AGENT_SOCKET_DIR)) {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot place the agent socket; {fallback}");
+            return None;
+        }
+    };
+    let made = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)));
+    if let Err(e) = made {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the agent socket's directory; {fallback}");
+        return None;
+    }
+    let path = dir.join(crate::datadir::AGENT_SOCKET_FILE);
+    let (listener, _) = http::local_socket::bind_socket(&path, 0o666, "agent socket", fallback)?;
+    Some((listener, dir))
+}
+
 /// Where a browser on this host reaches the operator listener.
 pub fn browser_addr(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
@@ -118,6 +144,15 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         tracing::warn!(%operator_addr, "the operator listener is reachable from outside this host");
     }
     let local_socket = http::local_socket::bind(&data_dir.path(crate::datadir::SOCKET_FILE));
+    let agent_socket = if config.agent_socket {
+        bind_agent_socket(&data_dir)
+    } else {
+        // An earlier hub's socket would only answer "refused"; without it, agents whose containers
+        // mount the directory go straight to the port.
+        let dir = data_dir.path(crate::datadir::AGENT_SOCKET_DIR);
+        let _ = std::fs::remove_file(dir.join(crate::datadir::AGENT_SOCKET_FILE));
+        None
+    };
     let agent_url = config
         .agent_url
         .clone()
@@ -161,6 +196,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             kill_grace: config.kill_grace,
             ca_pem: tls.ca_pem.clone(),
             agent_spool_bytes: config.agent_spool_bytes,
+            agent_socket_dir: agent_socket.as_ref().map(|(_, dir)| dir.clone()),
             data_dir: config.data_dir.clone(),
             profiles_dir: Some(profiles_dir),
             engine_cpus,
@@ -189,13 +225,25 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         AgentListen::Addr(_) => crate::grpc::agent_listener::MAX_PER_SHARED_ADDRESS,
     };
     let agent = tokio::spawn(async move {
+        use crate::grpc::agent_listener::{AgentListener, accept_loop};
         let (conns, incoming) = tokio::sync::mpsc::channel(64);
-        let accept =
-            crate::grpc::agent_listener::accept_loop(agent_listener, agent_tls, per_peer, conns);
+        let accept = accept_loop(
+            AgentListener::Tcp(agent_listener),
+            agent_tls.clone(),
+            per_peer,
+            conns.clone(),
+        );
+        // No peer address on the socket: only the total caps it. A container flooding it only pushes
+        // agents onto the TCP port, where the per-container cap holds.
+        let accept_socket = async move {
+            if let Some((listener, _)) = agent_socket {
+                accept_loop(AgentListener::Unix(listener), agent_tls, 0, conns).await;
+            }
+        };
         let serve = agent_server()
             .add_service(agent_service)
             .serve_with_incoming(ReceiverStream::new(incoming));
-        let (_, served) = tokio::join!(accept, serve);
+        let (_, _, served) = tokio::join!(accept, accept_socket, serve);
         if let Err(e) = served {
             tracing::error!(error = %e, "agent listener failed");
         }

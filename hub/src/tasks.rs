@@ -362,7 +362,10 @@ impl Core {
         }
         if let Some(rx) = live {
             // The task may have ended before we subscribed; then the store already has everything.
-            while !self.task(task_id)?.state.is_terminal() {
+            // After that, every way a task ends publishes `Ended`: the store is read again only after
+            // missed updates, not once per chunk.
+            let mut ended = self.task(task_id)?.state.is_terminal();
+            while !ended {
                 let update = tokio::select! {
                     update = rx.recv() => update,
                     // The client went away: stop watching rather than wait for the task to end.
@@ -382,6 +385,7 @@ impl Core {
                         if !self.send_stored(task_id, &mut last_seq, &tx).await? {
                             return Ok(());
                         }
+                        ended = self.task(task_id)?.state.is_terminal();
                     }
                 }
             }

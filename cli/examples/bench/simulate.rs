@@ -40,6 +40,8 @@ pub fn main(file: &Path) {
             server_name: host,
             host: "127.0.0.1".into(),
             port,
+            // Simulated agents are processes on the host: they dial the TCP port, as remote ones would.
+            socket: None,
         },
         ca_pem: load.ca_pem.into_bytes(),
         task_user: docker_agent_agent::users::lookup(&uid.to_string()).expect("task user"),

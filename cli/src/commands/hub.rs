@@ -23,6 +23,7 @@ pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
     config.xterm_dir = args.xterm_dir.clone();
     config.xterm_lib_dir = args.xterm_lib_dir.clone();
     config.agent_spool_bytes = args.agent_spool;
+    config.agent_socket = args.agent_socket;
     config.profiles_dir = args.profiles.profiles_dir.clone();
     config
 }

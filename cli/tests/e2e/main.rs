@@ -2,6 +2,7 @@
 
 mod support;
 
+mod agent_socket;
 mod attach;
 mod auth;
 mod copy;

@@ -23,6 +23,9 @@ const SECRETS_DIR: &str = "/etc/docker-agent";
 const TOKEN_PATH: &str = "/etc/docker-agent/token";
 const CA_PATH: &str = "/etc/docker-agent/ca.pem";
 const WORKSPACE: &str = "/workspace";
+/// Where the hub's agent socket directory is mounted, and the socket the agent dials first.
+const AGENT_SOCKET_MOUNT: &str = "/run/docker-agent/hub";
+const AGENT_SOCKET_PATH: &str = "/run/docker-agent/hub/agent.sock";
 /// The agent's setup progress when the root filesystem is read-only: on the credentials volume, which
 /// is writable and lives as long as the container.
 const READ_ONLY_STATE_DIR: &str = "/etc/docker-agent/state";
@@ -322,6 +325,12 @@ impl Core {
                 target: SECRETS_DIR.into(),
                 read_only: false,
             })
+            .chain(self.settings.agent_socket_dir.iter().map(|dir| MountSpec {
+                bind: true,
+                source: dir.display().to_string(),
+                target: AGENT_SOCKET_MOUNT.into(),
+                read_only: true,
+            }))
             .chain(profile.mounts.iter().map(|m| MountSpec {
                 bind: m.kind == MountKind::Bind,
                 source: m.source.clone(),
@@ -493,6 +502,9 @@ impl Core {
         }
         if let Some(bytes) = self.settings.agent_spool_bytes {
             args.extend(["--spool-bytes".to_string(), bytes.to_string()]);
+        }
+        if self.settings.agent_socket_dir.is_some() {
+            args.extend(["--hub-socket".to_string(), AGENT_SOCKET_PATH.to_string()]);
         }
         args
     }

