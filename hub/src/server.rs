@@ -237,7 +237,8 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         // agents onto the TCP port, where the per-container cap holds.
         let accept_socket = async move {
             if let Some((listener, _)) = agent_socket {
-                accept_loop(AgentListener::Unix(listener), agent_tls, 0, conns).await;
+                let per_peer = crate::grpc::agent_listener::MAX_PER_SHARED_ADDRESS;
+                accept_loop(AgentListener::Unix(listener), agent_tls, per_peer, conns).await;
             }
         };
         let serve = agent_server()
