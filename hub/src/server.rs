@@ -149,8 +149,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     } else {
         // An earlier hub's socket would only answer "refused"; without it, agents whose containers
         // mount the directory go straight to the port.
-        let dir = data_dir.path(crate::datadir::AGENT_SOCKET_DIR);
-        let _ = std::fs::remove_file(dir.join(crate::datadir::AGENT_SOCKET_FILE));
+        let _ = std::fs::remove_file(data_dir.agent_socket());
         None
     };
     let agent_url = config
@@ -339,6 +338,8 @@ impl RunningHub {
         self.data_dir.remove_endpoint();
         let _ = self.shutdown.send(true);
         self.agent.abort();
+        // Agents then find no socket and dial the port until the next hub binds a new one.
+        let _ = std::fs::remove_file(self.data_dir.agent_socket());
         for task in &self.background {
             task.abort();
         }

@@ -61,6 +61,10 @@ async fn sigterm_stops_the_hub_and_leaves_agents_running() {
         !hub.home().join("hub.json").exists(),
         "endpoint file removed on clean shutdown"
     );
+    assert!(
+        !hub.home().join("agent-socket/agent.sock").exists(),
+        "agent socket removed on clean shutdown"
+    );
     let c = hub.container(&name).await;
     assert_eq!(
         c.state.unwrap().running,
