@@ -70,20 +70,20 @@ fn agent_server() -> Server {
 fn bind_agent_socket(data_dir: &DataDir) -> Option<(tokio::net::UnixListener, std::path::PathBuf)> {
     use std::os::unix::fs::PermissionsExt;
     let fallback = "agents will use the TCP port";
-    let dir = match std::path::absolute(data_dir.path(crate::datadir::AGENT_SOCKET_DIR)) {
-        Ok(dir) => dir,
+    let path = match std::path::absolute(data_dir.agent_socket()) {
+        Ok(path) => path,
         Err(e) => {
             tracing::warn!(error = %e, "cannot place the agent socket; {fallback}");
             return None;
         }
     };
+    let dir = path.parent()?.to_path_buf();
     let made = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)));
     if let Err(e) = made {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot make the agent socket's directory; {fallback}");
         return None;
     }
-    let path = dir.join(crate::datadir::AGENT_SOCKET_FILE);
     let (listener, _) = http::local_socket::bind_socket(&path, 0o666, "agent socket", fallback)?;
     Some((listener, dir))
 }

@@ -23,9 +23,8 @@ const SECRETS_DIR: &str = "/etc/docker-agent";
 const TOKEN_PATH: &str = "/etc/docker-agent/token";
 const CA_PATH: &str = "/etc/docker-agent/ca.pem";
 const WORKSPACE: &str = "/workspace";
-/// Where the hub's agent socket directory is mounted, and the socket the agent dials first.
+/// Where the hub's agent socket directory is mounted.
 const AGENT_SOCKET_MOUNT: &str = "/run/docker-agent/hub";
-const AGENT_SOCKET_PATH: &str = "/run/docker-agent/hub/agent.sock";
 /// The agent's setup progress when the root filesystem is read-only: on the credentials volume, which
 /// is writable and lives as long as the container.
 const READ_ONLY_STATE_DIR: &str = "/etc/docker-agent/state";
@@ -504,7 +503,8 @@ impl Core {
             args.extend(["--spool-bytes".to_string(), bytes.to_string()]);
         }
         if self.settings.agent_socket_dir.is_some() {
-            args.extend(["--hub-socket".to_string(), AGENT_SOCKET_PATH.to_string()]);
+            let socket = format!("{AGENT_SOCKET_MOUNT}/{}", crate::datadir::AGENT_SOCKET_FILE);
+            args.extend(["--hub-socket".to_string(), socket]);
         }
         args
     }
