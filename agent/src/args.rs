@@ -77,6 +77,11 @@ pub struct Args {
         default_value = "/var/lib/docker-agent"
     )]
     pub state_dir: PathBuf,
+
+    /// Make link-local addresses (169.254.0.0/16: cloud metadata services) unreachable from the
+    /// container, then give up CAP_NET_ADMIN. The hub sets it for every container it makes.
+    #[arg(long, env = "DOCKER_AGENT_BLOCK_LINK_LOCAL")]
+    pub block_link_local: bool,
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! `session` (Hello/Welcome, reader and writer) → `runner` (one supervisor per task, on top of
 //! `spawn` (or `pty` for a terminal) and `reaper`, waited for by `supervise`) → `tasks`/`spool` (what the hub has and has not seen
 //! yet). Beside them, `setup` runs the profile's setup steps once (`progress` remembers how far it
-//! got, `console` puts their output in the container log) while new tasks are held back. `load` runs
+//! got, `console` puts their output in the container log) while new tasks are held back. Before
+//! any of it, `link_local` makes cloud metadata addresses unreachable when the hub asks. `load` runs
 //! thousands of simulated agents in one process for the benchmarks.
 
 pub mod agent;
@@ -15,6 +16,7 @@ pub mod console;
 pub mod dial;
 pub mod health;
 pub mod hosts;
+pub mod link_local;
 pub mod load;
 pub mod progress;
 pub mod pty;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
-use docker_agent_agent::{EX_USAGE, agent, args::Args, config::Config};
+use docker_agent_agent::{EX_USAGE, agent, args::Args, config::Config, link_local};
 use tracing_subscriber::EnvFilter;
 
 /// clap's multi-line usage error, folded into one line for the container log.
@@ -34,6 +34,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Before the runtime: capabilities belong to a thread, and every later one inherits these.
+    if args.block_link_local {
+        if let Err(e) = link_local::block_and_drop_net_admin() {
+            eprintln!(
+                "docker-agent-agent: cannot make link-local addresses (cloud metadata) unreachable: {e}; refusing to run tasks without it"
+            );
+            return ExitCode::FAILURE;
+        }
+        let (dst, prefix) = link_local::LINK_LOCAL;
+        let in_place = std::fs::read_to_string("/proc/net/route")
+            .is_ok_and(|table| link_local::has_reject_route(&table, dst, prefix));
+        tracing::info!(
+            in_place,
+            "link-local addresses ({dst}/{prefix}, cloud metadata) are unreachable from this container"
+        );
+    }
     let config = match Config::from_args(&args) {
         Ok(c) => c,
         Err(e) => {

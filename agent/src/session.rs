@@ -21,7 +21,15 @@ use crate::health::HealthSource;
 use crate::runner;
 use crate::state::Shared;
 
-pub const CAPABILITIES: [&str; 6] = ["exec", "stdin", "signal", "timeout", "spool", "pty"];
+pub const CAPABILITIES: [&str; 7] = [
+    "exec",
+    "stdin",
+    "signal",
+    "timeout",
+    "spool",
+    "pty",
+    "drop-output",
+];
 /// Connect, TLS, the hub's response and its Welcome must all happen within this.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -186,6 +194,11 @@ async fn read_loop(
             Some(Msg::Ack(a)) => {
                 shared.table().ack(&a);
                 shared.task_done.notify_waiters();
+                shared.space.notify_waiters();
+            }
+            Some(Msg::DropOutput(d)) => {
+                tracing::info!(task = %d.task_id, bound = %d.reason, "the hub stores no more of this task's output; discarding it");
+                shared.table().discard_output(&d.task_id);
                 shared.space.notify_waiters();
             }
             Some(Msg::Ping(_)) => ping.notify_one(),

@@ -167,6 +167,8 @@ pub struct TaskOutput {
     pub streams: [StreamBuf; 2],
     /// Some output was lost to the bound: reported as `output_truncated`.
     pub truncated: bool,
+    /// The hub stores no more of it: new output is counted, not kept or sent.
+    pub discarding: bool,
 }
 
 impl TaskOutput {
@@ -224,12 +226,30 @@ impl Spool {
         self.outputs.get(task).is_some_and(|o| o.truncated)
     }
 
+    /// The hub stores no more of `task`'s output: what is held goes, and what comes is only counted
+    /// (the ends stay right for the result).
+    pub fn discard(&mut self, task: &str) {
+        if let Some(out) = self.outputs.get_mut(task) {
+            out.discarding = true;
+            for s in &mut out.streams {
+                let end = s.end;
+                self.total -= s.ack(end);
+            }
+        }
+    }
+
     /// Appends freshly read output, then drops the oldest bytes if the bound is exceeded:
     /// the producing task's first, then the largest other task's.
     pub fn append(&mut self, task: &str, stream: StreamId, data: Bytes) {
         let Some(out) = self.outputs.get_mut(task) else {
             return;
         };
+        if out.discarding {
+            let s = &mut out.streams[stream as usize];
+            s.end += data.len() as u64;
+            s.ack(s.end);
+            return;
+        }
         self.total += data.len() as u64;
         out.streams[stream as usize].push(data);
         if self.total <= self.limit {

@@ -146,6 +146,11 @@ impl TaskTable {
         self.spool.append(id, stream, data);
     }
 
+    /// The hub stores no more of this task's output (`DropOutput`): its output is read and counted, not sent.
+    pub fn discard_output(&mut self, id: &str) {
+        self.spool.discard(id);
+    }
+
     pub fn control(&self, id: &str) -> Option<&Control> {
         self.find(id)?.control.as_ref()
     }
@@ -259,8 +264,12 @@ impl TaskTable {
         self.forget_if_done(&ack.task_id);
     }
 
-    /// Applies a Welcome: forget, resend positions, and cancellations. Returns the ids it asked to stop.
+    /// Applies a Welcome: forget, resend positions, dropped output and cancellations. Returns the ids it
+    /// asked to stop.
     pub fn apply_welcome(&mut self, w: &Welcome) -> Vec<String> {
+        for drop in &w.drop_output {
+            self.spool.discard(&drop.task_id);
+        }
         for id in &w.forget {
             let gone = self
                 .find(id)

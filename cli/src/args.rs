@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the hub (the server every other command talks to).
-    Hub(HubArgs),
+    Hub(Box<HubArgs>),
     /// Create an agent container and wait until its agent is ready.
     Create(CreateArgs),
     /// List agents.
@@ -150,6 +150,26 @@ pub struct HubArgs {
     #[arg(long, env = "DOCKER_AGENT_AGENT_SPOOL", value_parser = parse_bytes)]
     pub agent_spool: Option<u64>,
 
+    /// How long an agent (or an address on the agents' network) that keeps breaking the protocol —
+    /// floods, stalled handshakes, bad tokens, other agents' tasks — is refused once cut off.
+    #[arg(long, env = "DOCKER_AGENT_AGENT_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
+    pub agent_cooldown: Duration,
+
+    /// Output stored per task (stdout and stderr together); past it the rest is dropped and the task
+    /// says so. A profile's `resources.max_output` replaces it for its agents.
+    #[arg(long, env = "DOCKER_AGENT_MAX_TASK_OUTPUT", default_value = "2g", value_parser = parse_bytes)]
+    pub max_task_output: u64,
+
+    /// Output stored per agent over all its tasks; past it new output is dropped and flagged. A
+    /// profile's `resources.max_agent_output` replaces it for its agents.
+    #[arg(long, env = "DOCKER_AGENT_MAX_AGENT_OUTPUT", default_value = "16g", value_parser = parse_bytes)]
+    pub max_agent_output: u64,
+
+    /// Free space the data dir's file system keeps: below it the hub stores no new task output (it
+    /// says so loudly and flags the tasks) instead of failing every write.
+    #[arg(long, env = "DOCKER_AGENT_MIN_FREE_DISK", default_value = "1g", value_parser = parse_bytes)]
+    pub min_free_disk: u64,
+
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "DOCKER_AGENT_LOG", default_value = "info")]
     pub log: String,
@@ -195,6 +215,10 @@ pub struct CreateArgs {
     /// Accept a profile that mounts the host's Docker socket, which gives the agent root on this host.
     #[arg(long, env = "DOCKER_AGENT_ALLOW_DOCKER_SOCKET")]
     pub allow_docker_socket: bool,
+    /// Join a group of agents that share a network and can reach each other (default: the profile's
+    /// group). Agents outside a group cannot reach any other agent.
+    #[arg(long, env = "DOCKER_AGENT_GROUP", value_name = "GROUP")]
+    pub group: Option<String>,
     #[command(flatten)]
     pub json: JsonArg,
 }

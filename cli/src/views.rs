@@ -133,6 +133,8 @@ pub struct TaskView {
     /// Killed by the kernel's OOM killer (the container's memory limit).
     pub oom_killed: bool,
     pub output_truncated: bool,
+    /// Why the hub stopped storing the output: task, agent or disk.
+    pub output_dropped: Option<String>,
     pub created: String,
     pub started: String,
     pub finished: String,
@@ -172,7 +174,9 @@ impl From<&pb::Task> for TaskView {
             error,
             timed_out: t.result.as_ref().is_some_and(|r| r.timed_out),
             oom_killed: t.result.as_ref().is_some_and(|r| r.oom_killed),
-            output_truncated: t.result.as_ref().is_some_and(|r| r.output_truncated),
+            output_truncated: t.result.as_ref().is_some_and(|r| r.output_truncated)
+                || !t.output_dropped.is_empty(),
+            output_dropped: (!t.output_dropped.is_empty()).then(|| t.output_dropped.clone()),
             created: timestamp(t.created_at_ms),
             started: timestamp(t.started_at_ms),
             finished: timestamp(t.finished_at_ms),
@@ -234,6 +238,18 @@ pub fn failure_note(task: &pb::Task) -> Option<String> {
         )),
         Some(r) => match &r.outcome {
             Some(Outcome::Error(e)) => Some(e.clone()),
+            _ if !task.output_dropped.is_empty() => Some(format!(
+                "warning: the hub stored only the first {} of task {}'s output: {}",
+                crate::output::bytes(task.stdout_len + task.stderr_len),
+                task.id,
+                match task.output_dropped.as_str() {
+                    "task" =>
+                        "it reached its bound (the profile's resources.max_output, or hub --max-task-output)",
+                    "agent" =>
+                        "its agent reached its bound (the profile's resources.max_agent_output, or hub --max-agent-output)",
+                    _ => "the hub's disk fell below its free-space floor (hub --min-free-disk)",
+                }
+            )),
             _ if r.output_truncated => Some(format!(
                 "warning: task {} lost output while the hub was unreachable (the agent's spool overflowed)",
                 task.id

@@ -85,6 +85,8 @@ fn new_agent(id: &str, name: &str) -> NewAgent {
         memory_bytes: 1 << 30,
         pids: 512,
         env: BTreeMap::new(),
+        max_task_output: 0,
+        max_agent_output: 0,
     }
 }
 
@@ -213,7 +215,12 @@ async fn session(messages: Vec<Result<AgentMessage, tonic::Status>>) {
     // Its errors are logged and the session goes on, as in the service.
     let _ = core.agent_registered(&agent, setup.as_ref()).await;
     core.clone()
-        .run_session(agent, generation, futures::stream::iter(messages))
+        .run_session(
+            agent,
+            generation,
+            futures::stream::iter(messages),
+            Default::default(),
+        )
         .await;
     // The session unregistered itself, which dropped the last sender.
     assert!(!core.registry.is_connected(AGENT));

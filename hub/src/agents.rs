@@ -53,6 +53,19 @@ pub fn volume_name(name: &str) -> String {
 }
 
 impl Core {
+    /// When the agent's container last started (unix ms); 0 when the engine does not say.
+    pub async fn container_started_at(&self, agent: &AgentRecord) -> Result<i64> {
+        let container = agent
+            .container_id
+            .clone()
+            .unwrap_or_else(|| agent.container_name.clone());
+        Ok(self
+            .driver
+            .inspect_container(&container)
+            .await?
+            .map_or(0, |c| c.started_at_ms))
+    }
+
     pub fn agent(&self, name: &str) -> Result<AgentRecord> {
         self.store
             .agent_by_name(name)?
@@ -180,6 +193,7 @@ impl Core {
             .clone()
             .unwrap_or_else(|| agent.container_name.clone());
         // Never remove a container that lacks our labels, even if the name matches.
+        let mut group = None;
         let (container_removed, container_gone) = match self
             .driver
             .inspect_container(&container)
@@ -187,6 +201,7 @@ impl Core {
         {
             Some(state) if state.labels.get(labels::AGENT_ID) == Some(&agent.id) => {
                 self.driver.remove_container(&state.id).await?;
+                group = state.labels.get(labels::GROUP).cloned();
                 (true, true)
             }
             Some(_) => {
@@ -197,6 +212,14 @@ impl Core {
         };
         self.transition(&agent.id, LifecycleEvent::Destroyed, "destroyed")?;
         self.registry.evict(&agent.id);
+        if let Some(sockets) = &self.agent_sockets
+            && container_gone
+        {
+            sockets.remove(&agent.id);
+        }
+        if let Some(group) = &group {
+            self.leave_group(group).await;
+        }
         self.health.forget(&agent.id);
         self.lose_tasks(&agent.id, "the agent was destroyed")?;
         self.bus.publish_event(HubEvent::Removed {

@@ -64,6 +64,10 @@ pub struct HubConfig {
     pub kill_grace: Duration,
     /// Bound of each agent's spool of unacknowledged output (the agent's default when None).
     pub agent_spool_bytes: Option<u64>,
+    /// How long a source cut off for protocol violations is refused.
+    pub agent_cooldown: Duration,
+    /// How much task output the hub stores, and the free space it keeps.
+    pub output_limits: crate::store::OutputLimits,
     /// User profiles; default `<data dir>/profiles`.
     pub profiles_dir: Option<PathBuf>,
     /// How long a terminal session lives with nobody attached.
@@ -90,6 +94,8 @@ impl HubConfig {
             ready_timeout: Duration::from_secs(120),
             kill_grace: Duration::from_secs(5),
             agent_spool_bytes: None,
+            agent_cooldown: Duration::from_secs(30),
+            output_limits: crate::store::OutputLimits::DEFAULT,
             profiles_dir: None,
             session_timeout: Duration::from_secs(300),
             xterm_dir: PathBuf::from(DEFAULT_XTERM_DIR),
@@ -141,6 +147,9 @@ impl HubConfig {
         if self.agent_spool_bytes.is_some_and(|b| b < 64 << 10) {
             return bad("the agent spool must be at least 64k".into());
         }
+        if self.output_limits.task < 1 << 20 || self.output_limits.agent < 1 << 20 {
+            return bad("the output bounds must be at least 1m each".into());
+        }
         if self.base_image.trim().is_empty() {
             return bad("the base image is empty".into());
         }
@@ -152,6 +161,11 @@ impl HubConfig {
             ),
             ("ready timeout", self.ready_timeout, Duration::from_secs(1)),
             ("kill grace", self.kill_grace, Duration::ZERO),
+            (
+                "agent cooldown",
+                self.agent_cooldown,
+                Duration::from_secs(1),
+            ),
             (
                 "session timeout",
                 self.session_timeout,

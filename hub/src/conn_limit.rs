@@ -1,6 +1,7 @@
-//! Connection caps for the hub's listeners: a total, and one per peer address, so one flooding client
-//! (a compromised container, a port scanner) cannot take every descriptor or crowd out everyone else;
-//! and the open-file limit those caps rely on.
+//! Connection caps for the operator listener: a total, and one per peer address, so one flooding client
+//! (a port scanner, a runaway script) cannot take every descriptor or crowd out everyone else; the
+//! open-file limit and how it is shared between the agent side, the operator side and the hub's own
+//! files; and a throttle for the log lines a flood makes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,10 +18,46 @@ pub struct ConnLimits {
     total: usize,
     per_peer: usize,
     open: Mutex<Counts>,
+    refusals: LogThrottle,
+}
+
+/// One log line per interval for something that happens per connection in a flood, with the count.
+#[derive(Debug)]
+pub struct LogThrottle {
     born: Instant,
-    /// Milliseconds since `born` of the last logged refusal, and the refusals not logged since.
+    /// Milliseconds since `born` of the last logged event, and the events not logged since.
     last_logged_ms: AtomicU64,
     unlogged: AtomicU64,
+}
+
+impl Default for LogThrottle {
+    fn default() -> Self {
+        Self {
+            born: Instant::now(),
+            last_logged_ms: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LogThrottle {
+    /// Counts an event; `Some(n)` when it is time to log, with the number of events since the last
+    /// line (this one included).
+    pub fn note(&self) -> Option<u64> {
+        let now = self.born.elapsed().as_millis() as u64 + LOG_EVERY.as_millis() as u64;
+        let last = self.last_logged_ms.load(Ordering::Relaxed);
+        let count = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
+        if now.saturating_sub(last) < LOG_EVERY.as_millis() as u64
+            || self
+                .last_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        self.unlogged.fetch_sub(count, Ordering::Relaxed);
+        Some(count)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,28 +95,13 @@ impl ConnLimits {
             total,
             per_peer,
             open: Mutex::default(),
-            born: Instant::now(),
-            last_logged_ms: AtomicU64::new(0),
-            unlogged: AtomicU64::new(0),
+            refusals: LogThrottle::default(),
         })
     }
 
-    /// Counts a turned-away connection; `Some(n)` when it is time to log, with the number turned
-    /// away since the last line (this one included).
+    /// Counts a turned-away connection; `Some(n)` when it is time to log (see `LogThrottle::note`).
     pub fn note_refusal(&self) -> Option<u64> {
-        let now = self.born.elapsed().as_millis() as u64 + LOG_EVERY.as_millis() as u64;
-        let last = self.last_logged_ms.load(Ordering::Relaxed);
-        let count = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
-        if now.saturating_sub(last) < LOG_EVERY.as_millis() as u64
-            || self
-                .last_logged_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return None;
-        }
-        self.unlogged.fetch_sub(count, Ordering::Relaxed);
-        Some(count)
+        self.refusals.note()
     }
 
     /// A place for a connection from `peer`; `None` counts it in the total only (a peer exempt from the
@@ -119,24 +141,58 @@ impl Drop for ConnPermit {
     }
 }
 
-/// Every agent holds a connection (and each task an output file now and then): the usual soft limit
-/// of 1024 descriptors would stop a hub long before its connection caps. Raised to the hard limit.
-pub fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            let before = limit.rlim_cur;
-            limit.rlim_cur = limit.rlim_max;
-            before < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+/// How the hub's open files are shared. Every agent holds a connection and each streaming task an
+/// output file; the operator side (CLI, API, dashboard) and the store need theirs whatever the agents
+/// do, so the agent side gets a share of the limit, never all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdBudget {
+    /// The process's open-file limit.
+    pub limit: u64,
+    /// Connections the agent side may hold (TCP port and agent sockets together, listening sockets
+    /// included).
+    pub agent_connections: usize,
+    /// Connections the operator listener may hold.
+    pub operator_connections: usize,
+}
+
+impl FdBudget {
+    /// A quarter of the limit (at least 256) is kept from the agent side: half of it for operator
+    /// connections (at most 4096), the rest for the store, output files, the engine and the runtime.
+    pub fn from_limit(limit: u64) -> Self {
+        let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+        let reserved = (limit_usize / 4).max(256);
+        let agent_connections = limit_usize.saturating_sub(reserved).max(16);
+        let operator_connections = (reserved / 2).clamp(16, 4096);
+        Self {
+            limit,
+            agent_connections,
+            operator_connections,
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (the usual soft limit of 1024 would stop a hub
+/// long before its connection caps) and returns the budget derived from the limit in force.
+pub fn raise_fd_limit() -> FdBudget {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::debug!(descriptors = hard, "raised the open-file limit");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open-file limit; assuming 1024");
+            1024
         }
     };
-    if raised {
-        tracing::debug!(descriptors = limit.rlim_cur, "raised the open-file limit");
-    }
+    FdBudget::from_limit(limit)
 }
 
 #[cfg(test)]
@@ -165,7 +221,22 @@ mod tests {
         assert_eq!(limits.note_refusal(), Some(1));
         assert_eq!(limits.note_refusal(), None);
         assert_eq!(limits.note_refusal(), None);
-        assert_eq!(limits.unlogged.load(Ordering::Relaxed), 2);
+        assert_eq!(limits.refusals.unlogged.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn the_agent_side_never_gets_every_descriptor() {
+        let big = FdBudget::from_limit(20_000);
+        assert_eq!(big.agent_connections, 15_000);
+        assert_eq!(big.operator_connections, 2_500);
+        let small = FdBudget::from_limit(1024);
+        assert_eq!(small.agent_connections, 768);
+        assert_eq!(small.operator_connections, 128);
+        let huge = FdBudget::from_limit(1 << 20);
+        assert_eq!(huge.operator_connections, 4096);
+        assert!(huge.agent_connections < 1 << 20);
+        // A limit too small to share still leaves the agent side something.
+        assert_eq!(FdBudget::from_limit(100).agent_connections, 16);
     }
 
     #[test]

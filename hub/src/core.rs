@@ -24,8 +24,6 @@ pub struct Settings {
     pub ca_pem: String,
     /// Passed to each agent as `--spool-bytes` when set.
     pub agent_spool_bytes: Option<u64>,
-    /// The directory holding the agent socket, mounted into each new container; None: agents use TCP only.
-    pub agent_socket_dir: Option<std::path::PathBuf>,
     pub data_dir: std::path::PathBuf,
     /// The user profile directory (added to and overriding the built-in profiles).
     pub profiles_dir: Option<std::path::PathBuf>,
@@ -43,6 +41,8 @@ pub struct Core {
     pub registry: Registry,
     pub bus: Bus,
     pub images: ImageBuilder,
+    /// Each agent's own socket; None: agents use the TCP port only (`--agent-socket=false`).
+    pub agent_sockets: Option<Arc<crate::grpc::agent_sockets::AgentSockets>>,
     pub health: crate::health_history::HealthHistory,
     /// Serialises lifecycle transitions, which read, decide and write.
     pub(crate) transitions: std::sync::Mutex<()>,
@@ -83,7 +83,6 @@ impl Core {
                 kill_grace: Duration::from_secs(1),
                 ca_pem: String::new(),
                 agent_spool_bytes: None,
-                agent_socket_dir: None,
                 data_dir: dir.to_path_buf(),
                 profiles_dir: None,
                 engine_cpus: 2,
@@ -97,6 +96,7 @@ impl Core {
                 dir.join("build"),
             ),
             driver,
+            agent_sockets: None,
             registry: Registry::default(),
             bus: Bus::default(),
             health: Default::default(),

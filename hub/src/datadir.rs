@@ -187,11 +187,6 @@ impl DataDir {
         let _ = fs::remove_file(self.path(ENDPOINT_FILE));
     }
 
-    /// The agent socket's path (in the directory containers mount).
-    pub fn agent_socket(&self) -> PathBuf {
-        self.path(AGENT_SOCKET_DIR).join(AGENT_SOCKET_FILE)
-    }
-
     pub fn read_endpoint(&self) -> Result<Option<Endpoint>, DataDirError> {
         let path = self.path(ENDPOINT_FILE);
         let bytes = match fs::read(&path) {

@@ -16,6 +16,7 @@ pub mod http;
 pub mod image;
 pub mod lifecycle;
 pub mod metrics;
+pub mod networks;
 pub mod profile;
 pub mod prune;
 pub mod registry;

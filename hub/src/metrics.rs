@@ -36,6 +36,27 @@ struct KindLabel {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BoundLabel {
+    bound: &'static str,
+}
+
+/// Why the agent side refused a connection or session (`agent_guard::Refused`).
+pub const REFUSALS: [&str; 7] = [
+    "total",
+    "unauthenticated",
+    "per_source",
+    "rate",
+    "per_agent",
+    "cut_off",
+    "wrong_socket",
+];
+
 const LIFECYCLES: [Lifecycle; 6] = [
     Lifecycle::Creating,
     Lifecycle::Starting,
@@ -55,6 +76,9 @@ pub struct Metrics {
     reconnects: Counter,
     bytes: Family<StreamLabel, Counter>,
     docker_errors: Family<KindLabel, Counter>,
+    refused: Family<ReasonLabel, Counter>,
+    cut_offs: Counter,
+    output_dropped: Family<BoundLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,7 +144,31 @@ impl Metrics {
             "Docker Engine API calls that failed, by kind",
             docker_errors.clone(),
         );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "agent_side_refusals",
+            "Agent-side connections and sessions refused, by reason",
+            refused.clone(),
+        );
+        let cut_offs = Counter::default();
+        registry.register(
+            "agent_side_cut_offs",
+            "Agents and addresses cut off for repeated protocol violations",
+            cut_offs.clone(),
+        );
+        let output_dropped = Family::<BoundLabel, Counter>::default();
+        registry.register(
+            "output_dropped_tasks",
+            "Tasks whose further output the hub stopped storing, by the bound reached",
+            output_dropped.clone(),
+        );
         // Every series exists from the start at 0, so rates and alerts work before the first event.
+        for reason in REFUSALS {
+            let _ = refused.get_or_create(&ReasonLabel { reason });
+        }
+        for bound in ["task", "agent", "disk"] {
+            let _ = output_dropped.get_or_create(&BoundLabel { bound });
+        }
         for outcome in [
             "succeeded",
             "failed",
@@ -149,7 +197,26 @@ impl Metrics {
             reconnects,
             bytes,
             docker_errors,
+            refused,
+            cut_offs,
+            output_dropped,
         }
+    }
+
+    /// The agent side refused a connection or session; `reason` is one of `REFUSALS`.
+    pub fn agent_side_refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn agent_side_cut_off(&self) {
+        self.cut_offs.inc();
+    }
+
+    /// A task reached an output bound (`task`, `agent` or `disk`).
+    pub fn output_dropped(&self, bound: &'static str) {
+        self.output_dropped
+            .get_or_create(&BoundLabel { bound })
+            .inc();
     }
 
     /// A task ended with a result from its agent.

@@ -53,6 +53,7 @@ mod tests {
         ContainerState {
             id: id.into(),
             name: format!("docker-agent-{id}"),
+            started_at_ms: 0,
             running: false,
             status: "exited".into(),
             exit_code: 0,
@@ -85,6 +86,8 @@ mod tests {
                 memory_bytes: 0,
                 pids: 0,
                 env: Default::default(),
+                max_task_output: 0,
+                max_agent_output: 0,
             })
             .unwrap();
         core.store.set_container_id(&live.id, "c-live").unwrap();

@@ -16,6 +16,9 @@ use crate::core::{Core, Settings};
 use crate::datadir::{DataDir, Endpoint};
 use crate::driver::{DockerDriver, Driver};
 use crate::error::{HubError, Result};
+use crate::grpc::agent_guard::{AgentGuard, Limits};
+use crate::grpc::agent_listener;
+use crate::grpc::agent_sockets::AgentSockets;
 use crate::grpc::control_svc::AdminAuth;
 use crate::grpc::{AgentSvc, ControlSvc};
 use crate::http;
@@ -52,7 +55,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         })
 }
 
-/// The agent listener's gRPC server; TLS is done before it, in `grpc::agent_listener`.
+/// The agent side's gRPC server; TLS is done before it, in `grpc::agent_listener`.
 fn agent_server() -> Server {
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -62,30 +65,68 @@ fn agent_server() -> Server {
         .initial_connection_window_size(4 << 20)
 }
 
-/// Binds the agent socket in its own directory of the data dir, which each new container mounts: the
-/// directory, not the socket, so a restarted hub's new socket is what containers see. Returns the
-/// listener and the directory (absolute, as a bind mount needs). Mode 0666: any process in an agent
-/// container may connect, as any may reach the TCP port; TLS and the agent's token are what admit it.
-/// Host users cannot reach it: the data dir is 0700.
-fn bind_agent_socket(data_dir: &DataDir) -> Option<(tokio::net::UnixListener, std::path::PathBuf)> {
-    use std::os::unix::fs::PermissionsExt;
-    let fallback = "agents will use the TCP port";
-    let path = match std::path::absolute(data_dir.agent_socket()) {
-        Ok(path) => path,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot place the agent socket; {fallback}");
-            return None;
-        }
-    };
-    let dir = path.parent()?.to_path_buf();
-    let made = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)));
-    if let Err(e) = made {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the agent socket's directory; {fallback}");
+/// Each agent's own socket under the data dir, unless `--agent-socket=false` (then an earlier hub's are
+/// removed, so agents whose containers mount them go straight to the port). None, logged, when the
+/// directory cannot be made: agents use the port.
+fn agent_sockets(config: &HubConfig, data_dir: &DataDir) -> Option<Arc<AgentSockets>> {
+    let root = data_dir.path(crate::datadir::AGENT_SOCKET_DIR);
+    if !config.agent_socket {
+        let _ = std::fs::remove_dir_all(&root);
         return None;
     }
-    let (listener, _) = http::local_socket::bind_socket(&path, 0o666, "agent socket", fallback)?;
-    Some((listener, dir))
+    match AgentSockets::new(&root) {
+        Ok(sockets) => Some(Arc::new(sockets)),
+        Err(e) => {
+            tracing::warn!(dir = %root.display(), error = %e, "cannot make the agent sockets' directory; agents will use the TCP port");
+            None
+        }
+    }
+}
+
+/// Serves the agent side: the TCP port and every agent's own socket, all through the guard
+/// (`grpc::agent_guard`), whose caps come from the agent side's share of the open-file limit. Binds the
+/// socket of every agent the store knows.
+fn serve_agents(
+    core: &Arc<Core>,
+    listener: TcpListener,
+    shared_addresses: bool,
+    tls: &rustls::ServerConfig,
+    limits: Limits,
+) -> Result<JoinHandle<()>> {
+    let guard = AgentGuard::new(limits);
+    let acceptor = agent_listener::acceptor(tls);
+    let (conns, incoming) = tokio::sync::mpsc::channel(64);
+    if let Some(sockets) = &core.agent_sockets {
+        sockets.serve(acceptor.clone(), guard.clone(), conns.clone());
+        // Only agents whose containers mount a socket directory: ones made before per-agent sockets,
+        // or with `--agent-socket=false`, use the port.
+        for agent in core.store.list_agents()? {
+            if agent.lifecycle == crate::lifecycle::Lifecycle::Destroyed
+                || !sockets.dir(&agent.id).is_dir()
+            {
+                continue;
+            }
+            if let Err(e) = sockets.open(&agent.id) {
+                tracing::warn!(agent = %agent.name, error = %e, "no agent socket for this agent; it will use the port");
+            }
+        }
+    }
+    let service = AgentServiceServer::new(AgentSvc::new(core.clone()))
+        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES);
+    let tcp = agent_listener::AgentListener::Tcp {
+        listener,
+        shared: shared_addresses,
+    };
+    Ok(tokio::spawn(async move {
+        let accept = agent_listener::accept_loop(tcp, acceptor, guard, conns);
+        let serve = agent_server()
+            .add_service(service)
+            .serve_with_incoming(ReceiverStream::new(incoming));
+        let (_, served) = tokio::join!(accept, serve);
+        if let Err(e) = served {
+            tracing::error!(error = %e, "agent listener failed");
+        }
+    }))
 }
 
 /// Where a browser on this host reaches the operator listener.
@@ -104,11 +145,12 @@ pub fn browser_addr(addr: SocketAddr) -> SocketAddr {
 /// Starts a hub from validated config and returns once both listeners are bound.
 pub async fn start(config: HubConfig) -> Result<RunningHub> {
     config.validate()?;
-    crate::conn_limit::raise_fd_limit();
+    let fds = crate::conn_limit::raise_fd_limit();
     let data_dir = DataDir::open_for_hub(&config.data_dir)?;
     let hub_id = data_dir.hub_id()?;
     let admin_token = data_dir.ensure_admin_token()?;
     let store = Store::open(&data_dir.db_path())?;
+    store.set_output_limits(config.output_limits);
     let profiles_dir = config
         .profiles_dir
         .clone()
@@ -121,12 +163,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect().await?);
     driver.ping().await?;
     let engine_cpus = driver.engine_cpus().await?;
-    let network = driver
-        .ensure_network(
-            &config.network,
-            [("dev.docker-agent.managed".to_string(), "true".to_string())].into(),
-        )
-        .await?;
+    let network = crate::networks::ensure_agents_network(driver.as_ref(), &config.network).await?;
 
     let agent_bind = match config.agent_listen {
         AgentListen::Gateway(port) => SocketAddr::new(network.gateway, port),
@@ -144,14 +181,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         tracing::warn!(%operator_addr, "the operator listener is reachable from outside this host");
     }
     let local_socket = http::local_socket::bind(&data_dir.path(crate::datadir::SOCKET_FILE));
-    let agent_socket = if config.agent_socket {
-        bind_agent_socket(&data_dir)
-    } else {
-        // An earlier hub's socket would only answer "refused"; without it, agents whose containers
-        // mount the directory go straight to the port.
-        let _ = std::fs::remove_file(data_dir.agent_socket());
-        None
-    };
+    let agent_sockets = agent_sockets(&config, &data_dir);
     let agent_url = config
         .agent_url
         .clone()
@@ -195,7 +225,6 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             kill_grace: config.kill_grace,
             ca_pem: tls.ca_pem.clone(),
             agent_spool_bytes: config.agent_spool_bytes,
-            agent_socket_dir: agent_socket.as_ref().map(|(_, dir)| dir.clone()),
             data_dir: config.data_dir.clone(),
             profiles_dir: Some(profiles_dir),
             engine_cpus,
@@ -203,6 +232,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         },
         store,
         driver,
+        agent_sockets: agent_sockets.clone(),
         registry: Registry::default(),
         bus: Default::default(),
         images,
@@ -216,38 +246,18 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     core.expire_unattached_sessions()?;
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let agent_service = AgentServiceServer::new(AgentSvc::new(core.clone()))
-        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES);
     let agent_tls = http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?;
-    let per_peer = match config.agent_listen {
-        AgentListen::Gateway(_) => crate::grpc::agent_listener::MAX_PER_CONTAINER,
-        AgentListen::Addr(_) => crate::grpc::agent_listener::MAX_PER_SHARED_ADDRESS,
+    let limits = Limits {
+        cooldown: config.agent_cooldown,
+        ..Limits::for_connections(fds.agent_connections)
     };
-    let agent = tokio::spawn(async move {
-        use crate::grpc::agent_listener::{AgentListener, accept_loop};
-        let (conns, incoming) = tokio::sync::mpsc::channel(64);
-        let accept = accept_loop(
-            AgentListener::Tcp(agent_listener),
-            agent_tls.clone(),
-            per_peer,
-            conns.clone(),
-        );
-        // No peer address on the socket: only the total caps it. A container flooding it only pushes
-        // agents onto the TCP port, where the per-container cap holds.
-        let accept_socket = async move {
-            if let Some((listener, _)) = agent_socket {
-                let per_peer = crate::grpc::agent_listener::MAX_PER_SHARED_ADDRESS;
-                accept_loop(AgentListener::Unix(listener), agent_tls, per_peer, conns).await;
-            }
-        };
-        let serve = agent_server()
-            .add_service(agent_service)
-            .serve_with_incoming(ReceiverStream::new(incoming));
-        let (_, _, served) = tokio::join!(accept, accept_socket, serve);
-        if let Err(e) = served {
-            tracing::error!(error = %e, "agent listener failed");
-        }
-    });
+    let agent = serve_agents(
+        &core,
+        agent_listener,
+        matches!(config.agent_listen, AgentListen::Addr(_)),
+        &agent_tls,
+        limits,
+    )?;
     let control = tonic::service::interceptor::InterceptedService::new(
         ControlServiceServer::new(ControlSvc::new(core.clone()))
             .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES),
@@ -283,6 +293,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             listener,
             path,
             routers.tls.clone(),
+            fds.operator_connections / 2,
             shutdown_rx.clone(),
             OPERATOR_GRACE,
         )
@@ -291,6 +302,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         operator_listener,
         operator_tls,
         routers,
+        fds.operator_connections / 2,
         shutdown_rx.clone(),
         OPERATOR_GRACE,
     );
@@ -338,8 +350,10 @@ impl RunningHub {
         self.data_dir.remove_endpoint();
         let _ = self.shutdown.send(true);
         self.agent.abort();
-        // Agents then find no socket and dial the port until the next hub binds a new one.
-        let _ = std::fs::remove_file(self.data_dir.agent_socket());
+        // Agents then find no socket and dial the port until the next hub binds new ones.
+        if let Some(sockets) = &self.core.agent_sockets {
+            sockets.close_all();
+        }
         for task in &self.background {
             task.abort();
         }

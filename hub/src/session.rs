@@ -7,12 +7,14 @@ use std::time::Duration;
 use docker_agent_proto::v1::agent_message::Msg as AgentMsg;
 use docker_agent_proto::v1::hub_message::Msg;
 use docker_agent_proto::v1::{
-    Ack, AgentMessage, Hello, OutputChunk, ResendFrom, SetupStatus, Stream, TaskResult, Welcome,
+    Ack, AgentMessage, DropOutput, Hello, OutputChunk, ResendFrom, SetupStatus, Stream, TaskResult,
+    Welcome,
 };
 use futures::{Stream as FutStream, StreamExt};
 
 use crate::core::Core;
 use crate::error::{HubError, Result};
+use crate::grpc::agent_guard::{ConnState, Violation};
 use crate::lifecycle::Connection;
 use crate::store::{AgentRecord, TaskState};
 
@@ -21,6 +23,38 @@ const ACK_INTERVAL: Duration = Duration::from_millis(200);
 /// ... and sooner, once this much output was stored since the last acknowledgement (at most; less for a
 /// small agent spool): a fast producer waits for room in the agent's spool, so acks pace throughput.
 const ACK_BYTES: usize = 1 << 20;
+/// Output of a task the agent was told to drop that may still arrive: what was in flight when it was
+/// told (the link's window, a few messages). More than this and the agent is not listening.
+const UNWANTED_OUTPUT_GRACE: u64 = 16 << 20;
+/// The capability an agent announces when it understands `DropOutput`.
+pub const DROP_OUTPUT_CAPABILITY: &str = "drop-output";
+
+/// What a session knows of the agent's end of the link.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The connection's standing with the guard, for violations; None without the agent listener (tests).
+    pub conn: Option<Arc<ConnState>>,
+    /// The agent understands `DropOutput` (its hello says so).
+    pub drops_output: bool,
+}
+
+impl Peer {
+    pub fn new(conn: Option<Arc<ConnState>>, hello: &Hello) -> Self {
+        Self {
+            conn,
+            drops_output: hello
+                .capabilities
+                .iter()
+                .any(|c| c == DROP_OUTPUT_CAPABILITY),
+        }
+    }
+}
+
+/// Per session: output that arrived after the agent was told to drop it.
+#[derive(Debug, Default)]
+struct Unwanted {
+    bytes: HashMap<String, u64>,
+}
 
 impl Core {
     /// Reconciles what the agent reports with the store and builds the welcome.
@@ -59,6 +93,12 @@ impl Core {
                     }
                 }
                 Some(t) => {
+                    if let Some(cap) = t.output_dropped {
+                        welcome.drop_output.push(DropOutput {
+                            task_id: t.id.clone(),
+                            reason: cap.as_str().to_string(),
+                        });
+                    }
                     // A task still held back by the agent's setup is not running yet, but is cancelled all the same.
                     if t.cancel_requested && report.result.is_none() {
                         welcome.cancel.push(t.id.clone());
@@ -132,10 +172,12 @@ impl Core {
         agent: AgentRecord,
         generation: u64,
         mut inbound: S,
+        peer: Peer,
     ) where
         S: FutStream<Item = std::result::Result<AgentMessage, tonic::Status>> + Unpin + Send,
     {
         let mut acks: HashMap<String, Ack> = HashMap::new();
+        let mut unwanted = Unwanted::default();
         let mut unacked_bytes = 0usize;
         // A quarter of the agent's spool, so a small spool is never left waiting for the timer.
         let ack_bytes = self.settings.agent_spool_bytes.map_or(ACK_BYTES, |spool| {
@@ -168,11 +210,19 @@ impl Core {
                     }
                     // Boxed, like the other awaits in this loop: a session's task otherwise carries the
                     // largest of their states for its whole life (5.4 KiB per connected agent, measured).
-                    if let Err(e) = Box::pin(self.on_agent_message(&agent, msg, &mut acks)).await {
-                        // Unstored output must not be followed by acknowledged output: end the session, and
-                        // the agent resends everything from the stored offsets when it reconnects.
-                        tracing::error!(agent = %agent.name, error = %e, "failed to handle an agent message");
-                        break format!("store error: {e}");
+                    match Box::pin(self.on_agent_message(&agent, msg, &mut acks, &peer, &mut unwanted)).await {
+                        Ok(None) => {}
+                        Ok(Some(violation)) => {
+                            if peer.conn.as_ref().is_some_and(|c| c.strike(violation)) {
+                                break format!("cut off for protocol violations (last: {violation})");
+                            }
+                        }
+                        Err(e) => {
+                            // Unstored output must not be followed by acknowledged output: end the session, and
+                            // the agent resends everything from the stored offsets when it reconnects.
+                            tracing::error!(agent = %agent.name, error = %e, "failed to handle an agent message");
+                            break format!("store error: {e}");
+                        }
                     }
                     if unacked_bytes >= ack_bytes {
                         unacked_bytes = 0;
@@ -209,12 +259,16 @@ impl Core {
         }
     }
 
+    /// Handles one message; `Some` names a violation of the protocol it committed (the message was
+    /// dropped).
     async fn on_agent_message(
         &self,
         agent: &AgentRecord,
         msg: AgentMessage,
         acks: &mut HashMap<String, Ack>,
-    ) -> Result<()> {
+        peer: &Peer,
+        unwanted: &mut Unwanted,
+    ) -> Result<Option<Violation>> {
         match msg.msg {
             Some(AgentMsg::Heartbeat(hb)) => {
                 let current = self.store.record_heartbeat(&agent.id, hb.health.as_ref())?;
@@ -232,16 +286,19 @@ impl Core {
                 self.store
                     .mark_started(&started.task_id, started.started_at_ms)?;
             }
-            Some(AgentMsg::Started(_)) => {}
-            Some(AgentMsg::Output(chunk)) => self.on_output(agent, chunk, acks)?,
-            Some(AgentMsg::Result(result)) => self.on_result(agent, result, acks).await?,
+            Some(AgentMsg::Started(_)) => return Ok(Some(Violation::ForeignTask)),
+            Some(AgentMsg::Output(chunk)) => {
+                return self.on_output(agent, chunk, acks, peer, unwanted).await;
+            }
+            Some(AgentMsg::Result(result)) => return self.on_result(agent, result, acks).await,
             Some(AgentMsg::Setup(status)) => self.apply_setup_status(&agent.id, Some(&status))?,
             Some(AgentMsg::Hello(_)) => {
-                tracing::warn!(agent = %agent.name, "ignoring a second hello")
+                tracing::warn!(agent = %agent.name, "ignoring a second hello");
+                return Ok(Some(Violation::Malformed));
             }
             None => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     fn owns(&self, agent: &AgentRecord, task_id: &str) -> Result<bool> {
@@ -250,23 +307,25 @@ impl Core {
             .task(task_id)?
             .is_some_and(|t| t.agent_id == agent.id);
         if !owned {
-            tracing::warn!(agent = %agent.name, task = task_id, "agent reported a task that is not its own");
+            tracing::debug!(agent = %agent.name, task = task_id, "agent reported a task that is not its own");
         }
         Ok(owned)
     }
 
-    fn on_output(
+    async fn on_output(
         &self,
         agent: &AgentRecord,
         chunk: OutputChunk,
         acks: &mut HashMap<String, Ack>,
-    ) -> Result<()> {
+        peer: &Peer,
+        unwanted: &mut Unwanted,
+    ) -> Result<Option<Violation>> {
         let stream = Stream::try_from(chunk.stream).unwrap_or(Stream::Unspecified);
         if stream == Stream::Unspecified {
             // Not the agent's code (it always names the stream): dropped, rather than taken for a store
             // error that would end the session, and come back with the resend, forever.
-            tracing::warn!(agent = %agent.name, task = %chunk.task_id, stream = chunk.stream, "dropped output that names no stream");
-            return Ok(());
+            tracing::debug!(agent = %agent.name, task = %chunk.task_id, stream = chunk.stream, "dropped output that names no stream");
+            return Ok(Some(Violation::Malformed));
         }
         let in_range = chunk
             .offset
@@ -287,11 +346,31 @@ impl Core {
             &chunk.data,
         )?;
         let Some(appended) = appended else {
-            tracing::warn!(agent = %agent.name, task = %chunk.task_id, "agent sent output for a task that is not its own");
-            return Ok(());
+            // Logged by the guard when it adds up to a cut-off; a line per message would flood the log.
+            tracing::debug!(agent = %agent.name, task = %chunk.task_id, "agent sent output for a task that is not its own");
+            return Ok(Some(Violation::ForeignTask));
         };
         if appended.gap > 0 {
             tracing::warn!(task = %chunk.task_id, bytes = appended.gap, "output missing: the agent's spool overflowed");
+        }
+        let mut violation = None;
+        if let Some(cap) = appended.capped {
+            crate::metrics::metrics().output_dropped(cap.as_str());
+            tracing::warn!(agent = %agent.name, task = %chunk.task_id, bound = cap.as_str(), "task output reached its bound: the rest is dropped, and the task says so");
+            if peer.drops_output {
+                let drop = DropOutput {
+                    task_id: chunk.task_id.clone(),
+                    reason: cap.as_str().to_string(),
+                };
+                let _ = self.registry.send(&agent.id, Msg::DropOutput(drop)).await;
+            }
+        } else if appended.dropped > 0 && peer.drops_output {
+            let late = unwanted.bytes.entry(chunk.task_id.clone()).or_default();
+            *late += appended.dropped;
+            if *late > UNWANTED_OUTPUT_GRACE {
+                *late = 0;
+                violation = Some(Violation::UnwantedOutput);
+            }
         }
         if let Some(new) = appended.new {
             crate::metrics::metrics().output_stored(stream, new.data.len());
@@ -306,7 +385,7 @@ impl Core {
             Stream::Stderr => ack.stderr_offset = ack.stderr_offset.max(appended.end),
             Stream::Unspecified => {}
         }
-        Ok(())
+        Ok(violation)
     }
 
     async fn on_result(
@@ -314,9 +393,9 @@ impl Core {
         agent: &AgentRecord,
         result: TaskResult,
         acks: &mut HashMap<String, Ack>,
-    ) -> Result<()> {
+    ) -> Result<Option<Violation>> {
         if !self.owns(agent, &result.task_id)? {
-            return Ok(());
+            return Ok(Some(Violation::ForeignTask));
         }
         let task_id = result.task_id.clone();
         if self.store.finish_task(&task_id, &result)? {
@@ -333,6 +412,6 @@ impl Core {
             result: true,
         };
         let _ = self.registry.send(&agent.id, Msg::Ack(ack)).await;
-        Ok(())
+        Ok(None)
     }
 }

@@ -45,6 +45,7 @@ fn welcome(resend: Vec<ResendFrom>, cancel: Vec<String>) -> Down {
         resend,
         cancel,
         forget: vec![],
+        drop_output: vec![],
     })
 }
 
@@ -100,7 +101,15 @@ async fn full_session_with_reconnect_and_resend() {
     assert_eq!(h.protocol_version, PROTOCOL_VERSION);
     assert_eq!(
         h.capabilities,
-        ["exec", "stdin", "signal", "timeout", "spool", "pty"]
+        [
+            "exec",
+            "stdin",
+            "signal",
+            "timeout",
+            "spool",
+            "pty",
+            "drop-output"
+        ]
     );
     assert_eq!(h.instance_id, "0123abcd");
     assert!(h.tasks.is_empty());

@@ -350,3 +350,36 @@ async fn output_keeps_flowing_while_nobody_reads() {
     assert_eq!(r.outcome, Some(Outcome::ExitCode(0)));
     assert_eq!(s.table().spooled_bytes(), 1_000_000);
 }
+
+#[tokio::test]
+async fn output_the_hub_drops_is_read_and_counted_but_never_sent() {
+    let s = shared();
+    // The task waits for a line on stdin, so the drop lands between its two halves.
+    runner::run(
+        &s,
+        RunTask {
+            stdin: true,
+            ..sh("drop", "echo first; read go; head -c 5000000 /dev/zero")
+        },
+    );
+    let mut seen = Vec::new();
+    wait_for_stdout(&s, "drop", b"first\n", &mut seen).await;
+    s.table().discard_output("drop");
+    runner::stdin(
+        &s,
+        StdinData {
+            task_id: "drop".into(),
+            data: b"go\n".to_vec().into(),
+        },
+    );
+    let r = result_of(&s, "drop").await;
+    seen.extend(drain(&s));
+    assert_eq!(
+        output(&seen, "drop", 1),
+        b"first\n",
+        "nothing after the drop went out"
+    );
+    // The result still counts every byte the task wrote.
+    assert_eq!(r.stdout_len, 6 + 5_000_000);
+    assert_eq!(s.table().spooled_bytes(), 0, "nothing is held for it");
+}

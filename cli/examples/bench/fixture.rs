@@ -194,6 +194,16 @@ impl Hub {
         self.process.id()
     }
 
+    /// The agent listener's port (from the URL agents dial).
+    pub fn agent_port(&self) -> u16 {
+        self.endpoint
+            .agent_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the agent URL ends with its port")
+    }
+
     pub fn cli(&self) -> Command {
         let mut cmd = Command::new(cli_path());
         cmd.arg("--home").arg(self.home.path());

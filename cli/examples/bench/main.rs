@@ -3,6 +3,7 @@
 //! asserted against a goal; the machine is noisy, so the figures are for people to read.
 //! (Sleeping is fine here: this is a benchmark, not a test.)
 
+mod attack;
 mod create;
 mod exec;
 mod fixture;
@@ -30,6 +31,7 @@ enum Section {
     Create,
     Fleet,
     Scale,
+    Attack,
 }
 
 #[derive(Debug, Parser)]
@@ -57,6 +59,9 @@ struct Args {
     /// Agents created at once.
     #[arg(long, default_value_t = 50)]
     burst: usize,
+    /// Execs on the victim in each phase of the attack section (none, control, flood).
+    #[arg(long, default_value_t = 1000)]
+    attack_runs: usize,
     /// Real agents in the fleet section.
     #[arg(long, default_value_t = 250)]
     fleet: usize,
@@ -94,6 +99,7 @@ impl Args {
         self.create_runs = 1;
         self.burst = 3;
         self.fleet = 3;
+        self.attack_runs = 5;
         self.scale = vec![20];
         self.scale_window = 3;
     }
@@ -162,6 +168,9 @@ fn main() {
             args.create_runs,
             args.burst,
         ));
+    }
+    if args.wants(Section::Attack) {
+        add(attack::measure(&hub, &prefix, args.attack_runs));
     }
     if args.wants(Section::Fleet) {
         add(fleet::measure(&hub, &prefix, args.fleet));

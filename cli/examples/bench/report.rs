@@ -61,6 +61,8 @@ pub enum Unit {
     Cores,
     /// A plain count.
     Count,
+    /// A ratio.
+    Times,
 }
 
 impl Unit {
@@ -75,6 +77,7 @@ impl Unit {
             Unit::Mib => format!("{:.1} MiB", v / f64::from(1 << 20)),
             Unit::Cores => format!("{:.3} cores", v),
             Unit::Count => format!("{v:.0}"),
+            Unit::Times => format!("{v:.2}×"),
         }
     }
 }

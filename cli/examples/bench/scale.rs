@@ -125,6 +125,8 @@ fn seed(home: &std::path::Path, n: usize, image: &str, container: &str) -> Vec<(
                     memory_bytes: 1 << 30,
                     pids: 1024,
                     env: BTreeMap::new(),
+                    max_task_output: 0,
+                    max_agent_output: 0,
                 })
                 .expect("insert a simulated agent");
             store

@@ -20,6 +20,7 @@ pub async fn create(mut client: Client, args: CreateArgs) -> Result<ExitCode> {
         ready_timeout_secs: args.timeout.map(|d| d.as_secs().max(1) as u32).unwrap_or(0),
         from_snapshot: args.from_snapshot.unwrap_or_default(),
         allow_docker_socket: args.allow_docker_socket,
+        group: args.group.unwrap_or_default(),
     };
     let mut events = client
         .create_agent(request)

@@ -23,7 +23,13 @@ pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
     config.xterm_dir = args.xterm_dir.clone();
     config.xterm_lib_dir = args.xterm_lib_dir.clone();
     config.agent_spool_bytes = args.agent_spool;
+    config.output_limits = docker_agent_hub::store::OutputLimits {
+        task: args.max_task_output,
+        agent: args.max_agent_output,
+        min_free_disk: args.min_free_disk,
+    };
     config.agent_socket = args.agent_socket;
+    config.agent_cooldown = args.agent_cooldown;
     config.profiles_dir = args.profiles.profiles_dir.clone();
     config
 }

@@ -21,7 +21,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let home = client::data_dir(cli.home.as_deref());
     let connect = || client::connect(&home, cli.hub.as_deref());
     match cli.command {
-        Command::Hub(args) => hub::run(args, &home).await,
+        Command::Hub(args) => hub::run(*args, &home).await,
         Command::Image {
             command:
                 ImageCommand::Build {

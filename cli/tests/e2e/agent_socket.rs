@@ -1,6 +1,6 @@
-//! The agent socket: agents on this host reach the hub through a socket mounted into their container
-//! (TLS and the agent's token, as on the port), keep reaching it across hub restarts, and fall back to
-//! the TCP port when it is gone.
+//! The agent socket: each agent on this host reaches the hub through a socket of its own, mounted into
+//! its container alone (TLS and the agent's token, as on the port), keeps reaching it across hub
+//! restarts, and falls back to the TCP port when it is gone.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
@@ -25,14 +25,21 @@ async fn echoes(hub: &Hub, name: &str, word: &str, within: Duration) {
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_reach_the_hub_through_its_socket_and_fall_back_to_the_port() {
     let mut hub = Hub::builder().start().await;
-    let dir = hub.home().join("agent-socket");
-    let socket = dir.join("agent.sock");
-    let meta = std::fs::metadata(&socket).expect("the hub made its agent socket");
-    assert!(meta.file_type().is_socket());
-    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
+    let root = hub.home().join("agent-socket");
+    // No socket shared by every agent: a container can only reach its own.
+    assert!(!root.join("agent.sock").exists());
 
     let name = hub.name("sock");
     hub.create(&name).await;
+    let id = hub.cli(&["status", &name, "--json"]).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = root.join(&id);
+    let socket = dir.join("agent.sock");
+    let meta = std::fs::metadata(&socket).expect("the hub made the agent's socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
     let container = format!("docker-agent-{name}");
     // The directory, not the socket, is mounted: a restarted hub's new socket must show in it.
     let mounts = hub.container(&name).await.mounts.unwrap_or_default();

@@ -70,6 +70,16 @@ async fn agent_session(
     id: Option<&str>,
     token: Option<&str>,
 ) -> Result<(), tonic::Status> {
+    agent_session_as(hub, id, token, "intruder").await
+}
+
+/// `agent_session` saying hello as the agent process `instance`.
+async fn agent_session_as(
+    hub: &Hub,
+    id: Option<&str>,
+    token: Option<&str>,
+    instance: &str,
+) -> Result<(), tonic::Status> {
     let (ip, port) = agent_listener(hub).await;
     let ch = channel(
         format!("https://{ip}:{port}"),
@@ -82,7 +92,7 @@ async fn agent_session(
         msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
             agent_id: id.unwrap_or_default().to_string(),
             protocol_version: 1,
-            instance_id: "intruder".into(),
+            instance_id: instance.into(),
             ..Default::default()
         })),
     };
@@ -236,13 +246,24 @@ async fn every_wrong_credential_is_refused_and_logged() {
 
     // The control: this client with an agent's real, unused credentials is let in, so the refusals
     // above are the hub's decisions, not a broken client. B's container is stopped first, so its
-    // own agent is not holding the identity.
+    // own agent is not holding the identity. Only as B's own agent process, though: the container
+    // has not started again since, so any other process with B's token is an impersonator.
     hub.cli(&["stop", &b]).await.ok();
     let token_b = String::from_utf8(hub.read_container_file(&b, "/etc/docker-agent/token").await)
         .unwrap()
         .trim()
         .to_string();
-    agent_session(&hub, Some(&id_b), Some(&token_b))
+    let refused = agent_session(&hub, Some(&id_b), Some(&token_b))
+        .await
+        .expect_err("another process with B's token was taken for B");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    let logs = hub.cli(&["logs", &b]).await;
+    let instance = format!("{}{}", logs.stdout, logs.stderr)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("instance="))
+        .expect("the agent logs its instance")
+        .to_string();
+    agent_session_as(&hub, Some(&id_b), Some(&token_b), &instance)
         .await
         .expect("real credentials are accepted");
     hub.cli(&["destroy", &a, "--purge"]).await.ok();

@@ -31,6 +31,8 @@ const READ_ONLY_STATE_DIR: &str = "/etc/docker-agent/state";
 
 /// Capabilities the agent needs after `cap-drop ALL`: switch to the task user, signal its processes,
 /// and prepare /workspace. Task processes run as the task user and keep none of them.
+/// NET_ADMIN is held by the agent alone, for the moment it takes to make link-local addresses (cloud
+/// metadata) unreachable at start (`--block-link-local`); it gives it up before anything else runs.
 const AGENT_CAPS: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
@@ -38,6 +40,7 @@ const AGENT_CAPS: &[&str] = &[
     "SETUID",
     "SETGID",
     "KILL",
+    "NET_ADMIN",
 ];
 
 /// Lifecycle reasons of the setup phase start with this, which is how a setup failure is told apart
@@ -55,12 +58,16 @@ pub struct CreateRequest {
     pub from_snapshot: Option<String>,
     /// The caller accepts that the profile mounts the host's Docker socket (root on the host).
     pub allow_docker_socket: bool,
+    /// Join this group of agents, which share a network (instead of the profile's group).
+    pub group: Option<String>,
 }
 
 /// What the agent will be made from.
 struct Plan {
     profile: Profile,
     image: String,
+    /// The group the agent joins (the request's, else the profile's).
+    group: Option<String>,
     /// A snapshot already holds the profile's files and the record of its setup.
     from_snapshot: bool,
 }
@@ -72,6 +79,10 @@ struct Undo {
     volume: Option<String>,
     secrets: Option<String>,
     record: Option<String>,
+    /// The agent's socket directory.
+    socket: Option<String>,
+    /// A group whose network the agent joined (removed again if the agent was its only member).
+    group: Option<String>,
 }
 
 impl Core {
@@ -84,6 +95,9 @@ impl Core {
         progress: ProgressFn<'_>,
     ) -> Result<AgentRecord> {
         validate_name(&req.name)?;
+        if let Some(group) = &req.group {
+            crate::profile::validate_group(group).map_err(HubError::InvalidArgument)?;
+        }
         for key in req.env.keys() {
             if key.is_empty() || key.contains('=') || key.starts_with("DOCKER_AGENT_") {
                 return Err(HubError::InvalidArgument(format!(
@@ -143,6 +157,8 @@ impl Core {
             memory_bytes: profile.memory_bytes,
             pids: profile.pids,
             env,
+            max_task_output: profile.max_output,
+            max_agent_output: profile.max_agent_output,
         };
         // The row claims the name first, so two concurrent creates of one name cannot both proceed.
         let record = match self.store.insert_agent(&new) {
@@ -184,6 +200,7 @@ impl Core {
             }
             let snapshot = self.snapshot(tag).await?;
             return Ok(Plan {
+                group: req.group.clone().or_else(|| snapshot.profile.group.clone()),
                 profile: snapshot.profile,
                 image: snapshot.image,
                 from_snapshot: true,
@@ -198,6 +215,7 @@ impl Core {
         // Fails here when the agent binary is missing or not static.
         let (image, _) = self.images.image_tag(&profile).await?;
         Ok(Plan {
+            group: req.group.clone().or_else(|| profile.group.clone()),
             profile,
             image,
             from_snapshot: false,
@@ -233,12 +251,7 @@ impl Core {
                     .await?)
             },
             async { Ok(self.driver.volume_exists(&record.volume).await?) },
-            async {
-                Ok(self
-                    .driver
-                    .ensure_network(&self.settings.network, HashMap::new())
-                    .await?)
-            },
+            crate::networks::ensure_agents_network(self.driver.as_ref(), &self.settings.network),
         )?;
         if image != record.image {
             return Err(HubError::Internal(format!(
@@ -259,6 +272,9 @@ impl Core {
         }
         let mut labels = self.labels(record);
         labels.insert(labels::PROFILE_JSON.to_string(), profile.to_json());
+        if let Some(group) = &plan.group {
+            labels.insert(labels::GROUP.to_string(), group.clone());
+        }
         // A volume kept by `destroy` (without --purge) is reattached, which is the point of keeping it;
         // but Docker fills only a new, empty volume from the image, so a snapshot's files need one.
         if volume_exists && plan.from_snapshot {
@@ -289,6 +305,20 @@ impl Core {
             "container",
             format!("creating container {}", record.container_name),
         ));
+        // The agent's own socket directory (mounted below); without one the agent dials the port.
+        let socket_dir = match &self.agent_sockets {
+            Some(sockets) => match sockets.open(&record.id) {
+                Ok(dir) => {
+                    undo.socket = Some(record.id.clone());
+                    Some(dir)
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %record.name, error = %e, "no agent socket for this agent; it will use the port");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut group_add = Vec::new();
         for socket in profile.docker_socket_mounts() {
             // Tasks reach the socket through its group, as a member of the host's docker group would.
@@ -303,7 +333,7 @@ impl Core {
             name: record.container_name.clone(),
             image: record.image.clone(),
             labels,
-            cmd: self.agent_args(record, profile, &group_add),
+            cmd: self.agent_args(record, profile, &group_add, socket_dir.is_some()),
             env: record.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             network: self.settings.network.clone(),
             extra_hosts: vec![format!(
@@ -324,7 +354,7 @@ impl Core {
                 target: SECRETS_DIR.into(),
                 read_only: false,
             })
-            .chain(self.settings.agent_socket_dir.iter().map(|dir| MountSpec {
+            .chain(socket_dir.iter().map(|dir| MountSpec {
                 bind: true,
                 source: dir.display().to_string(),
                 target: AGENT_SOCKET_MOUNT.into(),
@@ -361,6 +391,10 @@ impl Core {
                     )),
                     other => other.into(),
                 })?;
+        }
+        if let Some(group) = &plan.group {
+            undo.group = Some(group.clone());
+            self.join_group(&id, group).await?;
         }
         let mut files = vec![
             // The volume's root: root-only, so tasks cannot even list it.
@@ -443,6 +477,16 @@ impl Core {
             tracing::error!(%volume, error = %e, "failed to remove the volume of a failed create");
             cleanup_errors.push(format!("volume: {e}"));
         }
+        if let Some(group) = &undo.group
+            && cleanup_errors.is_empty()
+        {
+            self.leave_group(group).await;
+        }
+        if let (Some(id), Some(sockets)) = (&undo.socket, &self.agent_sockets)
+            && cleanup_errors.is_empty()
+        {
+            sockets.remove(id);
+        }
         if let Some(id) = &undo.record {
             self.registry.evict(id);
             if cleanup_errors.is_empty() {
@@ -483,12 +527,14 @@ impl Core {
         record: &AgentRecord,
         profile: &Profile,
         groups: &[String],
+        socket: bool,
     ) -> Vec<String> {
         let mut args = vec![
             "--hub-url".to_string(),
             self.settings.agent_url.clone(),
             "--agent-id".to_string(),
             record.id.clone(),
+            "--block-link-local".to_string(),
         ];
         if profile.user != crate::profile::DEFAULT_USER {
             args.extend(["--task-user".to_string(), profile.user.clone()]);
@@ -502,7 +548,7 @@ impl Core {
         if let Some(bytes) = self.settings.agent_spool_bytes {
             args.extend(["--spool-bytes".to_string(), bytes.to_string()]);
         }
-        if self.settings.agent_socket_dir.is_some() {
+        if socket {
             let socket = format!("{AGENT_SOCKET_MOUNT}/{}", crate::datadir::AGENT_SOCKET_FILE);
             args.extend(["--hub-socket".to_string(), socket]);
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{
     ByteStream, ContainerSpec, ContainerState, Driver, DriverError, EventStream, FileSpec,
-    ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, PathStat, Result,
+    ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, NetworkSpec, PathStat, Result,
 };
 
 /// Which call should fail.
@@ -113,15 +113,30 @@ impl Driver for FakeDriver {
         Ok(name != "missing")
     }
 
-    async fn ensure_network(
-        &self,
-        _name: &str,
-        _labels: HashMap<String, String>,
-    ) -> Result<NetworkInfo> {
+    async fn ensure_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo> {
         Ok(NetworkInfo {
             id: "net".into(),
             gateway: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            isolated: spec.isolated,
+            containers: 0,
+            labels: spec.labels.clone(),
         })
+    }
+
+    async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>> {
+        if name == "missing" {
+            return Ok(None);
+        }
+        self.ensure_network(&NetworkSpec {
+            name: name.to_string(),
+            ..Default::default()
+        })
+        .await
+        .map(Some)
+    }
+
+    async fn remove_network(&self, _name: &str) -> Result<()> {
+        Ok(())
     }
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
@@ -208,6 +223,7 @@ impl Driver for FakeDriver {
             .map(|spec| ContainerState {
                 id: container.to_string(),
                 name: spec.name.clone(),
+                started_at_ms: 0,
                 running: false,
                 status: "created".into(),
                 exit_code: 0,

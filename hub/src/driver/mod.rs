@@ -26,6 +26,8 @@ pub mod labels {
     pub const SNAPSHOT: &str = "dev.docker-agent.snapshot";
     pub const SNAPSHOT_OF: &str = "dev.docker-agent.snapshot-of";
     pub const CREATED: &str = "dev.docker-agent.created";
+    /// On agents of a group, and on the group's network: the group's name.
+    pub const GROUP: &str = "dev.docker-agent.group";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +49,26 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>
 pub type LineStream<'a> = Pin<Box<dyn Stream<Item = Result<String>> + Send + 'a>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent>> + Send>>;
 
+/// A bridge network the hub wants.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// No traffic between the network's containers (Docker's `enable_icc=false`); each still reaches
+    /// the host (the gateway) and, through it, what the host routes.
+    pub isolated: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct NetworkInfo {
     pub id: String,
     /// The host's address on the network; agents reach the hub through it.
     pub gateway: IpAddr,
+    /// Whether its containers are kept from reaching each other (it may predate the hub asking).
+    pub isolated: bool,
+    /// Containers attached now.
+    pub containers: usize,
+    pub labels: HashMap<String, String>,
 }
 
 /// A file (or, with `dir`, a directory) placed into a container before it starts.
@@ -144,6 +161,8 @@ pub struct ContainerSpec {
 pub struct ContainerState {
     pub id: String,
     pub name: String,
+    /// When its main process last started (unix ms; 0: never, or not known).
+    pub started_at_ms: i64,
     pub running: bool,
     /// Docker's status word: created, running, exited, …
     pub status: String,
@@ -179,11 +198,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     async fn engine_cpus(&self) -> Result<u32>;
 
     async fn network_exists(&self, name: &str) -> Result<bool>;
-    async fn ensure_network(
-        &self,
-        name: &str,
-        labels: HashMap<String, String>,
-    ) -> Result<NetworkInfo>;
+    async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>>;
+    /// The network, created as `spec` says when missing. An existing one is returned as it is.
+    async fn ensure_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo>;
+    /// Removes a network; fails with Conflict while containers are attached.
+    async fn remove_network(&self, name: &str) -> Result<()>;
 
     /// The image's id, if the engine has it.
     async fn image_id(&self, reference: &str) -> Result<Option<String>>;

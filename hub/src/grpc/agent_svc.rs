@@ -1,4 +1,4 @@
-//! The agent service: authenticates the agent's token, takes its hello, answers welcome and hands the stream to the session loop.
+//! The agent service: authenticates the agent's token, takes its hello, answers welcome and hands the stream to the session loop. Every refusal that a real agent would not provoke is a strike against the connection's source (`agent_guard`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,11 +16,15 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::Core;
 use crate::credentials;
+use crate::grpc::agent_guard::{ConnState, Refused, Violation};
+use crate::grpc::agent_listener::AgentConnInfo;
 use crate::lifecycle::Lifecycle;
 use crate::registry::RegistryError;
 use crate::store::AgentRecord;
 
-const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// The connection's own deadline (`agent_guard::Limits::hello_deadline`) usually ends a silent stream
+/// first; this bounds one on a connection that has authenticated before.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound queue per agent: task dispatch, stdin and acks.
 const OUTBOUND_QUEUE: usize = 1024;
 
@@ -72,18 +76,48 @@ impl AgentService for AgentSvc {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<HubStream>, Status> {
-        let agent = self.authenticate(request.metadata())?;
+        // Absent only when the service is served without the agent listener (tests).
+        let conn = request
+            .extensions()
+            .get::<AgentConnInfo>()
+            .map(|info| info.state.clone());
+        let strike = |violation: Violation| {
+            if let Some(conn) = &conn {
+                conn.strike(violation);
+            }
+        };
+        let agent = match self.authenticate(request.metadata()) {
+            Ok(agent) => agent,
+            Err(status) => {
+                if status.code() == tonic::Code::Unauthenticated {
+                    strike(Violation::BadCredentials);
+                }
+                return Err(status);
+            }
+        };
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
                 msg: Some(AgentMsg::Hello(hello)),
             }))) => hello,
-            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message must be hello")),
+            Ok(Ok(_)) => {
+                strike(Violation::BadHello);
+                return Err(Status::invalid_argument("the first message must be hello"));
+            }
             Ok(Err(status)) => return Err(status),
-            Err(_) => return Err(Status::deadline_exceeded("no hello within 15 s")),
+            Err(_) => {
+                strike(Violation::NoHello);
+                return Err(Status::deadline_exceeded(format!(
+                    "no hello within {HELLO_TIMEOUT:?}"
+                )));
+            }
         };
         if hello.agent_id != agent.id {
+            strike(Violation::BadHello);
             return Err(Status::permission_denied("hello names another agent"));
+        }
+        if let Some(conn) = &conn {
+            admit_session(conn, &agent)?;
         }
         // From the duplicate check to registration, nothing else may put anything on this agent's stream
         // or race a second hello: the welcome, then its queued tasks, must be the first things sent.
@@ -96,9 +130,24 @@ impl AgentService for AgentSvc {
             .held_by_other(&agent.id, &hello.instance_id)
         {
             tracing::warn!(agent = %agent.name, other, "refusing a second agent process with the same identity");
+            strike(Violation::Duplicate);
             return Err(Status::already_exists(
                 "another process of this agent is connected; only one may be",
             ));
+        }
+        // One agent process per container start: a new instance while the container has not started
+        // again since the last one said hello is another process holding the agent's token (a task
+        // running as root can read it), never the agent.
+        if !agent.instance_id.is_empty() && agent.instance_id != hello.instance_id {
+            let started = self.core.container_started_at(&agent).await?;
+            // 0: the engine does not say (a fake in tests); then the rule cannot be kept, and is not.
+            if started > 0 && started <= agent.instance_since {
+                tracing::warn!(agent = %agent.name, instance = %hello.instance_id, "refusing another process with the agent's credentials: its container has not restarted");
+                strike(Violation::Duplicate);
+                return Err(Status::already_exists(
+                    "another process of this agent already ran in this container; only a restarted container's agent is taken",
+                ));
+            }
         }
         let welcome = self.core.welcome_for(&agent, &hello)?;
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -137,10 +186,35 @@ impl AgentService for AgentSvc {
             if let Err(e) = Box::pin(core.agent_registered(&agent, hello.setup.as_ref())).await {
                 tracing::error!(agent = %agent.name, error = %e, "failed to finish registration");
             }
-            core.run_session(agent, generation, inbound).await;
+            let peer = crate::session::Peer::new(conn, &hello);
+            core.run_session(agent, generation, inbound, peer).await;
         });
         Ok(Response::new(Box::pin(
             ReceiverStream::new(rx).map(|m| Ok(*m)),
         )))
+    }
+}
+
+/// Moves an authenticated connection into its agent's share of the caps, or refuses the session.
+fn admit_session(conn: &ConnState, agent: &AgentRecord) -> Result<(), Status> {
+    match conn.authenticate(&agent.id) {
+        Ok(()) => Ok(()),
+        Err(refused) => {
+            crate::metrics::metrics().agent_side_refused(refused.reason());
+            tracing::warn!(agent = %agent.name, source = %conn.source(), "agent session refused: {refused}");
+            match refused {
+                Refused::WrongSocket => {
+                    conn.strike(Violation::WrongSocket);
+                    Err(Status::permission_denied(
+                        "these credentials belong to another agent's socket",
+                    ))
+                }
+                Refused::PerAgent(_) => {
+                    conn.strike(Violation::TooManyConnections);
+                    Err(Status::resource_exhausted(refused.to_string()))
+                }
+                other => Err(Status::resource_exhausted(other.to_string())),
+            }
+        }
     }
 }

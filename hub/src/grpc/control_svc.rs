@@ -164,6 +164,7 @@ impl ControlService for ControlSvc {
                 .then(|| Duration::from_secs(req.ready_timeout_secs.into())),
             from_snapshot: (!req.from_snapshot.is_empty()).then_some(req.from_snapshot),
             allow_docker_socket: req.allow_docker_socket,
+            group: (!req.group.is_empty()).then_some(req.group),
         };
         let (tx, rx) = mpsc::channel(256);
         let core = self.core.clone();

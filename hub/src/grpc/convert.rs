@@ -79,6 +79,10 @@ pub fn task(t: TaskRecord, agent_name: &str) -> pb::Task {
         error: t.error,
         stdout_len: t.stdout_len,
         stderr_len: t.stderr_len,
+        output_dropped: t
+            .output_dropped
+            .map(|cap| cap.as_str().to_string())
+            .unwrap_or_default(),
     }
 }
 

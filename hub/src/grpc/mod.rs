@@ -1,6 +1,8 @@
 //! gRPC services: the agent stream (agent listener) and the control API (operator listener).
 
+pub mod agent_guard;
 pub mod agent_listener;
+pub mod agent_sockets;
 pub mod agent_svc;
 mod catalog_svc;
 pub mod control_svc;

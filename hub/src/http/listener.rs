@@ -24,9 +24,7 @@ use crate::error::{HubError, Result};
 /// A client must send its first byte and finish its TLS handshake within this, and an HTTP/1 client its
 /// request headers: connections that never do are closed (slow-loris, half-open floods).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections at most; more are closed at once, so a flood cannot exhaust descriptors.
-const MAX_CONNECTIONS: usize = 4096;
-/// ... and from one remote address, so one client cannot take them all. Loopback peers (the local CLI
+/// Connections from one remote address at most, so one client cannot take them all. Loopback peers (the local CLI
 /// and browser, which may run hundreds of commands at once) count only in the total.
 const MAX_PER_REMOTE_PEER: usize = 256;
 /// TLS's first record type: handshake.
@@ -58,16 +56,19 @@ pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerCon
 }
 
 /// Serves until `shutdown` turns true, then gives open connections `grace` to finish.
+/// At most `max_connections` are open at once (the operator side's share of the open-file limit); more
+/// are closed at once, so a flood cannot exhaust descriptors.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     routers: Routers,
+    max_connections: usize,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let limits = ConnLimits::new(MAX_CONNECTIONS, MAX_PER_REMOTE_PEER);
+    let limits = ConnLimits::new(max_connections, MAX_PER_REMOTE_PEER.min(max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

@@ -18,8 +18,6 @@ use tokio::net::UnixListener;
 
 use crate::conn_limit::ConnLimits;
 
-/// Open connections at most, as on the TCP port.
-const MAX_CONNECTIONS: usize = 4096;
 /// The longest path a Unix socket address holds (`sun_path`, less its terminating NUL).
 const MAX_PATH: usize = 107;
 
@@ -68,16 +66,18 @@ pub fn bind_socket(
     }
 }
 
-/// Serves `router` until `shutdown` turns true, then gives open connections `grace`, then removes the socket.
+/// Serves `router` until `shutdown` turns true, then gives open connections `grace`, then removes the
+/// socket. At most `max_connections` are open at once.
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     router: Router,
+    max_connections: usize,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let limits = ConnLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
+    let limits = ConnLimits::new(max_connections, max_connections);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use parse::{Format, parse, parse_size, validate_abs_path, validate_profile_name};
+pub use parse::{
+    Format, parse, parse_size, validate_abs_path, validate_group, validate_profile_name,
+};
 pub use render::format_size;
 
 /// The profile used when `create` names none.
@@ -100,8 +102,14 @@ pub struct Profile {
     pub cpus: f64,
     pub memory_bytes: u64,
     pub pids: i64,
+    /// Output stored per task and per agent (`resources.max_output`, `resources.max_agent_output`);
+    /// 0: the hub's bounds.
+    pub max_output: u64,
+    pub max_agent_output: u64,
     /// A Docker network the container joins besides the hub's.
     pub network: Option<String>,
+    /// Agents of one group share a network and can reach each other; others cannot.
+    pub group: Option<String>,
     pub mounts: Vec<ProfileMount>,
     /// The container's root filesystem is read-only; `/workspace`, `/tmp` and the agent's own state
     /// (on its credentials volume) stay writable.

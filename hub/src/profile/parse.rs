@@ -32,6 +32,7 @@ struct RawProfile {
     #[serde(default)]
     resources: RawResources,
     network: Option<String>,
+    group: Option<String>,
     #[serde(default)]
     mounts: Vec<RawMount>,
     user: Option<String>,
@@ -87,6 +88,8 @@ struct RawResources {
     cpus: Option<Scalar>,
     memory: Option<Scalar>,
     pids: Option<i64>,
+    max_output: Option<String>,
+    max_agent_output: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,6 +428,15 @@ fn validate(raw: RawProfile) -> Result<Profile, String> {
         Some(n) if is_docker_object_name(&n) => Some(n),
         Some(n) => return Err(format!("field `network`: {n:?} is not a network name")),
     };
+    let group = match raw.group {
+        None => None,
+        Some(g) => Some(validate_group(&g).map_err(|e| format!("field `group`: {e}"))?),
+    };
+    let max_output = output_bound("max_output", raw.resources.max_output.as_deref())?;
+    let max_agent_output = output_bound(
+        "max_agent_output",
+        raw.resources.max_agent_output.as_deref(),
+    )?;
     let mut mounts: Vec<ProfileMount> = Vec::new();
     for (i, m) in raw.mounts.into_iter().enumerate() {
         let field = format!("mounts[{i}]");
@@ -485,11 +497,46 @@ fn validate(raw: RawProfile) -> Result<Profile, String> {
         cpus,
         memory_bytes,
         pids,
+        max_output,
+        max_agent_output,
         network,
+        group,
         mounts,
         read_only_root: raw.read_only_root,
         origin: String::new(),
     })
+}
+
+/// `resources.max_output` and `resources.max_agent_output`: a size, at least 1m (0: the hub's bound).
+fn output_bound(field: &str, text: Option<&str>) -> Result<u64, String> {
+    let Some(text) = text else {
+        return Ok(0);
+    };
+    let bytes = parse_size(text).map_err(|e| format!("field `resources.{field}`: {e}"))?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "field `resources.{field}`: {text:?} is too small (at least 1m)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A group of agents that share a network (`group` in a profile, `create --group`): the names of
+/// agents, since it becomes part of a network's name.
+pub fn validate_group(group: &str) -> Result<String, String> {
+    let ok = !group.is_empty()
+        && group.len() <= 40
+        && group.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(group.to_string())
+    } else {
+        Err(format!(
+            "{group:?} is not a group name (1-40 lower-case letters, digits and '-', starting with a letter or digit)"
+        ))
+    }
 }
 
 /// Profile names become image repository names: lower-case, digits, '-', '_' and '.'.

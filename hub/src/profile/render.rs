@@ -16,6 +16,8 @@ struct Doc<'a> {
     user: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     network: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     read_only_root: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -39,6 +41,10 @@ struct Resources {
     memory: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pids: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_agent_output: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +93,7 @@ fn doc(p: &Profile) -> Doc<'_> {
         base: p.base.as_deref(),
         user: &p.user,
         network: p.network.as_deref(),
+        group: p.group.as_deref(),
         read_only_root: p.read_only_root,
         packages: &p.packages,
         environment: &p.environment,
@@ -94,6 +101,8 @@ fn doc(p: &Profile) -> Doc<'_> {
             cpus: (p.cpus > 0.0).then_some(p.cpus),
             memory: (p.memory_bytes > 0).then(|| format_size(p.memory_bytes)),
             pids: (p.pids > 0).then_some(p.pids),
+            max_output: (p.max_output > 0).then(|| format_size(p.max_output)),
+            max_agent_output: (p.max_agent_output > 0).then(|| format_size(p.max_agent_output)),
         },
         files: p
             .files

@@ -23,6 +23,9 @@ pub struct NewAgent {
     pub memory_bytes: u64,
     pub pids: i64,
     pub env: BTreeMap<String, String>,
+    /// The profile's output bounds; 0: the hub's.
+    pub max_task_output: u64,
+    pub max_agent_output: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -51,11 +54,15 @@ pub struct AgentRecord {
     pub memory_bytes: u64,
     pub pids: i64,
     pub env: BTreeMap<String, String>,
+    pub max_task_output: u64,
+    pub max_agent_output: u64,
+    /// When `instance_id` first said hello (unix ms).
+    pub instance_since: i64,
 }
 
 const COLUMNS: &str = "id, name, profile, image, container_name, container_id, volume, token_hash, lifecycle, \
     lifecycle_reason, lifecycle_at, connection, connection_at, connected_since, created_at, last_heartbeat, \
-    health, system, agent_version, instance_id, cpus, memory_bytes, pids, env";
+    health, system, agent_version, instance_id, cpus, memory_bytes, pids, env, max_task_output, max_agent_output, instance_since";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<AgentRecord, StoreError>> {
     let lifecycle: String = row.get(8)?;
@@ -95,6 +102,9 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<AgentRecord, 
             memory_bytes: row.get::<_, i64>(21)? as u64,
             pids: row.get(22)?,
             env: serde_json::from_str(&env).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            max_task_output: row.get::<_, i64>(24)? as u64,
+            max_agent_output: row.get::<_, i64>(25)? as u64,
+            instance_since: row.get(26)?,
         })
     })();
     Ok(parsed)
@@ -105,8 +115,9 @@ impl Store {
         let now = now_ms();
         self.conn().execute(
             "INSERT INTO agents (id, name, profile, image, container_name, volume, token_hash, lifecycle, \
-             lifecycle_at, connection, connection_at, created_at, cpus, memory_bytes, pids, env) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?9, ?11, ?12, ?13, ?14)",
+             lifecycle_at, connection, connection_at, created_at, cpus, memory_bytes, pids, env, \
+             max_task_output, max_agent_output) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?9, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 a.id,
                 a.name,
@@ -122,6 +133,8 @@ impl Store {
                 a.memory_bytes as i64,
                 a.pids,
                 serde_json::to_string(&a.env).expect("env serialises"),
+                a.max_task_output as i64,
+                a.max_agent_output as i64,
             ],
         )?;
         self.agent_by_id(&a.id)?
@@ -195,8 +208,9 @@ impl Store {
         system: &SystemInfo,
     ) -> Result<()> {
         self.conn().execute(
-            "UPDATE agents SET instance_id = ?2, agent_version = ?3, system = ?4 WHERE id = ?1",
-            params![id, instance_id, version, system.encode_to_vec()],
+            "UPDATE agents SET instance_since = CASE WHEN instance_id = ?2 THEN instance_since ELSE ?5 END, \
+             instance_id = ?2, agent_version = ?3, system = ?4 WHERE id = ?1",
+            params![id, instance_id, version, system.encode_to_vec(), now_ms()],
         )?;
         Ok(())
     }
@@ -248,6 +262,8 @@ pub(crate) mod tests {
             memory_bytes: 1 << 30,
             pids: 512,
             env: BTreeMap::from([("A".into(), "1".into())]),
+            max_task_output: 0,
+            max_agent_output: 0,
         }
     }
 

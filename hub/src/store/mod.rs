@@ -4,6 +4,7 @@ mod agents;
 mod checkpoint;
 mod events;
 mod output;
+mod quota;
 mod schema;
 mod tasks;
 mod web_sessions;
@@ -16,6 +17,7 @@ use rusqlite::Connection;
 pub use agents::{AgentRecord, NewAgent};
 pub use events::EventRecord;
 pub use output::StoredChunk;
+pub use quota::{OutputCap, OutputLimits};
 pub use tasks::{NewTask, OutputAppend, TaskRecord, TaskState};
 pub use web_sessions::WebSession;
 
@@ -43,6 +45,7 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// Output bytes live in files next to the database (`output/`).
     output: Arc<output::OutputFiles>,
+    quota: Arc<quota::Quota>,
 }
 
 impl Store {
@@ -68,10 +71,21 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&conn)?;
+        let quota = quota::Quota::new(output.dir().to_path_buf());
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             output: Arc::new(output),
+            quota: Arc::new(quota),
         })
+    }
+
+    /// The hub's output bounds (`OutputLimits::DEFAULT` until set).
+    pub fn set_output_limits(&self, limits: OutputLimits) {
+        self.quota.set_limits(limits);
+    }
+
+    pub fn output_limits(&self) -> OutputLimits {
+        self.quota.limits()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -142,6 +142,10 @@ impl OutputFiles {
         Ok(files)
     }
 
+    pub(super) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn path(&self, task_id: &str) -> PathBuf {
         // Task ids are hex uuids; anything else never reaches a path.
         let safe: String = task_id

@@ -77,6 +77,16 @@ CREATE TABLE web_sessions (
 ALTER TABLE tasks ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX tasks_failed ON tasks(agent_id) WHERE failed = 1;
 "#,
+    r#"
+-- Output bounds from the agent's profile; 0: the hub's (--max-task-output, --max-agent-output).
+ALTER TABLE agents ADD COLUMN max_task_output INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN max_agent_output INTEGER NOT NULL DEFAULT 0;
+-- When the agent's current instance (process) first said hello, unix ms: another instance is only
+-- taken after its container started again.
+ALTER TABLE agents ADD COLUMN instance_since INTEGER NOT NULL DEFAULT 0;
+-- Why stored output stopped before the task's end: '' (it did not), 'task', 'agent' or 'disk'.
+ALTER TABLE tasks ADD COLUMN output_dropped TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

@@ -4,7 +4,7 @@ use docker_agent_proto::v1::{Stream, TaskResult, TaskSpec};
 use prost::Message;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Result, Store, StoreError, StoredChunk, now_ms};
+use super::{OutputCap, Result, Store, StoreError, StoredChunk, now_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
@@ -76,6 +76,8 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
     pub stdout_len: u64,
     pub stderr_len: u64,
+    /// Why stored output stopped before the task's end, if it did.
+    pub output_dropped: Option<OutputCap>,
 }
 
 /// What an append did: the part of the chunk that was new (empty for a duplicate) and the stream's new end.
@@ -85,10 +87,14 @@ pub struct OutputAppend {
     pub end: u64,
     /// Bytes between the stored end and the chunk that the agent no longer had (its spool overflowed).
     pub gap: u64,
+    /// This chunk reached a bound: the rest of the task's output is dropped from now on.
+    pub capped: Option<OutputCap>,
+    /// Bytes of this chunk that were new but not stored: past a bound reached now or before.
+    pub dropped: u64,
 }
 
 const COLUMNS: &str = "id, agent_id, spec, state, created_at, dispatched_at, started_at, finished_at, result, error, \
-    stdout_len, stderr_len, cancel_requested";
+    stdout_len, stderr_len, cancel_requested, output_dropped";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRecord, StoreError>> {
     let spec: Vec<u8> = row.get(2)?;
@@ -113,6 +119,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRecord, S
             stdout_len: row.get::<_, i64>(10)? as u64,
             stderr_len: row.get::<_, i64>(11)? as u64,
             cancel_requested: row.get(12)?,
+            output_dropped: OutputCap::parse(&row.get::<_, String>(13)?),
         })
     })();
     Ok(parsed)
@@ -256,8 +263,9 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Appends the part of a chunk the store does not have yet. Chunks that end at or before the stored end
-    /// are duplicates from a resend and change nothing.
+    /// Appends the part of a chunk the store does not have yet, within the output bounds (`quota.rs`):
+    /// past one, the rest of the task's output is dropped and the task records why. Chunks that end at
+    /// or before the stored end are duplicates from a resend and change nothing.
     /// Returns None, storing nothing, when the task is not `agent_id`'s.
     pub fn append_output(
         &self,
@@ -272,12 +280,20 @@ impl Store {
         let conn = self.conn();
         // Cached statements: this runs for every chunk of output, and parsing the SQL each time took
         // 40% as long as running it (profiled).
-        let Some((end, committed)) = conn
+        let Some((end, committed, stored, dropped, own_limits)) = conn
             .prepare_cached(&format!(
-                "SELECT {column}, output_bytes FROM tasks WHERE id = ?1 AND agent_id = ?2"
+                "SELECT t.{column}, t.output_bytes, t.stdout_len + t.stderr_len, t.output_dropped, \
+                 a.max_task_output, a.max_agent_output \
+                 FROM tasks t JOIN agents a ON a.id = t.agent_id WHERE t.id = ?1 AND t.agent_id = ?2"
             ))?
             .query_row([task_id, agent_id], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, String>(3)?,
+                    (r.get::<_, i64>(4)? as u64, r.get::<_, i64>(5)? as u64),
+                ))
             })
             .optional()?
         else {
@@ -289,6 +305,8 @@ impl Store {
                 new: None,
                 end,
                 gap: 0,
+                capped: None,
+                dropped: 0,
             }));
         }
         let (start, gap) = if offset >= end {
@@ -297,22 +315,50 @@ impl Store {
             (end, 0)
         };
         let fresh = data.slice((start - offset) as usize..);
-        let new_committed = self
-            .output
-            .write(task_id, committed, stream, start, &fresh)?;
+        if !dropped.is_empty() {
+            return Ok(Some(OutputAppend {
+                new: None,
+                end: chunk_end,
+                gap: 0,
+                capped: None,
+                dropped: fresh.len() as u64,
+            }));
+        }
+        let (allowed, capped) =
+            self.quota
+                .allow(agent_id, own_limits, stored, fresh.len() as u64, || {
+                    conn.prepare_cached(
+                        "SELECT COALESCE(SUM(stdout_len + stderr_len), 0) FROM tasks WHERE agent_id = ?1",
+                    )?
+                    .query_row([agent_id], |r| r.get::<_, i64>(0).map(|n| n as u64))
+                })?;
+        let kept = fresh.slice(..allowed as usize);
+        let new_committed = if kept.is_empty() {
+            committed
+        } else {
+            self.output
+                .write(task_id, committed, stream, start, &kept)?
+        };
         conn.prepare_cached(&format!(
-            "UPDATE tasks SET {column} = ?2, output_bytes = ?3 WHERE id = ?1"
+            "UPDATE tasks SET {column} = ?2, output_bytes = ?3, output_dropped = ?4 WHERE id = ?1"
         ))?
-        .execute(params![task_id, chunk_end as i64, new_committed as i64])?;
+        .execute(params![
+            task_id,
+            (start + allowed) as i64,
+            new_committed as i64,
+            capped.map_or("", OutputCap::as_str)
+        ])?;
         Ok(Some(OutputAppend {
-            new: Some(StoredChunk {
+            new: (!kept.is_empty()).then(|| StoredChunk {
                 seq: new_committed as i64,
                 stream,
                 offset: start,
-                data: fresh,
+                data: kept,
             }),
             end: chunk_end,
             gap,
+            capped,
+            dropped: fresh.len() as u64 - allowed,
         }))
     }
 

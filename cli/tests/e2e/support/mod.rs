@@ -38,19 +38,52 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The static agent binary `./dev test` built; tests refuse to guess.
-pub fn agent_binary() -> PathBuf {
-    let path = std::env::var_os("DOCKER_AGENT_AGENT_BINARY")
+/// A static binary `./dev test` built (named by `variable`, else in cargo's cross-target dir); tests
+/// refuse to guess.
+fn static_binary(variable: &str, name: &str) -> PathBuf {
+    let path = std::env::var_os(variable)
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            workspace_root().join("target/x86_64-unknown-linux-gnu/agent/docker-agent-agent")
+            workspace_root()
+                .join("target/x86_64-unknown-linux-gnu/agent")
+                .join(name)
         });
     assert!(
         path.is_file(),
-        "the static agent binary {} is missing: run the tests with ./dev test (it builds it)",
+        "the static binary {} is missing: run the tests with ./dev test (it builds it)",
         path.display()
     );
     path
+}
+
+/// The static agent binary.
+pub fn agent_binary() -> PathBuf {
+    static_binary("DOCKER_AGENT_AGENT_BINARY", "docker-agent-agent")
+}
+
+/// The static probe binary (`probe/`), which tests copy into agent containers.
+pub fn probe_binary() -> PathBuf {
+    static_binary("DOCKER_AGENT_PROBE_BINARY", "docker-agent-probe")
+}
+
+/// Polls `check` until it gives a value, failing the test with `what` after `timeout`. For state that
+/// changes asynchronously and has no event to wait on (a log line, a listing).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Builds the default image once per test run (a no-op when current), under a lock shared by test
@@ -336,6 +369,51 @@ impl Hub {
             .to_string()
     }
 
+    /// The hub process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("hub running").id()
+    }
+
+    /// The hub process's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// How many files the hub process holds open.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Copies the probe into an agent's container (as its task user) and returns its path there.
+    pub async fn put_probe(&self, name: &str) -> String {
+        let probe = probe_binary();
+        let target = "/workspace/docker-agent-probe";
+        self.cli(&["cp", probe.to_str().unwrap(), &format!("{name}:{target}")])
+            .await
+            .ok();
+        target.to_string()
+    }
+
+    /// The agent container's address on `network` (default: this hub's).
+    pub async fn container_ip(&self, name: &str, network: Option<&str>) -> String {
+        let network = network.unwrap_or(&self.network);
+        let settings = self.container(name).await.network_settings.unwrap();
+        settings
+            .networks
+            .unwrap_or_default()
+            .get(network)
+            .and_then(|n| n.ip_address.clone())
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| panic!("{name} has no address on {network}"))
+    }
+
     /// The hub's whole log so far.
     pub fn log_tail_all(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -574,6 +652,19 @@ impl Hub {
                     None,
                 )
                 .await;
+        }
+        // Group networks this hub made.
+        let groups = docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: Some(HashMap::from([(
+                    "label".to_string(),
+                    vec![format!("dev.docker-agent.hub={hub_id}")],
+                )])),
+            }))
+            .await
+            .unwrap_or_default();
+        for net in groups {
+            let _ = docker.remove_network(&net.name.unwrap_or_default()).await;
         }
         let _ = docker.remove_network(&network).await;
     }

@@ -22,8 +22,11 @@ use futures::StreamExt;
 use super::{
     ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver,
     DriverError, EventStream, FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo,
-    PathStat, Result, labels,
+    NetworkSpec, PathStat, Result, labels,
 };
+
+/// The bridge driver's option that lets (or, "false", keeps) containers of a network talk to each other.
+const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
 
 /// Talks to one Docker engine through its API socket.
 #[derive(Debug, Clone)]
@@ -42,6 +45,13 @@ impl DockerDriver {
             .map_err(map_err("the Docker engine"))?;
         Ok(Self { docker })
     }
+}
+
+/// Docker's RFC 3339 timestamps (nanoseconds, `Z`) as unix milliseconds; its zero time is None.
+fn unix_ms(text: &str) -> Option<i64> {
+    let at = humantime::parse_rfc3339_weak(text).ok()?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok().filter(|ms| *ms > 0)
 }
 
 /// Turns a bollard error into ours, naming the object the call was about.
@@ -155,38 +165,14 @@ impl Driver for DockerDriver {
         }
     }
 
-    async fn ensure_network(
-        &self,
-        name: &str,
-        net_labels: HashMap<String, String>,
-    ) -> Result<NetworkInfo> {
+    async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>> {
         let inspect = match self.docker.inspect_network(name, None).await {
             Ok(n) => n,
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => {
-                let request = NetworkCreateRequest {
-                    name: name.to_string(),
-                    driver: Some("bridge".into()),
-                    labels: Some(net_labels),
-                    ..Default::default()
-                };
-                match self.docker.create_network(request).await {
-                    // Another hub made it between our inspect and create.
-                    Ok(_)
-                    | Err(BollardError::DockerResponseServerError {
-                        status_code: 409, ..
-                    }) => {}
-                    Err(e) => return Err(map_err(format!("network {name}"))(e)),
-                }
-                self.docker
-                    .inspect_network(name, None)
-                    .await
-                    .map_err(map_err(format!("network {name}")))?
-            }
+            }) => return Ok(None),
             Err(e) => return Err(map_err(format!("network {name}"))(e)),
         };
-        let id = inspect.id.unwrap_or_default();
         let gateway = inspect
             .ipam
             .and_then(|ipam| ipam.config)
@@ -196,7 +182,58 @@ impl Driver for DockerDriver {
             .filter_map(|g| g.parse::<IpAddr>().ok())
             .find(IpAddr::is_ipv4)
             .ok_or_else(|| DriverError::Engine(format!("network {name} has no IPv4 gateway")))?;
-        Ok(NetworkInfo { id, gateway })
+        let isolated = inspect
+            .options
+            .as_ref()
+            .and_then(|o| o.get(ENABLE_ICC))
+            .is_some_and(|v| v == "false");
+        Ok(Some(NetworkInfo {
+            id: inspect.id.unwrap_or_default(),
+            gateway,
+            isolated,
+            containers: inspect.containers.map_or(0, |c| c.len()),
+            labels: inspect.labels.unwrap_or_default(),
+        }))
+    }
+
+    async fn ensure_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo> {
+        let name = &spec.name;
+        if let Some(network) = self.inspect_network(name).await? {
+            return Ok(network);
+        }
+        let options = spec
+            .isolated
+            .then(|| HashMap::from([(ENABLE_ICC.to_string(), "false".to_string())]));
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(spec.labels.clone()),
+            options,
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            // Another hub made it between our inspect and create.
+            Ok(_)
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {}
+            Err(e) => return Err(map_err(format!("network {name}"))(e)),
+        }
+        self.inspect_network(name)
+            .await?
+            .ok_or_else(|| DriverError::NotFound(format!("network {name}")))
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            // 403: "has active endpoints".
+            Err(BollardError::DockerResponseServerError {
+                status_code: 403,
+                message,
+            }) => Err(DriverError::Conflict(format!("network {name}: {message}"))),
+            Err(e) => Err(map_err(format!("network {name}"))(e)),
+        }
     }
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
@@ -453,6 +490,7 @@ impl Driver for DockerDriver {
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_string(),
+            started_at_ms: state.started_at.as_deref().and_then(unix_ms).unwrap_or(0),
             running: state.running.unwrap_or(false),
             status: state.status.map(|s| s.to_string()).unwrap_or_default(),
             exit_code: state.exit_code.unwrap_or(0),
@@ -486,6 +524,8 @@ impl Driver for DockerDriver {
             .map(|c| {
                 let status = c.state.map(|s| s.to_string()).unwrap_or_default();
                 ContainerState {
+                    // Listings do not say; inspect does.
+                    started_at_ms: 0,
                     id: c.id.unwrap_or_default(),
                     name: c
                         .names
@@ -550,6 +590,18 @@ impl Driver for DockerDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_timestamps_are_read_to_the_millisecond() {
+        assert_eq!(
+            unix_ms("2026-12-04T17:47:46.123456789Z"),
+            Some(1_796_406_466_123)
+        );
+        assert_eq!(unix_ms("2026-12-04T17:47:46Z"), Some(1_796_406_466_000));
+        // Docker's "never started".
+        assert_eq!(unix_ms("0001-01-01T00:00:00Z"), None);
+        assert_eq!(unix_ms("nonsense"), None);
+    }
 
     #[test]
     fn files_are_packed_with_modes_and_owners() {

@@ -104,6 +104,7 @@ pub async fn create(
             .map(Duration::from_secs),
         from_snapshot: body.from_snapshot.filter(|s| !s.is_empty()),
         allow_docker_socket: body.allow_docker_socket,
+        group: body.group.filter(|g| !g.is_empty()),
     };
     let mut done = state.creates.start(state.core.clone(), req);
     if q.wait.unwrap_or(true) {

@@ -119,6 +119,9 @@ pub struct CreateAgent {
     /// Accept a profile that mounts the host's Docker socket (root on the host).
     #[serde(default)]
     pub allow_docker_socket: bool,
+    /// Join this group of agents, which share a network (default: the profile's group, if any).
+    #[serde(default)]
+    pub group: Option<String>,
     /// How long to wait for the agent to register (default: the hub's).
     #[serde(default)]
     pub ready_timeout_secs: Option<u64>,
@@ -159,8 +162,12 @@ pub struct Task {
     pub timed_out: bool,
     /// Killed by the kernel's OOM killer (the container's memory limit).
     pub oom_killed: bool,
-    /// Output was dropped because the agent's spool overflowed while its link was down.
+    /// Some output is missing: the agent's spool overflowed while its link was down, or the hub stopped
+    /// storing it (`output_dropped` says why).
     pub output_truncated: bool,
+    /// Why the hub stopped storing the output before the task's end: task (its max_output), agent
+    /// (its agent's max_agent_output) or disk (the hub's free-space floor).
+    pub output_dropped: Option<String>,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
 }
@@ -200,7 +207,9 @@ impl Task {
             duration_ms: result.map(|r| r.duration_ms),
             timed_out: result.is_some_and(|r| r.timed_out),
             oom_killed: result.is_some_and(|r| r.oom_killed),
-            output_truncated: result.is_some_and(|r| r.output_truncated),
+            output_truncated: result.is_some_and(|r| r.output_truncated)
+                || t.output_dropped.is_some(),
+            output_dropped: t.output_dropped.map(|cap| cap.as_str().to_string()),
             stdout_bytes: t.stdout_len,
             stderr_bytes: t.stderr_len,
         }

@@ -370,6 +370,7 @@ pub async fn create(
         ready_timeout: None,
         from_snapshot: None,
         allow_docker_socket: false,
+        group: None,
     };
     let done = state.creates.start(state.core.clone(), req);
     match state.creates.settle(&state.core, &name, done).await {
