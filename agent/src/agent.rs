@@ -12,11 +12,11 @@ use tokio::time::Instant;
 use crate::backoff::{Backoff, MAX_DELAY};
 use crate::config::Config;
 use crate::health::{HealthSampler, HealthSource};
-use crate::session::{self, Identity, SessionEnd, SessionError};
+use crate::link::{self, Identity, LinkEnd, LinkError};
 use crate::state::{ExecSettings, Shared};
 use crate::{reaper, runner, setup, spawn, system};
 
-/// A session that lasted this long was healthy: the next failure starts the backoff over.
+/// A link that lasted this long was healthy: the next failure starts the backoff over.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 /// At shutdown, how long queued results may take to reach the hub once tasks are gone.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -78,7 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps a session with the hub up, forever; tasks in `shared` are unaffected by how sessions go.
+/// Keeps a link with the hub up, forever; tasks in `shared` are unaffected by how links go.
 pub async fn connect_forever(
     shared: Arc<Shared>,
     config: Config,
@@ -87,11 +87,11 @@ pub async fn connect_forever(
 ) {
     let mut backoff = Backoff::new();
     loop {
-        let end = session::run(&shared, &config, &identity, &mut sampler).await;
+        let end = link::run(&shared, &config, &identity, &mut sampler).await;
         let delay = match end {
-            SessionEnd::Failed(SessionError::Refused(e))
-            | SessionEnd::Ended {
-                error: SessionError::Refused(e),
+            LinkEnd::Failed(LinkError::Refused(e))
+            | LinkEnd::Ended {
+                error: LinkError::Refused(e),
                 ..
             } => {
                 tracing::error!(
@@ -102,15 +102,15 @@ pub async fn connect_forever(
                 );
                 MAX_DELAY
             }
-            SessionEnd::Failed(e) => {
-                tracing::warn!(error = %e, "cannot open a session with the hub");
+            LinkEnd::Failed(e) => {
+                tracing::warn!(error = %e, "cannot open a link to the hub");
                 backoff.next_delay()
             }
-            SessionEnd::Ended { lasted, error } => {
+            LinkEnd::Ended { lasted, error } => {
                 if lasted >= STABLE_SESSION {
                     backoff.reset();
                 }
-                tracing::warn!(error = %error, lasted_ms = lasted.as_millis() as u64, "session with the hub ended");
+                tracing::warn!(error = %error, lasted_ms = lasted.as_millis() as u64, "link to the hub ended");
                 backoff.next_delay()
             }
         };
@@ -131,7 +131,7 @@ async fn shutdown(shared: &Shared, grace: Duration) {
         tracing::warn!("tasks outlived the grace period; killing them");
         runner::terminate_all(shared, Signal::SIGKILL);
     }
-    // Give the live session (if any) a moment to deliver the final results: the hub's Ack proves they arrived.
+    // Give the live link (if any) a moment to deliver the final results: the hub's Ack proves they arrived.
     let deadline = Instant::now() + FLUSH_TIMEOUT;
     wait_until(shared, deadline, |s| !s.table().has_unacked_results()).await;
 }

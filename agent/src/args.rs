@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long, env = "DOCKER_AGENT_HUB_URL")]
     pub hub_url: String,
 
-    /// This agent's id, sent with every session.
+    /// This agent's id, sent on every link.
     #[arg(long, env = "DOCKER_AGENT_AGENT_ID")]
     pub agent_id: String,
 

@@ -47,7 +47,7 @@ impl Backoff {
         full_jitter(self.next_ceiling(), &mut rand::rng())
     }
 
-    /// Starts over from the minimum, after a session that was established and lasted.
+    /// Starts over from the minimum, after a link that was established and lasted.
     pub fn reset(&mut self) {
         self.schedule = schedule();
     }

@@ -1,7 +1,7 @@
 //! The in-container agent: dials the hub, runs tasks as the task user, streams their output, reports health, reconnects forever.
 //!
 //! Flow: `args` → `config` (validated before any dial) → `agent` (reconnect loop, shutdown) →
-//! `session` (Hello/Welcome, reader and writer) → `runner` (one supervisor per task, on top of
+//! `link` (the stream to the hub: Hello/Welcome, reader and writer) → `runner` (one supervisor per task, on top of
 //! `spawn` (or `pty` for a terminal) and `reaper`, waited for by `supervise`) → `tasks`/`spool` (what the hub has and has not seen
 //! yet). Beside them, `setup` runs the profile's setup steps once (`progress` remembers how far it
 //! got, `console` puts their output in the container log) while new tasks are held back. Before
@@ -16,13 +16,13 @@ pub mod console;
 pub mod dial;
 pub mod health;
 pub mod hosts;
+pub mod link;
 pub mod link_local;
 pub mod load;
 pub mod progress;
 pub mod pty;
 pub mod reaper;
 pub mod runner;
-pub mod session;
 pub mod setup;
 pub mod spawn;
 pub mod spool;

@@ -12,7 +12,7 @@ use docker_agent_proto::v1::Health;
 use crate::agent::connect_forever;
 use crate::config::{Config, HubTarget, Token};
 use crate::health::{HealthSampler, HealthSource};
-use crate::session::Identity;
+use crate::link::Identity;
 use crate::state::{ExecSettings, Shared};
 use crate::users::TaskUser;
 use crate::{reaper, spawn, system};
@@ -39,7 +39,7 @@ pub struct LoadConfig {
     pub task_user: TaskUser,
     pub workdir: std::path::PathBuf,
     pub agents: Vec<SimulatedAgent>,
-    /// New sessions opened per second while ramping up, so the hub is not hit by one burst of handshakes.
+    /// New links opened per second while ramping up, so the hub is not hit by one burst of handshakes.
     pub connects_per_sec: u32,
 }
 

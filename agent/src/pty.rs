@@ -18,7 +18,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use crate::reaper::ExitStatus;
-use crate::runner::append_with_room;
 use crate::spawn::{self, ProcessSpec, SpawnError, Streams};
 use crate::spool::{READ_CHUNK, StreamId};
 use crate::state::Shared;
@@ -155,7 +154,7 @@ pub fn set_term(env: &mut Vec<(OsString, OsString)>, task_env: &HashMap<String, 
     }
 }
 
-/// Starts `spec` as `user` on a new terminal of `size`: in its own session, with the terminal as its stdin,
+/// Starts `spec` as `user` on a new terminal of `size`: in its own process session (setsid), with the terminal as its stdin,
 /// stdout, stderr and controlling terminal. `spec.stdin` is ignored: a terminal always has an input side.
 pub fn spawn(
     spec: &ProcessSpec,
@@ -187,13 +186,9 @@ pub async fn pump_output(shared: &Shared, id: &str, master: Arc<Master>) {
         match master.read(&mut buf).await {
             Ok(0) => return,
             Ok(n) => {
-                append_with_room(
-                    shared,
-                    id,
-                    StreamId::Stdout,
-                    Bytes::copy_from_slice(&buf[..n]),
-                )
-                .await;
+                shared
+                    .append_output(id, StreamId::Stdout, Bytes::copy_from_slice(&buf[..n]))
+                    .await;
                 shared.outbound.notify_one();
             }
             Err(e) => {

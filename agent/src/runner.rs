@@ -6,10 +6,10 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use docker_agent_proto::v1::{
     CloseStdin, ResizePty, RunTask, SignalTask, StdinData, TaskResult, task_result::Outcome,
 };
@@ -272,33 +272,6 @@ pub fn kill_grace(task_ms: u64, default: Duration) -> Duration {
     }
 }
 
-/// Unacknowledged output allowed in flight while connected. Enough to keep the link busy between acks
-/// (the hub acks every MiB), small enough that a fast producer does not balloon the agent's memory.
-const CONNECTED_WINDOW: u64 = 4 << 20;
-
-/// While the hub is connected, output that outpaces it waits here: the pipe fills and the task blocks
-/// in write(2), as it would writing to a slow terminal, so nothing is dropped on a live link. While
-/// disconnected the spool takes everything up to its bound and then drops the oldest bytes (flagged).
-pub(crate) async fn append_with_room(shared: &Shared, id: &str, stream: StreamId, data: Bytes) {
-    loop {
-        let notified = shared.space.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        {
-            // Check and append under one lock: stdout and stderr pumps (and other tasks) must not all
-            // pass the check and then overshoot the window together.
-            let mut table = shared.table();
-            if !shared.connected.load(Ordering::Acquire)
-                || table.has_room_for(data.len() as u64, CONNECTED_WINDOW)
-            {
-                table.append(id, stream, data);
-                return;
-            }
-        }
-        notified.await;
-    }
-}
-
 /// A read takes what is left of the current block, down to this much; then a new block.
 const MIN_READ: usize = 4096;
 
@@ -322,7 +295,7 @@ async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
         match rx.read_buf(&mut buf).await {
             Ok(0) => return,
             Ok(_) => {
-                append_with_room(shared, id, stream, buf.split().freeze()).await;
+                shared.append_output(id, stream, buf.split().freeze()).await;
                 shared.outbound.notify_one();
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -1,4 +1,4 @@
-//! Starting a task's process: its environment, its own session and process group, the task user, and its pipes.
+//! Starting a task's process: its environment, its own process session (setsid) and process group, the task user, and its pipes.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -150,7 +150,7 @@ pub enum Streams {
     Terminal(OwnedFd),
 }
 
-/// Starts `spec` as `user`, in a new session (so its process group id is its pid), with piped output.
+/// Starts `spec` as `user`, in a new process session (setsid: its process group id is its pid), with piped output.
 pub fn spawn(
     spec: &ProcessSpec,
     user: &TaskUser,
@@ -175,7 +175,7 @@ pub fn spawn(
     })
 }
 
-/// Starts `spec` as `user` in a new session with the given streams. The returned `Child` must never be waited
+/// Starts `spec` as `user` in a new process session with the given streams. The returned `Child` must never be waited
 /// for (the reaper owns its exit status); it only hands over pipes and the pid.
 pub fn spawn_with(
     spec: &ProcessSpec,
@@ -231,10 +231,10 @@ pub fn spawn_with(
     };
 
     let pre_exec = move || -> io::Result<()> {
-        // Own session: the task and all its descendants form one process group we can signal as a whole.
+        // Own process session: the task and all its descendants form one process group we can signal as a whole.
         nix::unistd::setsid()?;
         if take_terminal {
-            // std has already put the terminal on fd 0. As the new session's leader the child makes it its
+            // std has already put the terminal on fd 0. As the new process session's leader the child makes it its
             // controlling terminal, which also makes its process group the terminal's foreground group
             // (so ^C, ^Z and SIGWINCH reach the task).
             // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); no memory is passed.

@@ -1,15 +1,17 @@
-//! State shared by the session, the task supervisors and the setup steps: the task table, the setup status and how to run processes, living across reconnects.
+//! State shared by the link, the task supervisors and the setup steps: the task table, the setup status and how to run processes, living across reconnects.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use docker_agent_proto::v1::SetupStatus;
 use tokio::sync::Notify;
 
+use crate::spool::StreamId;
 use crate::tasks::TaskTable;
 use crate::users::TaskUser;
 
@@ -31,7 +33,7 @@ pub struct ExecSettings {
 pub struct SetupSlot {
     /// None when the container has no setup plan.
     status: Option<SetupStatus>,
-    /// Changes not yet sent on the current session, oldest first. At most one per step plus the end.
+    /// Changes not yet sent on the current link, oldest first. At most one per step plus the end.
     unsent: VecDeque<SetupStatus>,
     /// Process group of the step running now, for shutdown.
     pub step_pgid: Option<i32>,
@@ -55,18 +57,45 @@ pub struct Shared {
     setup: Mutex<SetupSlot>,
     /// Set at SIGTERM/SIGINT: no setup step or held task starts any more.
     pub stopping: AtomicBool,
-    /// Wakes the session's writer: something may be ready to send.
+    /// Wakes the link's writer: something may be ready to send.
     pub outbound: Notify,
     /// Wakes whoever waits for tasks to end or results to be acknowledged (shutdown).
     pub task_done: Notify,
-    /// True while a session is established (after Welcome).
+    /// True while a link is established (after Welcome).
     pub connected: AtomicBool,
     /// Wakes output pumps waiting for spool room: on every Ack, and when the link drops.
     pub space: Notify,
     pub exec: ExecSettings,
 }
 
+/// Unacknowledged output allowed in flight while connected. Enough to keep the link busy between acks
+/// (the hub acks every MiB), small enough that a fast producer does not balloon the agent's memory.
+const CONNECTED_WINDOW: u64 = 4 << 20;
+
 impl Shared {
+    /// While the hub is connected, output that outpaces it waits here: the pipe fills and the task blocks
+    /// in write(2), as it would writing to a slow terminal, so nothing is dropped on a live link. While
+    /// disconnected the spool takes everything up to its bound and then drops the oldest bytes (flagged).
+    pub async fn append_output(&self, id: &str, stream: StreamId, data: Bytes) {
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                // Check and append under one lock: stdout and stderr pumps (and other tasks) must not all
+                // pass the check and then overshoot the window together.
+                let mut table = self.table();
+                if !self.connected.load(Ordering::Acquire)
+                    || table.has_room_for(data.len() as u64, CONNECTED_WINDOW)
+                {
+                    table.append(id, stream, data);
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
     pub fn new(spool_bytes: u64, exec: ExecSettings) -> Self {
         Self {
             table: Mutex::new(TaskTable::new(spool_bytes)),
@@ -91,7 +120,7 @@ impl Shared {
         self.setup.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a new setup status and queues it for the hub; the writer sends it if a session is up.
+    /// Records a new setup status and queues it for the hub; the writer sends it if a link is up.
     pub fn report_setup(&self, status: SetupStatus) {
         {
             let mut slot = self.setup();

@@ -215,7 +215,7 @@ async fn session(messages: Vec<Result<AgentMessage, tonic::Status>>) {
     // Its errors are logged and the session goes on, as in the service.
     let _ = core.agent_registered(&agent, setup.as_ref()).await;
     core.clone()
-        .run_session(
+        .run_link(
             agent,
             generation,
             futures::stream::iter(messages),

@@ -1,7 +1,7 @@
 //! Fuzz target: the task JSON parser (`task_json::parse`) and the hub's checks after it never panic, and what they accept is a runnable command.
 #![no_main]
 
-use docker_agent_hub::task_json;
+use docker_agent_hub::task::json;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(!spec.stdin && spec.pty.is_none(), "{spec:?}");
     // The hub's own checks before storing (sizes, cwd, timeouts) never panic, and what they pass
     // is argv the agent can exec.
-    if let Ok(task) = docker_agent_hub::tasks::normalise_spec(spec) {
+    if let Ok(task) = docker_agent_hub::task::normalise_spec(spec) {
         assert!(
             !task.argv.is_empty() && !task.argv[0].is_empty(),
             "{task:?}"

@@ -19,6 +19,43 @@ pub enum Lifecycle {
     Destroyed,
 }
 
+/// Where the profile's setup stands, as far as the lifecycle says: the agent is `starting` (or in
+/// `start_error`) because of its setup, or for another reason (None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetupPhase {
+    #[default]
+    None,
+    Running,
+    Failed,
+}
+
+impl SetupPhase {
+    /// What a transition on `event` leaves: only the setup's own events say anything about it.
+    pub fn after(event: LifecycleEvent) -> Self {
+        match event {
+            LifecycleEvent::SetupRunning => SetupPhase::Running,
+            LifecycleEvent::SetupFailed => SetupPhase::Failed,
+            _ => SetupPhase::None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetupPhase::None => "",
+            SetupPhase::Running => "running",
+            SetupPhase::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "running" => SetupPhase::Running,
+            "failed" => SetupPhase::Failed,
+            _ => SetupPhase::None,
+        }
+    }
+}
+
 /// What happened to an agent; the input of the state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifecycleEvent {

@@ -239,7 +239,7 @@ impl Metrics {
         self.tasks.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    pub fn session_opened(&self, reconnect: bool) {
+    pub fn link_opened(&self, reconnect: bool) {
         self.sessions.inc();
         if reconnect {
             self.reconnects.inc();

@@ -1,36 +1,30 @@
-//! Starting and stopping a hub: config check, data dir, store, Docker, TLS, both listeners, background watchers.
+//! Starting and stopping a hub, in order: config check, data dir and store, Docker and the agents'
+//! network, both listeners, TLS, the shared state, reconciliation, then serving the agent side
+//! (`api::agents::serve`) and the operator side (`api::operator`) and the watchers.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use docker_agent_proto::v1::agent_service_server::AgentServiceServer;
-use docker_agent_proto::v1::control_service_server::ControlServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Server;
 
+use crate::api::agents::guard::Limits;
+use crate::api::agents::sockets::AgentSockets;
+use crate::api::http;
+use crate::api::operator::{GRACE, Operator};
 use crate::config::{AgentListen, HubConfig};
+use crate::core::registry::Registry;
 use crate::core::{Core, Settings};
 use crate::datadir::{DataDir, Endpoint};
-use crate::driver::{DockerDriver, Driver};
+use crate::driver::{DockerDriver, Driver, NetworkInfo};
 use crate::error::{HubError, Result};
-use crate::grpc::agent_guard::{AgentGuard, Limits};
-use crate::grpc::agent_listener;
-use crate::grpc::agent_sockets::AgentSockets;
-use crate::grpc::control_svc::AdminAuth;
-use crate::grpc::{AgentSvc, ControlSvc};
-use crate::http;
 use crate::image::ImageBuilder;
 use crate::profile::ProfileCatalog;
-use crate::registry::Registry;
 use crate::store::Store;
-use crate::tls::{self, AGENT_HOSTNAME};
+use crate::tls::{self, AGENT_HOSTNAME, TlsMaterial};
 
-/// How long in-flight operator calls get to finish on shutdown. Agent streams never finish by
-/// themselves, so the agent listener is closed at once: agents reconnect and lose nothing.
-const OPERATOR_GRACE: Duration = Duration::from_secs(5);
+pub use crate::api::operator::browser_addr;
 
 /// A started hub. Dropping it does not stop it; call [`RunningHub::shutdown`].
 pub struct RunningHub {
@@ -40,6 +34,7 @@ pub struct RunningHub {
     pub hub_id: String,
     core: Arc<Core>,
     data_dir: DataDir,
+    sockets: Option<Arc<AgentSockets>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     operator: JoinHandle<()>,
     agent: JoinHandle<()>,
@@ -55,14 +50,10 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         })
 }
 
-/// The agent side's gRPC server; TLS is done before it, in `grpc::agent_listener`.
-fn agent_server() -> Server {
-    Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        // HTTP/2's default 64 KiB windows would cap output at one window per round trip.
-        .initial_stream_window_size(2 << 20)
-        .initial_connection_window_size(4 << 20)
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
+    listener
+        .local_addr()
+        .map_err(|e| HubError::Internal(e.to_string()))
 }
 
 /// Each agent's own socket under the data dir, unless `--agent-socket=false` (then an earlier hub's are
@@ -83,69 +74,41 @@ fn agent_sockets(config: &HubConfig, data_dir: &DataDir) -> Option<Arc<AgentSock
     }
 }
 
-/// Serves the agent side: the TCP port and every agent's own socket, all through the guard
-/// (`grpc::agent_guard`), whose caps come from the agent side's share of the open-file limit. Binds the
-/// socket of every agent the store knows.
-fn serve_agents(
-    core: &Arc<Core>,
-    listener: TcpListener,
-    shared_addresses: bool,
-    tls: &rustls::ServerConfig,
-    limits: Limits,
-) -> Result<JoinHandle<()>> {
-    let guard = AgentGuard::new(limits);
-    let acceptor = agent_listener::acceptor(tls);
-    let (conns, incoming) = tokio::sync::mpsc::channel(64);
-    if let Some(sockets) = &core.agent_sockets {
-        sockets.serve(acceptor.clone(), guard.clone(), conns.clone());
-        // Only agents whose containers mount a socket directory: ones made before per-agent sockets,
-        // or with `--agent-socket=false`, use the port.
-        for agent in core.store.list_agents()? {
-            if agent.lifecycle == crate::lifecycle::Lifecycle::Destroyed
-                || !sockets.dir(&agent.id).is_dir()
-            {
-                continue;
-            }
-            if let Err(e) = sockets.open(&agent.id) {
-                tracing::warn!(agent = %agent.name, error = %e, "no agent socket for this agent; it will use the port");
-            }
+/// The hub's certificate, for every name and address agents and operators reach it by.
+fn certificates(
+    data_dir: &DataDir,
+    hub_id: &str,
+    network: &NetworkInfo,
+    agent_url: &str,
+    bound: [SocketAddr; 2],
+) -> Result<TlsMaterial> {
+    let mut ips = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        network.gateway,
+    ];
+    for ip in bound.map(|a| a.ip()) {
+        if !ip.is_unspecified() && !ips.contains(&ip) {
+            ips.push(ip);
         }
     }
-    let service = AgentServiceServer::new(AgentSvc::new(core.clone()))
-        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES);
-    let tcp = agent_listener::AgentListener::Tcp {
-        listener,
-        shared: shared_addresses,
-    };
-    Ok(tokio::spawn(async move {
-        let accept = agent_listener::accept_loop(tcp, acceptor, guard, conns);
-        let serve = agent_server()
-            .add_service(service)
-            .serve_with_incoming(ReceiverStream::new(incoming));
-        let (_, served) = tokio::join!(accept, serve);
-        if let Err(e) = served {
-            tracing::error!(error = %e, "agent listener failed");
-        }
-    }))
-}
-
-/// Where a browser on this host reaches the operator listener.
-pub fn browser_addr(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
+    let mut names = vec!["localhost".to_string(), AGENT_HOSTNAME.to_string()];
+    if let Some(host) = agent_url
+        .strip_prefix("https://")
+        .and_then(|r| r.rsplit_once(':'))
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        && host.parse::<IpAddr>().is_err()
+        && !names.contains(&host)
+    {
+        names.push(host);
     }
+    Ok(tls::load_or_create(data_dir, hub_id, &names, &ips)?)
 }
 
 /// Starts a hub from validated config and returns once both listeners are bound.
 pub async fn start(config: HubConfig) -> Result<RunningHub> {
     config.validate()?;
-    let fds = crate::conn_limit::raise_fd_limit();
+    let fds = crate::api::limits::raise_fd_limit();
     let data_dir = DataDir::open_for_hub(&config.data_dir)?;
     let hub_id = data_dir.hub_id()?;
     let admin_token = data_dir.ensure_admin_token()?;
@@ -163,58 +126,34 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect().await?);
     driver.ping().await?;
     let engine_cpus = driver.engine_cpus().await?;
-    let network = crate::networks::ensure_agents_network(driver.as_ref(), &config.network).await?;
+    let network =
+        crate::agent::networks::ensure_agents_network(driver.as_ref(), &config.network).await?;
 
-    let agent_bind = match config.agent_listen {
+    let agent_listener = bind(match config.agent_listen {
         AgentListen::Gateway(port) => SocketAddr::new(network.gateway, port),
         AgentListen::Addr(addr) => addr,
-    };
-    let agent_listener = bind(agent_bind).await?;
-    let agent_addr = agent_listener
-        .local_addr()
-        .map_err(|e| HubError::Internal(e.to_string()))?;
+    })
+    .await?;
+    let agent_addr = local_addr(&agent_listener)?;
     let operator_listener = bind(config.operator_listen).await?;
-    let operator_addr = operator_listener
-        .local_addr()
-        .map_err(|e| HubError::Internal(e.to_string()))?;
+    let operator_addr = local_addr(&operator_listener)?;
     if !operator_addr.ip().is_loopback() {
         tracing::warn!(%operator_addr, "the operator listener is reachable from outside this host");
     }
     let local_socket = http::local_socket::bind(&data_dir.path(crate::datadir::SOCKET_FILE));
-    let agent_sockets = agent_sockets(&config, &data_dir);
+    let sockets = agent_sockets(&config, &data_dir);
     let agent_url = config
         .agent_url
         .clone()
         .unwrap_or_else(|| format!("https://{AGENT_HOSTNAME}:{}", agent_addr.port()));
+    let tls = certificates(
+        &data_dir,
+        &hub_id,
+        &network,
+        &agent_url,
+        [agent_addr, operator_addr],
+    )?;
 
-    let mut ips = vec![
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
-        network.gateway,
-    ];
-    for ip in [agent_addr.ip(), operator_addr.ip()] {
-        if !ip.is_unspecified() && !ips.contains(&ip) {
-            ips.push(ip);
-        }
-    }
-    let mut names = vec!["localhost".to_string(), AGENT_HOSTNAME.to_string()];
-    if let Some(host) = agent_url
-        .strip_prefix("https://")
-        .and_then(|r| r.rsplit_once(':'))
-        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-        && host.parse::<IpAddr>().is_err()
-        && !names.contains(&host)
-    {
-        names.push(host);
-    }
-    let tls = tls::load_or_create(&data_dir, &hub_id, &names, &ips)?;
-
-    let images = ImageBuilder::new(
-        driver.clone(),
-        config.agent_binary.clone(),
-        config.base_image.clone(),
-        data_dir.path("build"),
-    );
     let core = Arc::new(Core {
         settings: Settings {
             hub_id: hub_id.clone(),
@@ -231,11 +170,18 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             session_timeout: config.session_timeout,
         },
         store,
+        images: ImageBuilder::new(
+            driver.clone(),
+            config.agent_binary.clone(),
+            config.base_image.clone(),
+            data_dir.path("build"),
+        ),
         driver,
-        agent_sockets: agent_sockets.clone(),
+        agent_sockets: sockets
+            .clone()
+            .map(|s| s as Arc<dyn crate::core::SocketDirs>),
         registry: Registry::default(),
         bus: Default::default(),
-        images,
         health: Default::default(),
         transitions: Default::default(),
         stream_locks: Default::default(),
@@ -246,74 +192,26 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
     core.expire_unattached_sessions()?;
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let agent_tls = http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?;
-    let limits = Limits {
-        cooldown: config.agent_cooldown,
-        ..Limits::for_connections(fds.agent_connections)
-    };
-    let agent = serve_agents(
+    let agent = crate::api::agents::serve::serve(
         &core,
         agent_listener,
         matches!(config.agent_listen, AgentListen::Addr(_)),
-        &agent_tls,
-        limits,
+        sockets.as_ref(),
+        &*http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?,
+        Limits {
+            cooldown: config.agent_cooldown,
+            ..Limits::for_connections(fds.agent_connections)
+        },
     )?;
-    let control = tonic::service::interceptor::InterceptedService::new(
-        ControlServiceServer::new(ControlSvc::new(core.clone()))
-            .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES),
-        AdminAuth::new(&admin_token),
-    );
-    let http_state = http::HttpState {
+    let operator = Operator {
         core: core.clone(),
-        auth: Arc::new(http::auth::Auth::new(
-            &admin_token,
-            &hub_id,
-            core.store.clone(),
-        )),
-        creates: Default::default(),
-        shutdown: shutdown_rx.clone(),
-        ui: Arc::new(http::ui::UiState::new(
-            config.xterm_dir.clone(),
-            config.xterm_lib_dir.clone(),
-        )),
-    };
-    let web = http::router(http_state);
-    let routers = http::listener::Routers {
-        tls: tonic::service::Routes::from(web.clone())
-            .add_service(control)
-            .into_axum_router()
-            .layer(axum::Extension(http::auth::Secure(true))),
-        plain: web
-            .layer(axum::middleware::from_fn(http::loopback_host_only))
-            .layer(axum::Extension(http::auth::Secure(false))),
-    };
-    let operator_tls = http::listener::tls_config(&tls.server_cert_pem, &tls.server_key_pem)?;
-    let local = local_socket.map(|(listener, path)| {
-        http::local_socket::serve(
-            listener,
-            path,
-            routers.tls.clone(),
-            fds.operator_connections / 2,
-            shutdown_rx.clone(),
-            OPERATOR_GRACE,
-        )
-    });
-    let tcp = http::listener::serve(
-        operator_listener,
-        operator_tls,
-        routers,
-        fds.operator_connections / 2,
-        shutdown_rx.clone(),
-        OPERATOR_GRACE,
-    );
-    let operator = tokio::spawn(async move {
-        match local {
-            Some(local) => {
-                tokio::join!(tcp, local);
-            }
-            None => tcp.await,
-        }
-    });
+        admin_token,
+        hub_id: hub_id.clone(),
+        xterm_dir: config.xterm_dir.clone(),
+        xterm_lib_dir: config.xterm_lib_dir.clone(),
+        connections: fds.operator_connections / 2,
+    }
+    .serve(operator_listener, local_socket, &tls, shutdown_rx)?;
     let background = vec![
         tokio::spawn(core.clone().watch_docker()),
         tokio::spawn(core.clone().sweep_heartbeats()),
@@ -335,6 +233,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         hub_id,
         core,
         data_dir,
+        sockets,
         shutdown,
         operator,
         agent,
@@ -344,22 +243,23 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
 
 impl RunningHub {
     /// Stops taking work, lets in-flight operator calls finish (briefly), flushes the store. Containers and
-    /// their tasks keep running; agents reconnect to the next hub.
+    /// their tasks keep running; agents reconnect to the next hub. Agent streams never finish by
+    /// themselves, so the agent side is closed at once: agents reconnect and lose nothing.
     pub async fn shutdown(self) {
         tracing::info!("hub shutting down");
         self.data_dir.remove_endpoint();
         let _ = self.shutdown.send(true);
         self.agent.abort();
         // Agents then find no socket and dial the port until the next hub binds new ones.
-        if let Some(sockets) = &self.core.agent_sockets {
+        if let Some(sockets) = &self.sockets {
             sockets.close_all();
         }
         for task in &self.background {
             task.abort();
         }
         let mut operator = self.operator;
-        // The listener gives its connections OPERATOR_GRACE itself; this only bounds a stuck listener.
-        if tokio::time::timeout(OPERATOR_GRACE + Duration::from_secs(1), &mut operator)
+        // The listener gives its connections GRACE itself; this only bounds a stuck listener.
+        if tokio::time::timeout(GRACE + Duration::from_secs(1), &mut operator)
             .await
             .is_err()
         {
@@ -370,9 +270,7 @@ impl RunningHub {
         }
         tracing::info!("hub stopped");
     }
-}
 
-impl RunningHub {
     /// Builds the default profile's image in the background if it is missing, so the first `create` is quick.
     /// Progress goes to the log; a create that needs the image meanwhile waits for this build.
     pub fn warm_default_image(&self) {

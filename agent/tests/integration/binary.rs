@@ -12,7 +12,7 @@ use docker_agent_proto::v1::{Ping, Welcome, task_result::Outcome};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::hub::{HUB_NAME, Hub, HubSession};
+use crate::hub::{HUB_NAME, Hub, HubLink};
 use crate::support::{PATIENCE, current_user, sh};
 
 /// Host pid of the process whose parent is `ppid` (unshare forks the agent).
@@ -42,7 +42,7 @@ async fn can_unshare() -> bool {
     }
 }
 
-async fn heartbeat_process_count(s: &mut HubSession) -> u32 {
+async fn heartbeat_process_count(s: &mut HubLink) -> u32 {
     s.send(Down::Ping(Ping { nonce: 0 })).await;
     s.recv_until(&mut Vec::new(), |m| match m {
         Up::Heartbeat(h) => Some(h.health.as_ref().map_or(0, |h| h.process_count)),
@@ -103,7 +103,7 @@ async fn binary_runs_tasks_reaps_orphans_and_stops_cleanly() {
         )
     };
 
-    let mut s = hub.next_session().await;
+    let mut s = hub.next_link().await;
     let Up::Hello(hello) = s.recv().await else {
         fail("no Hello")
     };
@@ -274,7 +274,7 @@ async fn static_binary_in_a_scratch_image() {
     run.stdout(Stdio::null()).stderr(Stdio::null());
     let (_child, exited) = reaper::spawn_registered(|| run.spawn(), |c| c.id()).unwrap();
 
-    let mut s = hub.next_session().await;
+    let mut s = hub.next_link().await;
     let Up::Hello(hello) = s.recv().await else {
         panic!("no Hello")
     };

@@ -17,13 +17,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::support::PATIENCE;
 
 /// One agent session as the hub sees it.
-pub struct HubSession {
+pub struct HubLink {
     pub metadata: MetadataMap,
     inbound: Streaming<AgentMessage>,
     out: mpsc::Sender<Result<HubMessage, Status>>,
 }
 
-impl HubSession {
+impl HubLink {
     pub async fn recv(&mut self) -> agent_message::Msg {
         let msg = tokio::time::timeout(PATIENCE, self.inbound.message())
             .await
@@ -59,7 +59,7 @@ impl HubSession {
 
 struct FakeHub {
     token: String,
-    sessions: mpsc::UnboundedSender<HubSession>,
+    sessions: mpsc::UnboundedSender<HubLink>,
 }
 
 #[tonic::async_trait]
@@ -79,7 +79,7 @@ impl AgentService for FakeHub {
         }
         let metadata = request.metadata().clone();
         let (out, rx) = mpsc::channel(64);
-        let _ = self.sessions.send(HubSession {
+        let _ = self.sessions.send(HubLink {
             metadata,
             inbound: request.into_inner(),
             out,
@@ -91,7 +91,7 @@ impl AgentService for FakeHub {
 pub struct Hub {
     pub addr: SocketAddr,
     pub ca_pem: String,
-    sessions: mpsc::UnboundedReceiver<HubSession>,
+    sessions: mpsc::UnboundedReceiver<HubLink>,
 }
 
 /// Name in the hub's certificate; the agent dials an address and verifies this name.
@@ -133,7 +133,7 @@ impl Hub {
         }
     }
 
-    pub async fn next_session(&mut self) -> HubSession {
+    pub async fn next_link(&mut self) -> HubLink {
         tokio::time::timeout(PATIENCE, self.sessions.recv())
             .await
             .expect("the agent did not connect")

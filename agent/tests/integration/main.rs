@@ -2,8 +2,8 @@
 
 mod binary;
 mod hub;
+mod link;
 mod pty;
-mod session;
 mod setup;
 mod support;
 mod tasks;

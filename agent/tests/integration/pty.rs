@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::binary::agent_command;
-use crate::hub::{Hub, HubSession};
+use crate::hub::{Hub, HubLink};
 use crate::support::{PATIENCE, drain, output, result_of, shared, shared_with};
 
 /// The agent binary, started by a test; stopped (TERM: it stops its tasks too) when the test ends, even by a panic.
@@ -28,7 +28,7 @@ impl Drop for Agent {
 }
 
 /// A hub, the agent binary connected to it, and the session past its Welcome.
-async fn connected_agent() -> (Hub, HubSession, Agent) {
+async fn connected_agent() -> (Hub, HubLink, Agent) {
     reaper::spawn().unwrap();
     let mut hub = Hub::start("tok").await;
     let dir = tempfile::tempdir().unwrap();
@@ -39,7 +39,7 @@ async fn connected_agent() -> (Hub, HubSession, Agent) {
         pid: i32::try_from(child.id()).unwrap(),
         _dir: dir,
     };
-    let mut s = hub.next_session().await;
+    let mut s = hub.next_link().await;
     assert!(matches!(s.recv().await, Up::Hello(_)), "no Hello");
     s.send(Down::Welcome(Welcome {
         hub_id: "hub".into(),
@@ -78,7 +78,7 @@ fn text(seen: &[Up], id: &str) -> String {
 }
 
 /// Receives until `id`'s result, returning it with all of the task's output.
-async fn finish(s: &mut HubSession, seen: &mut Vec<Up>, id: &str) -> (TaskResult, String) {
+async fn finish(s: &mut HubLink, seen: &mut Vec<Up>, id: &str) -> (TaskResult, String) {
     let r = s
         .recv_until(seen, |m| match m {
             Up::Result(r) if r.task_id == id => Some(r.clone()),
@@ -92,7 +92,7 @@ async fn finish(s: &mut HubSession, seen: &mut Vec<Up>, id: &str) -> (TaskResult
 }
 
 /// Receives until `id`'s output contains `want`.
-async fn wait_for(s: &mut HubSession, seen: &mut Vec<Up>, id: &str, want: &str) {
+async fn wait_for(s: &mut HubLink, seen: &mut Vec<Up>, id: &str, want: &str) {
     loop {
         if text(seen, id).contains(want) {
             return;

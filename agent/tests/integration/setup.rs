@@ -16,7 +16,7 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::binary::agent_command;
-use crate::hub::{Hub, HubSession};
+use crate::hub::{Hub, HubLink};
 use crate::support::{PATIENCE, current_user, sh};
 
 fn step(command: &str, description: &str) -> SetupStep {
@@ -79,7 +79,7 @@ async fn open_gate(dir: &Path) {
 
 /// Hello, Welcome, and the heartbeat that follows every Welcome (so that later heartbeats are the
 /// ones we ask for); what came before that heartbeat goes into `seen`.
-async fn hello_and_welcome(s: &mut HubSession, seen: &mut Vec<Up>) -> Hello {
+async fn hello_and_welcome(s: &mut HubLink, seen: &mut Vec<Up>) -> Hello {
     let Up::Hello(hello) = s.recv().await else {
         panic!("no Hello first")
     };
@@ -110,7 +110,7 @@ fn result_of(id: &str) -> impl FnMut(&Up) -> Option<TaskResult> + '_ {
 
 /// Sends `RunTask`s, then a ping: its heartbeat proves the agent has handled them (the stream is ordered).
 async fn run_and_confirm(
-    s: &mut HubSession,
+    s: &mut HubLink,
     tasks: &[(&str, &str)],
     seen: &mut Vec<Up>,
 ) -> Vec<String> {
@@ -125,7 +125,7 @@ async fn run_and_confirm(
     .await
 }
 
-async fn ack_result(s: &HubSession, id: &str) {
+async fn ack_result(s: &HubLink, id: &str) {
     s.send(Down::Ack(Ack {
         task_id: id.into(),
         result: true,
@@ -182,7 +182,7 @@ async fn setup_resumes_at_the_failed_step_and_holds_tasks_until_it_ends() {
 
     // First start: step 1 succeeds, step 2 waits on the gate and then fails.
     let agent = Agent::start(&hub, d, &broken);
-    let mut s = hub.next_session().await;
+    let mut s = hub.next_link().await;
     let mut seen = Vec::new();
     let hello = hello_and_welcome(&mut s, &mut seen).await;
     let mut statuses = vec![hello.setup.expect("Hello carries the setup status")];
@@ -269,7 +269,7 @@ async fn setup_resumes_at_the_failed_step_and_holds_tasks_until_it_ends() {
         ],
     };
     let agent = Agent::start(&hub, d, &fixed);
-    let mut s = hub.next_session().await;
+    let mut s = hub.next_link().await;
     let mut seen = Vec::new();
     let hello = hello_and_welcome(&mut s, &mut seen).await;
     let status = hello.setup.expect("Hello carries the setup status");
@@ -307,7 +307,7 @@ async fn setup_resumes_at_the_failed_step_and_holds_tasks_until_it_ends() {
 
     // Third start: everything is done; the Hello says so and nothing runs.
     let agent = Agent::start(&hub, d, &fixed);
-    let mut s = hub.next_session().await;
+    let mut s = hub.next_link().await;
     let hello = hello_and_welcome(&mut s, &mut Vec::new()).await;
     assert_eq!(state(&hello.setup.unwrap()), (SetupState::Done, 3, 3));
     s.send(Down::Run(sh("free", "true"))).await;

@@ -28,7 +28,7 @@ pub fn main(file: &Path) {
         .with_ansi(false)
         .init();
     // Every simulated agent holds a socket.
-    docker_agent_hub::conn_limit::raise_fd_limit();
+    docker_agent_hub::api::limits::raise_fd_limit();
     let load: LoadFile =
         serde_json::from_slice(&std::fs::read(file).expect("read the load file")).expect("json");
     let (host, port) = parse_hub_url(&load.hub_url).expect("hub url");

@@ -50,7 +50,7 @@ async fn watch(
 }
 
 pub async fn submit(mut client: Client, args: TaskRunArgs) -> Result<ExitCode> {
-    let spec = docker_agent_hub::task_json::parse(&args.task).map_err(|e| anyhow!(e))?;
+    let spec = docker_agent_hub::task::json::parse(&args.task).map_err(|e| anyhow!(e))?;
     let task = client
         .submit_task(pb::SubmitTaskRequest {
             agent: args.name,

@@ -4,17 +4,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-
 mod files;
 
-use crate::agents::{container_name, secrets_volume_name, validate_name, volume_name};
+use crate::agent::names::{container_name, secrets_volume_name, validate_name, volume_name};
 use crate::core::Core;
 use crate::credentials;
 use crate::driver::{ContainerSpec, FileSpec, MountSpec, labels};
 use crate::error::{HubError, Result};
 use crate::image::{Progress, ProgressFn};
-use crate::lifecycle::{Connection, Lifecycle, LifecycleEvent};
+use crate::lifecycle::{Lifecycle, LifecycleEvent};
 use crate::profile::{DEFAULT_PROFILE, MountKind, Profile};
 use crate::store::{AgentRecord, NewAgent};
 
@@ -42,10 +40,6 @@ const AGENT_CAPS: &[&str] = &[
     "KILL",
     "NET_ADMIN",
 ];
-
-/// Lifecycle reasons of the setup phase start with this, which is how a setup failure is told apart
-/// from other start errors.
-pub const SETUP_REASON_PREFIX: &str = "setup ";
 
 /// What a create asks for.
 #[derive(Debug, Clone, Default)]
@@ -251,7 +245,10 @@ impl Core {
                     .await?)
             },
             async { Ok(self.driver.volume_exists(&record.volume).await?) },
-            crate::networks::ensure_agents_network(self.driver.as_ref(), &self.settings.network),
+            crate::agent::networks::ensure_agents_network(
+                self.driver.as_ref(),
+                &self.settings.network
+            ),
         )?;
         if image != record.image {
             return Err(HubError::Internal(format!(
@@ -563,90 +560,6 @@ impl Core {
             (labels::PROFILE.to_string(), record.profile.clone()),
             (labels::HUB.to_string(), self.settings.hub_id.clone()),
         ])
-    }
-
-    /// Waits for the agent to become ready, passing on its setup progress. The timeout covers dialling
-    /// back; once the agent is connected, its setup steps run for as long as they need (each can have
-    /// its own timeout). After `timeout` without a connection the agent is marked start_error.
-    pub(crate) async fn wait_ready(
-        &self,
-        agent_id: &str,
-        timeout: Duration,
-        progress: ProgressFn<'_>,
-    ) -> Result<AgentRecord> {
-        let mut events = self.bus.subscribe_events();
-        let mut deadline = tokio::time::Instant::now() + timeout;
-        let mut reported = String::new();
-        loop {
-            let agent = self
-                .store
-                .agent_by_id(agent_id)?
-                .ok_or_else(|| HubError::AgentNotFound(agent_id.to_string()))?;
-            match agent.lifecycle {
-                Lifecycle::Ready => return Ok(agent),
-                // The agent came up and said hello: the create worked. A stop or destroy that raced the
-                // end of this wait was someone's decision about a working agent, not a failure to undo.
-                Lifecycle::Stopping | Lifecycle::Stopped | Lifecycle::Destroyed
-                    if !agent.instance_id.is_empty()
-                        && (agent.lifecycle == Lifecycle::Destroyed
-                            || agent.lifecycle_reason == crate::agents::STOPPED_BY_USER) =>
-                {
-                    return Ok(agent);
-                }
-                Lifecycle::Stopped | Lifecycle::Destroyed => {
-                    return Err(HubError::FailedPrecondition(format!(
-                        "agent {:?} stopped before it was ready ({})",
-                        agent.name, agent.lifecycle_reason
-                    )));
-                }
-                Lifecycle::StartError
-                    if agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX) =>
-                {
-                    return Err(HubError::SetupFailed(format!(
-                        "agent {:?} failed its setup: {}",
-                        agent.name, agent.lifecycle_reason
-                    )));
-                }
-                Lifecycle::Starting
-                    if agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX)
-                        && agent.lifecycle_reason != reported =>
-                {
-                    reported = agent.lifecycle_reason.clone();
-                    progress(Progress::new("setup", reported.clone()));
-                }
-                _ => {}
-            }
-            // The timeout is for dialling back: it restarts whenever the agent is seen connected, and
-            // does not run while a connected agent works through its setup steps (each may have a
-            // timeout of its own). A setup whose agent loses its link is bounded again.
-            let connected = agent.connection == Connection::Connected;
-            if connected {
-                deadline = tokio::time::Instant::now() + timeout;
-            }
-            let next = if connected && agent.lifecycle_reason.starts_with(SETUP_REASON_PREFIX) {
-                Ok(events.recv().await)
-            } else {
-                tokio::time::timeout_at(deadline, events.recv()).await
-            };
-            match next {
-                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                Ok(Err(broadcast::error::RecvError::Closed)) => {
-                    return Err(HubError::Internal("event bus closed".into()));
-                }
-                Err(_) => {
-                    self.transition(
-                        agent_id,
-                        LifecycleEvent::ReadyTimeout,
-                        "the agent did not connect in time",
-                    )?;
-                    return Err(HubError::Timeout(format!(
-                        "agent {:?} did not connect within {}s",
-                        agent.name,
-                        timeout.as_secs()
-                    )));
-                }
-            }
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use prost::Message;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Result, Store, StoreError, now_ms};
-use crate::lifecycle::{Connection, Lifecycle};
+use crate::lifecycle::{Connection, Lifecycle, SetupPhase};
 
 /// What `create` knows before any Docker object exists.
 #[derive(Debug, Clone)]
@@ -58,11 +58,13 @@ pub struct AgentRecord {
     pub max_agent_output: u64,
     /// When `instance_id` first said hello (unix ms).
     pub instance_since: i64,
+    /// Whether the lifecycle state is the profile's setup's doing.
+    pub setup: SetupPhase,
 }
 
 const COLUMNS: &str = "id, name, profile, image, container_name, container_id, volume, token_hash, lifecycle, \
     lifecycle_reason, lifecycle_at, connection, connection_at, connected_since, created_at, last_heartbeat, \
-    health, system, agent_version, instance_id, cpus, memory_bytes, pids, env, max_task_output, max_agent_output, instance_since";
+    health, system, agent_version, instance_id, cpus, memory_bytes, pids, env, max_task_output, max_agent_output, instance_since, setup_phase";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<AgentRecord, StoreError>> {
     let lifecycle: String = row.get(8)?;
@@ -105,6 +107,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<AgentRecord, 
             max_task_output: row.get::<_, i64>(24)? as u64,
             max_agent_output: row.get::<_, i64>(25)? as u64,
             instance_since: row.get(26)?,
+            setup: SetupPhase::parse(&row.get::<_, String>(27)?),
         })
     })();
     Ok(parsed)
@@ -174,9 +177,21 @@ impl Store {
     }
 
     pub fn set_lifecycle(&self, id: &str, state: Lifecycle, reason: &str) -> Result<()> {
+        self.set_lifecycle_of(id, state, reason, SetupPhase::None)
+    }
+
+    /// `set_lifecycle`, recording whether the state is the setup's doing.
+    pub fn set_lifecycle_of(
+        &self,
+        id: &str,
+        state: Lifecycle,
+        reason: &str,
+        setup: SetupPhase,
+    ) -> Result<()> {
         self.conn().execute(
-            "UPDATE agents SET lifecycle = ?2, lifecycle_reason = ?3, lifecycle_at = ?4 WHERE id = ?1",
-            params![id, state.as_str(), reason, now_ms()],
+            "UPDATE agents SET lifecycle = ?2, lifecycle_reason = ?3, lifecycle_at = ?4, setup_phase = ?5 \
+             WHERE id = ?1",
+            params![id, state.as_str(), reason, now_ms(), setup.as_str()],
         )?;
         Ok(())
     }

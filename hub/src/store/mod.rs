@@ -3,11 +3,11 @@
 mod agents;
 mod checkpoint;
 mod events;
+mod logins;
 mod output;
 mod quota;
 mod schema;
 mod tasks;
-mod web_sessions;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,10 +16,10 @@ use rusqlite::Connection;
 
 pub use agents::{AgentRecord, NewAgent};
 pub use events::EventRecord;
+pub use logins::Login;
 pub use output::StoredChunk;
 pub use quota::{OutputCap, OutputLimits};
 pub use tasks::{NewTask, OutputAppend, TaskRecord, TaskState};
-pub use web_sessions::WebSession;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

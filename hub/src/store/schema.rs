@@ -87,6 +87,12 @@ ALTER TABLE agents ADD COLUMN instance_since INTEGER NOT NULL DEFAULT 0;
 -- Why stored output stopped before the task's end: '' (it did not), 'task', 'agent' or 'disk'.
 ALTER TABLE tasks ADD COLUMN output_dropped TEXT NOT NULL DEFAULT '';
 "#,
+    r#"
+-- "Session" means a terminal session only; a dashboard's cookie is a login.
+ALTER TABLE web_sessions RENAME TO logins;
+-- Whether the lifecycle state is the setup's doing: '' (no), 'running' or 'failed'.
+ALTER TABLE agents ADD COLUMN setup_phase TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

@@ -1,0 +1,227 @@
+//! The web terminal's WebSocket: a login shell on a PTY in the agent, like `docker-agent shell`.
+//! Binary frames carry keystrokes in and terminal output out; text frames carry control messages
+//! (`{"resize":[cols,rows]}` in, `{"exit":"…"}` out). Closing the page hangs the shell up (SIGHUP),
+//! as closing a terminal window does.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use docker_agent_proto::v1 as pb;
+use docker_agent_proto::v1::hub_message::Msg;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+
+use crate::api::http::HttpState;
+use crate::api::http::auth::WebUser;
+use crate::store::TaskRecord;
+use crate::task::WatchItem;
+
+/// The login shell `docker-agent shell` opens: bash where the image has it, sh otherwise.
+const LOGIN_SHELL: &str = "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi";
+const SIGHUP: i32 = 1;
+/// The largest message a browser may send (a big paste); keystrokes are bytes.
+const MAX_MESSAGE: usize = 1 << 20;
+/// Stdin goes to the agent in pieces of at most this, as the CLI sends it.
+const STDIN_PIECE: usize = 32 << 10;
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    csrf: Option<String>,
+    cols: Option<u32>,
+    rows: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Control {
+    resize: Option<(u32, u32)>,
+}
+
+/// Browsers send cookies with cross-site WebSocket handshakes under laxer cookie rules, and CSRF tokens
+/// cannot travel in headers here: so the page's origin must be this host, and the token rides in the URL.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
+        _ => false,
+    }
+}
+
+fn size(v: Option<u32>, default: u32) -> u32 {
+    v.filter(|n| (1..=1000).contains(n)).unwrap_or(default)
+}
+
+pub async fn ws(
+    user: WebUser,
+    headers: HeaderMap,
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Err(r) = user.check_csrf(q.csrf.as_deref()) {
+        return r.into_response();
+    }
+    if !same_origin(&headers) {
+        tracing::warn!(agent = %name, "refused a terminal from another origin");
+        return (
+            StatusCode::FORBIDDEN,
+            "the terminal must be opened from this hub's dashboard",
+        )
+            .into_response();
+    }
+    let agent = match state.core.agent(&name) {
+        Ok(a) => a,
+        Err(e) => return (StatusCode::NOT_FOUND, e.public().1).into_response(),
+    };
+    let spec = pb::TaskSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()],
+        stdin: true,
+        kind: "exec".into(),
+        pty: Some(pb::PtySize {
+            cols: size(q.cols, 80),
+            rows: size(q.rows, 24),
+        }),
+        env: HashMap::new(),
+        ..Default::default()
+    };
+    let task = match state.core.submit_task(&agent, spec).await {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::CONFLICT, e.public().1).into_response(),
+    };
+    tracing::info!(agent = %name, task = %task.id, "web terminal opened");
+    // Attached from here, so a handshake that never completes still leaves a session the idle
+    // timeout ends, not a shell nobody can reach.
+    let attached = state.core.attach_session(&task.id);
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let _attached = attached;
+            let mut shutdown = state.shutdown.clone();
+            tokio::select! {
+                () = bridge(state, task, socket) => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        })
+}
+
+async fn bridge(state: HttpState, task: TaskRecord, socket: WebSocket) {
+    let core = state.core.clone();
+    let (mut sink, mut source) = socket.split();
+    let task_id = task.id.clone();
+
+    let (wtx, mut wrx) = tokio::sync::mpsc::channel(64);
+    let watcher_core = core.clone();
+    let watched = task_id.clone();
+    tokio::spawn(async move { watcher_core.watch_task(&watched, true, wtx).await });
+    let output = async {
+        while let Some(item) = wrx.recv().await {
+            match item {
+                WatchItem::Output(chunk) => {
+                    if sink.send(Message::Binary(chunk.data)).await.is_err() {
+                        return;
+                    }
+                }
+                WatchItem::Done(task) => {
+                    let text = match task.result.and_then(|r| r.outcome) {
+                        Some(pb::task_result::Outcome::ExitCode(c)) => format!("exit code {c}"),
+                        Some(pb::task_result::Outcome::Signal(s)) => {
+                            format!("killed by signal {s}")
+                        }
+                        Some(pb::task_result::Outcome::Error(e)) => e,
+                        None => task.error,
+                    };
+                    let _ = sink
+                        .send(Message::Text(
+                            serde_json::json!({ "exit": text }).to_string().into(),
+                        ))
+                        .await;
+                    let _ = sink.close().await;
+                    return;
+                }
+            }
+        }
+    };
+    let input = async {
+        while let Some(Ok(message)) = source.next().await {
+            let msg = match message {
+                Message::Binary(data) => {
+                    for piece in data.chunks(STDIN_PIECE) {
+                        let msg = Msg::Stdin(pb::StdinData {
+                            task_id: task_id.clone(),
+                            data: data.slice_ref(piece),
+                        });
+                        if !core.send_for_task(&task_id, msg).await {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Message::Text(text) => match serde_json::from_str::<Control>(&text) {
+                    Ok(Control {
+                        resize: Some((cols, rows)),
+                    }) => Msg::Resize(pb::ResizePty {
+                        task_id: task_id.clone(),
+                        size: Some(pb::PtySize {
+                            cols: size(Some(cols), 80),
+                            rows: size(Some(rows), 24),
+                        }),
+                    }),
+                    _ => continue,
+                },
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if !core.send_for_task(&task_id, msg).await {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = output => {}
+        () = input => {}
+    }
+    // The page went away (or the shell ended): hang up a shell that is still running.
+    if core.task(&task_id).is_ok_and(|t| !t.state.is_terminal()) {
+        let hangup = Msg::Signal(pb::SignalTask {
+            task_id: task_id.clone(),
+            signal: SIGHUP,
+        });
+        let core = core.clone();
+        tokio::spawn(async move { core.send_for_task(&task_id, hangup).await });
+    }
+    tracing::info!(task = %task.id, "web terminal closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn only_this_hosts_pages_may_open_a_terminal() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7080"));
+        assert!(!same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:7080"),
+        );
+        assert!(same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        assert!(!same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:7080.evil.example"),
+        );
+        assert!(!same_origin(&h));
+    }
+}

@@ -1,0 +1,13 @@
+//! Tasks: the checks a task passes (`spec`), the JSON task forms (`json`), storing and dispatching them
+//! (`dispatch`), watching their output (`watch`), and terminal sessions (`sessions`: PTY tasks and who
+//! is attached to them).
+
+pub mod dispatch;
+pub mod json;
+pub mod sessions;
+pub mod spec;
+pub mod watch;
+
+pub use dispatch::NEVER_STARTED;
+pub use spec::{MAX_SPEC_BYTES, normalise_spec};
+pub use watch::WatchItem;
