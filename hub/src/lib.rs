@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod datadir;
 pub mod driver;
 pub mod error;
+pub mod exec;
 pub mod image;
 pub mod lifecycle;
 pub mod metrics;

@@ -8,6 +8,21 @@ use crate::error::Result;
 use crate::store::{StoredChunk, TaskRecord};
 
 impl Core {
+    /// The newest `limit` tasks, of one agent or of all.
+    pub fn tasks(&self, agent_id: Option<&str>, limit: u32) -> Result<Vec<TaskRecord>> {
+        Ok(self.store.list_tasks(agent_id, limit)?)
+    }
+
+    /// A task's stored output after `after_seq`, in arrival order (a page's worth: up to 100,000 chunks).
+    pub fn output_after(&self, task_id: &str, after_seq: i64) -> Result<Vec<StoredChunk>> {
+        Ok(self.store.output_after(task_id, after_seq, 100_000)?)
+    }
+
+    /// Where to watch a task from to see (about) the last `keep` bytes of its output.
+    pub fn output_tail_seq(&self, task_id: &str, keep: u64) -> Result<i64> {
+        Ok(self.store.output_tail_seq(task_id, keep)?)
+    }
+
     /// Streams a task's output into `tx`: everything stored, then (when `follow`) live output until the
     /// task ends, then the final record. Returns when done or when the receiver is gone.
     pub async fn watch_task(

@@ -46,7 +46,7 @@ pub fn serve(
         sockets.serve(acceptor.clone(), guard.clone(), conns.clone());
         // Only agents whose containers mount a socket directory: ones made before per-agent sockets,
         // or with `--agent-socket=false`, use the port.
-        for agent in core.store.list_agents()? {
+        for agent in core.agents()? {
             if agent.lifecycle == Lifecycle::Destroyed || !sockets.dir(&agent.id).is_dir() {
                 continue;
             }

@@ -53,9 +53,7 @@ impl AgentSvc {
             .ok_or_else(refused)?;
         let agent = self
             .core
-            .store
-            .agent_by_id(id)
-            .map_err(|e| Status::from(crate::error::HubError::from(e)))?
+            .agent_by_id(id)?
             .filter(|a| a.lifecycle != Lifecycle::Destroyed);
         match agent {
             Some(agent) if credentials::token_matches(token, &agent.token_hash) => Ok(agent),

@@ -20,8 +20,9 @@ use crate::core::Core;
 use crate::create::CreateRequest;
 use crate::credentials;
 use crate::error::HubError;
+use crate::exec::{ExecEvent, ExecInput, ExecStart, Leave};
 use crate::image::Progress;
-use crate::store::{TaskRecord, TaskState};
+use crate::store::TaskRecord;
 use crate::task::WatchItem;
 
 /// Checks the admin bearer token in constant time.
@@ -59,71 +60,19 @@ pub struct ControlSvc {
 
 impl ControlSvc {
     /// A running terminal task of `agent`, which another client may attach to.
-    fn attachable(
-        &self,
-        agent: &crate::store::AgentRecord,
-        task_id: &str,
-    ) -> Result<TaskRecord, Status> {
-        let task = self.core.task(task_id)?;
-        if task.agent_id != agent.id {
-            return Err(HubError::TaskNotFound(task_id.to_string()).into());
-        }
-        if task.spec.pty.is_none() {
-            return Err(Status::failed_precondition(format!(
-                "task {task_id} is not a terminal session (start one with `docker-agent shell`)"
-            )));
-        }
-        if task.state.is_terminal() {
-            return Err(Status::failed_precondition(format!(
-                "session {task_id} has ended"
-            )));
-        }
-        Ok(task)
-    }
-
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
     }
 
     fn agent_message(&self, record: crate::store::AgentRecord) -> Result<pb::Agent, HubError> {
-        let running = self
-            .core
-            .store
-            .open_task_counts()?
-            .get(&record.id)
-            .copied()
-            .unwrap_or(0);
-        Ok(convert::agent(record, running))
+        let e = self.core.fleet_entry(record)?;
+        Ok(convert::agent(e.agent, e.running_tasks))
     }
 
     fn task_message(&self, task: TaskRecord) -> Result<pb::Task, HubError> {
-        let name = self
-            .core
-            .store
-            .agent_by_id(&task.agent_id)?
-            .map(|a| a.name)
-            .unwrap_or_default();
+        let name = self.core.agent_name(&task.agent_id)?;
         Ok(convert::task(task, &name))
     }
-}
-
-/// What an attach replays of a session's output by default.
-const SCROLLBACK: u64 = 64 * 1024;
-
-/// The part of a stored chunk at or after `from` (a terminal task has only stdout).
-fn scrollback(
-    mut chunk: crate::store::StoredChunk,
-    from: u64,
-) -> Option<crate::store::StoredChunk> {
-    let end = chunk.offset + chunk.data.len() as u64;
-    if end <= from {
-        return None;
-    }
-    if chunk.offset < from {
-        chunk.data = chunk.data.slice((from - chunk.offset) as usize..);
-        chunk.offset = from;
-    }
-    Some(chunk)
 }
 
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -251,17 +200,11 @@ impl ControlService for ControlSvc {
         &self,
         _: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let counts = self.core.store.open_task_counts().map_err(HubError::from)?;
         let agents = self
             .core
-            .store
-            .list_agents()
-            .map_err(HubError::from)?
+            .fleet()?
             .into_iter()
-            .map(|a| {
-                let running = counts.get(&a.id).copied().unwrap_or(0);
-                convert::agent(a, running)
-            })
+            .map(|e| convert::agent(e.agent, e.running_tasks))
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
@@ -283,111 +226,63 @@ impl ControlService for ControlSvc {
                 ));
             }
         };
-        let agent = self.core.agent(&start.agent)?;
-        let (task, replay_from) = if start.attach.is_empty() {
-            let task = self
-                .core
-                .submit_task(&agent, required(start.spec, "task spec")?)
-                .await?;
-            (task, 0)
+        let how = if start.attach.is_empty() {
+            ExecStart::Run(required(start.spec, "task spec")?)
         } else {
-            let task = self.attachable(&agent, &start.attach)?;
-            let replay = if start.replay_bytes > 0 {
-                start.replay_bytes
-            } else {
-                SCROLLBACK
-            };
-            let from = task.stdout_len.saturating_sub(replay);
-            (task, from)
+            ExecStart::Attach {
+                task_id: start.attach,
+                replay_bytes: start.replay_bytes,
+            }
         };
+        let mut exec = self.core.open_exec(&start.agent, how).await?;
         let (tx, rx) = mpsc::channel(256);
         tx.send(Ok(pb::ExecEvent {
             event: Some(pb::exec_event::Event::Task(
-                self.task_message(task.clone())?,
+                self.task_message(exec.task.clone())?,
             )),
         }))
         .await
         .map_err(|_| Status::cancelled("client went away"))?;
 
-        // Client input → agent, each message after the task itself. When the client goes away, the task
-        // carries on.
-        let core = self.core.clone();
-        let task_id = task.id.clone();
+        let inputs = exec.inputs();
         tokio::spawn(async move {
             while let Some(Ok(req)) = inbound.next().await {
-                let msg = match req.msg {
-                    Some(ExecMsg::Stdin(data)) => Msg::Stdin(pb::StdinData {
-                        task_id: task_id.clone(),
-                        data,
-                    }),
-                    Some(ExecMsg::CloseStdin(_)) => Msg::CloseStdin(pb::CloseStdin {
-                        task_id: task_id.clone(),
-                    }),
-                    Some(ExecMsg::Signal(signal)) => Msg::Signal(pb::SignalTask {
-                        task_id: task_id.clone(),
-                        signal,
-                    }),
-                    Some(ExecMsg::Resize(size)) => Msg::Resize(pb::ResizePty {
-                        task_id: task_id.clone(),
-                        size: Some(size),
-                    }),
+                let input = match req.msg {
+                    Some(ExecMsg::Stdin(data)) => ExecInput::Stdin(data),
+                    Some(ExecMsg::CloseStdin(_)) => ExecInput::CloseStdin,
+                    Some(ExecMsg::Signal(signal)) => ExecInput::Signal(signal),
+                    Some(ExecMsg::Resize(size)) => ExecInput::Resize(size),
                     Some(ExecMsg::Start(_)) | None => continue,
                 };
-                // Ctrl-C on a task still waiting for its agent cancels it: nothing has run yet.
-                let queued = core
-                    .store
-                    .task(&task_id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|t| t.state == TaskState::Queued);
-                if matches!(msg, Msg::Signal(_)) && queued {
-                    if let Err(e) = core.cancel_task(&task_id).await {
-                        tracing::error!(task = %task_id, error = %e, "failed to cancel a queued task");
-                    }
-                    continue;
-                }
-                if !core.send_for_task(&task_id, msg).await {
+                if !inputs.send(input).await {
                     break;
                 }
             }
         });
-
-        // Stored and live output → client, then the final task. A terminal session counts this client
-        // as attached until it goes.
         let svc = self.clone();
-        let attached = task
-            .spec
-            .pty
-            .is_some()
-            .then(|| self.core.attach_session(&task.id));
-        let task_id = task.id;
         tokio::spawn(async move {
-            let _attached = attached;
-            let (wtx, mut wrx) = mpsc::channel(64);
-            let core = svc.core.clone();
-            let id = task_id.clone();
-            let watcher = tokio::spawn(async move { core.watch_task(&id, true, wtx).await });
+            let task_id = exec.task.id.clone();
             loop {
-                // A client that goes away while the task is quiet must be noticed too: it detaches.
-                let item = tokio::select! {
-                    item = wrx.recv() => item,
+                let event = tokio::select! {
+                    event = exec.events.recv() => event,
                     () = tx.closed() => break,
                 };
-                let Some(item) = item else { break };
-                let event = match item {
-                    WatchItem::Output(chunk) => match scrollback(chunk, replay_from) {
-                        Some(chunk) => {
-                            pb::exec_event::Event::Output(convert::chunk(&task_id, chunk))
-                        }
-                        None => continue,
-                    },
-                    WatchItem::Done(task) => match svc.task_message(*task) {
+                let event = match event {
+                    None => break,
+                    Some(Ok(ExecEvent::Output(chunk))) => {
+                        pb::exec_event::Event::Output(convert::chunk(&task_id, chunk))
+                    }
+                    Some(Ok(ExecEvent::Done(task))) => match svc.task_message(*task) {
                         Ok(t) => pb::exec_event::Event::Task(t),
                         Err(e) => {
                             let _ = tx.send(Err(Status::from(e))).await;
                             break;
                         }
                     },
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        break;
+                    }
                 };
                 if tx
                     .send(Ok(pb::ExecEvent { event: Some(event) }))
@@ -397,10 +292,8 @@ impl ControlService for ControlSvc {
                     break;
                 }
             }
-            drop(wrx);
-            if let Ok(Err(e)) = watcher.await {
-                let _ = tx.send(Err(Status::from(e))).await;
-            }
+            // A CLI that goes away leaves its task running (Ctrl-C is a signal, sent as input).
+            exec.leave(Leave::Detach);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -443,9 +336,7 @@ impl ControlService for ControlSvc {
         };
         let tasks = self
             .core
-            .store
-            .list_tasks(agent_id.as_deref(), limit)
-            .map_err(HubError::from)?
+            .tasks(agent_id.as_deref(), limit)?
             .into_iter()
             .map(|t| self.task_message(t))
             .collect::<Result<_, _>>()?;

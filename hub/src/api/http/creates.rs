@@ -77,7 +77,7 @@ impl Creates {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(req.name.clone());
-        if !claimed || matches!(core.store.agent_by_name(&req.name), Ok(Some(_))) {
+        if !claimed || matches!(core.find_agent(&req.name), Ok(Some(_))) {
             if claimed {
                 self.release(&req.name);
             }
@@ -157,10 +157,10 @@ impl Creates {
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            match core.store.agent_by_name(name) {
+            match core.find_agent(name) {
                 Ok(Some(record)) => return Settled::Exists(record),
                 Ok(None) => {}
-                Err(e) => return Settled::Failed(e.into()),
+                Err(e) => return Settled::Failed(e),
             }
             // Progress or the outcome wakes us; the timer covers the stretch before the first line.
             tokio::select! {

@@ -29,7 +29,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     let mut failures = Vec::new();
-    if let Err(e) = state.core.store.ping() {
+    if let Err(e) = state.core.store_answers() {
         tracing::error!(error = %e, "readyz: the store does not answer");
         failures.push("store: not answering");
     }
@@ -55,8 +55,8 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    let agents = match state.core.store.list_agents() {
-        Ok(agents) => agents,
+    let agents = match state.core.fleet() {
+        Ok(fleet) => fleet,
         Err(e) => {
             tracing::error!(error = %e, "metrics: cannot read the agents");
             return (
@@ -68,7 +68,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     };
     let states = agents
         .into_iter()
-        .map(|a| a.lifecycle)
+        .map(|e| e.agent.lifecycle)
         .filter(|l| *l != Lifecycle::Destroyed);
     let text = crate::metrics::metrics().render(states, state.core.registry.connected_count());
     (

@@ -22,11 +22,8 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The agent as the API shows it, with its task counts.
 pub(super) fn agent_json(state: &HttpState, record: AgentRecord) -> ApiResult<Agent> {
-    let running = state.core.store.open_task_counts()?;
-    let failed = state.core.store.failed_task_counts()?;
-    let r = running.get(&record.id).copied().unwrap_or(0);
-    let f = failed.get(&record.id).copied().unwrap_or(0);
-    Ok(Agent::from_record(record, r, f))
+    let e = state.core.fleet_entry(record)?;
+    Ok(Agent::from_record(e.agent, e.running_tasks, e.failed_tasks))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -49,25 +46,18 @@ pub async fn list(
     State(state): State<HttpState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Agent>>> {
-    let running = state.core.store.open_task_counts()?;
-    let failed = state.core.store.failed_task_counts()?;
     let agents = state
         .core
-        .store
-        .list_agents()?
+        .fleet()?
         .into_iter()
-        .filter(|a| q.all || a.lifecycle != crate::lifecycle::Lifecycle::Destroyed)
-        .filter(|a| {
+        .filter(|e| q.all || e.agent.lifecycle != crate::lifecycle::Lifecycle::Destroyed)
+        .filter(|e| {
             q.lifecycle
                 .as_deref()
-                .is_none_or(|l| a.lifecycle.as_str() == l)
+                .is_none_or(|l| e.agent.lifecycle.as_str() == l)
         })
-        .filter(|a| q.profile.as_deref().is_none_or(|p| a.profile == p))
-        .map(|a| {
-            let r = running.get(&a.id).copied().unwrap_or(0);
-            let f = failed.get(&a.id).copied().unwrap_or(0);
-            Agent::from_record(a, r, f)
-        })
+        .filter(|e| q.profile.as_deref().is_none_or(|p| e.agent.profile == p))
+        .map(|e| Agent::from_record(e.agent, e.running_tasks, e.failed_tasks))
         .collect();
     Ok(Json(agents))
 }
@@ -226,7 +216,7 @@ pub async fn history(
 ) -> ApiResult<Json<Vec<Event>>> {
     let agent = state.core.agent(&name)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let events = state.core.store.recent_events(Some(&agent.name), limit)?;
+    let events = state.core.events(Some(&agent.name), limit)?;
     Ok(Json(events.into_iter().map(Event::from).collect()))
 }
 

@@ -22,12 +22,7 @@ use crate::task::WatchItem;
 type ApiResult<T> = Result<T, ApiError>;
 
 pub(crate) fn task_json(state: &HttpState, task: TaskRecord) -> ApiResult<Task> {
-    let agent = state
-        .core
-        .store
-        .agent_by_id(&task.agent_id)?
-        .map(|a| a.name)
-        .unwrap_or_default();
+    let agent = state.core.agent_name(&task.agent_id)?;
     Ok(Task::from_record(task, &agent))
 }
 
@@ -71,8 +66,7 @@ pub async fn list_for_agent(
     let limit = q.limit.unwrap_or(50).clamp(1, 10_000);
     let tasks = state
         .core
-        .store
-        .list_tasks(Some(&agent.id), limit)?
+        .tasks(Some(&agent.id), limit)?
         .into_iter()
         .map(|t| Task::from_record(t, &agent.name))
         .collect();

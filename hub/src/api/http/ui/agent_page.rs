@@ -150,7 +150,7 @@ pub async fn agent(
         "/ui/live?agent={}",
         crate::api::http::auth::urlencode(&name)
     ));
-    let record = match state.core.store.agent_by_name(&name) {
+    let record = match state.core.find_agent(&name) {
         Ok(Some(a)) if a.lifecycle != Lifecycle::Destroyed => a,
         Ok(_) => {
             return match state.creates.status(&name) {
@@ -177,11 +177,7 @@ pub async fn agent(
             );
         }
     };
-    let tasks = state
-        .core
-        .store
-        .list_tasks(Some(&record.id), 20)
-        .unwrap_or_default();
+    let tasks = state.core.tasks(Some(&record.id), 20).unwrap_or_default();
     let samples = state.core.health.samples(&record.id);
     let container = record
         .container_id

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::view::{self, Badge};
+use crate::agent::fleet::FleetEntry;
 use crate::api::http::HttpState;
 use crate::api::http::auth::WebUser;
 use crate::lifecycle::{Connection, Lifecycle};
@@ -183,15 +184,8 @@ pub async fn fleet(
     Query(q): Query<FleetQuery>,
 ) -> Response {
     let page = Page::new(&headers, &user, "Fleet", "fleet").live("/ui/live");
-    let loaded = (|| {
-        Ok::<_, crate::store::StoreError>((
-            state.core.store.list_agents()?,
-            state.core.store.open_task_counts()?,
-            state.core.store.failed_task_counts()?,
-        ))
-    })();
-    let (agents, running, failed) = match loaded {
-        Ok(v) => v,
+    let fleet = match state.core.fleet() {
+        Ok(fleet) => fleet,
         Err(e) => {
             tracing::error!(error = %e, "dashboard: cannot read the fleet");
             return error_page(
@@ -201,30 +195,24 @@ pub async fn fleet(
             );
         }
     };
-    let live: Vec<&AgentRecord> = agents
+    let live: Vec<&FleetEntry> = fleet
         .iter()
-        .filter(|a| a.lifecycle != Lifecycle::Destroyed)
+        .filter(|e| e.agent.lifecycle != Lifecycle::Destroyed)
         .collect();
     let want_state = q.state.filter(|s| !s.is_empty());
     let want_profile = q.profile.filter(|s| !s.is_empty());
-    let mut profiles: Vec<String> = live.iter().map(|a| a.profile.clone()).collect();
+    let mut profiles: Vec<String> = live.iter().map(|e| e.agent.profile.clone()).collect();
     profiles.sort();
     profiles.dedup();
     let rows: Vec<AgentRow> = live
         .iter()
-        .filter(|a| {
+        .filter(|e| {
             want_state
                 .as_deref()
-                .is_none_or(|s| a.lifecycle.as_str() == s)
+                .is_none_or(|s| e.agent.lifecycle.as_str() == s)
         })
-        .filter(|a| want_profile.as_deref().is_none_or(|p| a.profile == p))
-        .map(|a| {
-            row(
-                a,
-                running.get(&a.id).copied().unwrap_or(0),
-                failed.get(&a.id).copied().unwrap_or(0),
-            )
-        })
+        .filter(|e| want_profile.as_deref().is_none_or(|p| e.agent.profile == p))
+        .map(|e| row(&e.agent, e.running_tasks, e.failed_tasks))
         .collect();
     FleetPage {
         page,
@@ -232,11 +220,11 @@ pub async fn fleet(
         total: live.len(),
         ready: live
             .iter()
-            .filter(|a| a.lifecycle == Lifecycle::Ready)
+            .filter(|a| a.agent.lifecycle == Lifecycle::Ready)
             .count(),
         connected: live
             .iter()
-            .filter(|a| a.connection == Connection::Connected)
+            .filter(|a| a.agent.connection == Connection::Connected)
             .count(),
         filtered: want_state.is_some() || want_profile.is_some(),
         states: STATES
@@ -342,7 +330,7 @@ pub async fn events(
         None => "/ui/live".into(),
     };
     let page = Page::new(&headers, &user, "Events", "events").live(live);
-    let events = match state.core.store.recent_events(filter, 200) {
+    let events = match state.core.events(filter, 200) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "dashboard: cannot read events");

@@ -148,24 +148,9 @@ pub async fn task(
             return error_page(page, StatusCode::NOT_FOUND, message);
         }
     };
-    let agent = state
-        .core
-        .store
-        .agent_by_id(&t.agent_id)
-        .ok()
-        .flatten()
-        .map(|a| a.name)
-        .unwrap_or_default();
-    let from = state
-        .core
-        .store
-        .output_tail_seq(&t.id, SHOWN_OUTPUT)
-        .unwrap_or(0);
-    let stored = state
-        .core
-        .store
-        .output_after(&t.id, from, 100_000)
-        .unwrap_or_default();
+    let agent = state.core.agent_name(&t.agent_id).unwrap_or_default();
+    let from = state.core.output_tail_seq(&t.id, SHOWN_OUTPUT).unwrap_or(0);
+    let stored = state.core.output_after(&t.id, from).unwrap_or_default();
     let shown: u64 = stored.iter().map(|c| c.data.len() as u64).sum();
     let last_seq = stored.last().map_or(from, |c| c.seq);
     let (failed, outcome_text, _) = outcome(&t);

@@ -10,22 +10,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use docker_agent_proto::v1 as pb;
-use docker_agent_proto::v1::hub_message::Msg;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use crate::api::http::HttpState;
 use crate::api::http::auth::WebUser;
-use crate::store::TaskRecord;
-use crate::task::WatchItem;
+use crate::exec::{Exec, ExecEvent, ExecInput, ExecStart, Leave};
 
 /// The login shell `docker-agent shell` opens: bash where the image has it, sh otherwise.
 const LOGIN_SHELL: &str = "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi";
-const SIGHUP: i32 = 1;
 /// The largest message a browser may send (a big paste); keystrokes are bytes.
 const MAX_MESSAGE: usize = 1 << 20;
-/// Stdin goes to the agent in pieces of at most this, as the CLI sends it.
-const STDIN_PIECE: usize = 32 << 10;
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -75,10 +70,6 @@ pub async fn ws(
         )
             .into_response();
     }
-    let agent = match state.core.agent(&name) {
-        Ok(a) => a,
-        Err(e) => return (StatusCode::NOT_FOUND, e.public().1).into_response(),
-    };
     let spec = pb::TaskSpec {
         argv: vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()],
         stdin: true,
@@ -90,44 +81,41 @@ pub async fn ws(
         env: HashMap::new(),
         ..Default::default()
     };
-    let task = match state.core.submit_task(&agent, spec).await {
-        Ok(t) => t,
-        Err(e) => return (StatusCode::CONFLICT, e.public().1).into_response(),
-    };
-    tracing::info!(agent = %name, task = %task.id, "web terminal opened");
     // Attached from here, so a handshake that never completes still leaves a session the idle
     // timeout ends, not a shell nobody can reach.
-    let attached = state.core.attach_session(&task.id);
+    let exec = match state.core.open_exec(&name, ExecStart::Run(spec)).await {
+        Ok(exec) => exec,
+        Err(e @ crate::error::HubError::AgentNotFound(_)) => {
+            return (StatusCode::NOT_FOUND, e.public().1).into_response();
+        }
+        Err(e) => return (StatusCode::CONFLICT, e.public().1).into_response(),
+    };
+    tracing::info!(agent = %name, task = %exec.task.id, "web terminal opened");
     upgrade
         .max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
-            let _attached = attached;
             let mut shutdown = state.shutdown.clone();
             tokio::select! {
-                () = bridge(state, task, socket) => {}
+                () = bridge(exec, socket) => {}
                 _ = shutdown.wait_for(|stop| *stop) => {}
             }
         })
 }
 
-async fn bridge(state: HttpState, task: TaskRecord, socket: WebSocket) {
-    let core = state.core.clone();
+/// Terminal output to the page, keystrokes and resizes to the task; closing the page hangs the shell up.
+async fn bridge(mut exec: Exec, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
-    let task_id = task.id.clone();
-
-    let (wtx, mut wrx) = tokio::sync::mpsc::channel(64);
-    let watcher_core = core.clone();
-    let watched = task_id.clone();
-    tokio::spawn(async move { watcher_core.watch_task(&watched, true, wtx).await });
+    let task_id = exec.task.id.clone();
+    let inputs = exec.inputs();
     let output = async {
-        while let Some(item) = wrx.recv().await {
-            match item {
-                WatchItem::Output(chunk) => {
+        while let Some(Ok(event)) = exec.events.recv().await {
+            match event {
+                ExecEvent::Output(chunk) => {
                     if sink.send(Message::Binary(chunk.data)).await.is_err() {
                         return;
                     }
                 }
-                WatchItem::Done(task) => {
+                ExecEvent::Done(task) => {
                     let text = match task.result.and_then(|r| r.outcome) {
                         Some(pb::task_result::Outcome::ExitCode(c)) => format!("exit code {c}"),
                         Some(pb::task_result::Outcome::Signal(s)) => {
@@ -149,35 +137,21 @@ async fn bridge(state: HttpState, task: TaskRecord, socket: WebSocket) {
     };
     let input = async {
         while let Some(Ok(message)) = source.next().await {
-            let msg = match message {
-                Message::Binary(data) => {
-                    for piece in data.chunks(STDIN_PIECE) {
-                        let msg = Msg::Stdin(pb::StdinData {
-                            task_id: task_id.clone(),
-                            data: data.slice_ref(piece),
-                        });
-                        if !core.send_for_task(&task_id, msg).await {
-                            return;
-                        }
-                    }
-                    continue;
-                }
+            let input = match message {
+                Message::Binary(data) => ExecInput::Stdin(data),
                 Message::Text(text) => match serde_json::from_str::<Control>(&text) {
                     Ok(Control {
                         resize: Some((cols, rows)),
-                    }) => Msg::Resize(pb::ResizePty {
-                        task_id: task_id.clone(),
-                        size: Some(pb::PtySize {
-                            cols: size(Some(cols), 80),
-                            rows: size(Some(rows), 24),
-                        }),
+                    }) => ExecInput::Resize(pb::PtySize {
+                        cols: size(Some(cols), 80),
+                        rows: size(Some(rows), 24),
                     }),
                     _ => continue,
                 },
                 Message::Close(_) => return,
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
-            if !core.send_for_task(&task_id, msg).await {
+            if !inputs.send(input).await {
                 return;
             }
         }
@@ -187,15 +161,8 @@ async fn bridge(state: HttpState, task: TaskRecord, socket: WebSocket) {
         () = input => {}
     }
     // The page went away (or the shell ended): hang up a shell that is still running.
-    if core.task(&task_id).is_ok_and(|t| !t.state.is_terminal()) {
-        let hangup = Msg::Signal(pb::SignalTask {
-            task_id: task_id.clone(),
-            signal: SIGHUP,
-        });
-        let core = core.clone();
-        tokio::spawn(async move { core.send_for_task(&task_id, hangup).await });
-    }
-    tracing::info!(task = %task.id, "web terminal closed");
+    exec.leave(Leave::HangUp);
+    tracing::info!(task = %task_id, "web terminal closed");
 }
 
 #[cfg(test)]
