@@ -69,15 +69,6 @@ pub fn ago(at_ms: i64) -> String {
     }
 }
 
-/// An RFC 3339 UTC timestamp, or empty for zero.
-pub fn timestamp(at_ms: i64) -> String {
-    if at_ms <= 0 {
-        return String::new();
-    }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms as u64);
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +94,5 @@ mod tests {
         assert_eq!(span(120_000), "2m");
         assert_eq!(span(3 * 3_600_000), "3h");
         assert_eq!(ago(0), "-");
-        assert_eq!(timestamp(1_000), "1970-01-01T00:00:01.000Z");
     }
 }

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use crate::args::{JsonArg, LogsArgs, ProfilesCommand, SnapshotArgs, SnapshotsCommand};
 use crate::client::{Client, status_error};
 use crate::output::{ago, bytes, table};
+use crate::views::ProfileView;
 
 /// Lists profiles; broken profile files are reported after the list and make the exit code 1, as
 /// kubectl does with partial results.
@@ -24,11 +25,7 @@ pub async fn profiles(mut client: Client, command: ProfilesCommand) -> Result<Ex
         .map_err(status_error)?
         .into_inner();
     if json.json {
-        let list: Vec<_> = response
-            .profiles
-            .iter()
-            .map(|p| serde_json::json!({"name": p.name, "description": p.description, "source": p.source}))
-            .collect();
+        let list: Vec<ProfileView> = response.profiles.iter().map(ProfileView::from).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         let rows: Vec<Vec<String>> = response

@@ -124,7 +124,7 @@ async fn get(mut client: Client, id: String, json: bool) -> Result<ExitCode> {
             humantime::format_duration(std::time::Duration::from_millis(ms))
         );
     }
-    println!("Created:  {}", view.created);
+    println!("Created:  {}", view.created_at.unwrap_or_default());
     println!("--- stdout ({} bytes)", view.stdout_bytes);
     print!("{}", view.stdout.unwrap_or_default());
     println!("--- stderr ({} bytes)", view.stderr_bytes);
@@ -271,7 +271,7 @@ pub async fn sessions(mut client: Client, args: crate::args::StatusArgs) -> Resu
             vec![
                 view.id.clone(),
                 view.state.clone(),
-                view.created.clone(),
+                view.created_at.clone().unwrap_or_default(),
                 view.argv.join(" "),
             ]
         })

@@ -334,3 +334,63 @@ async fn agents_tasks_output_and_events_over_http() {
     }
     hub.assert_nothing_left().await;
 }
+
+/// Field names of a JSON object, nested ones as `outer.inner`.
+fn shape(value: &serde_json::Value) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(object) = value.as_object() {
+        for (key, inner) in object {
+            names.push(key.clone());
+            names.extend(shape(inner).into_iter().map(|n| format!("{key}.{n}")));
+        }
+    }
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_outputs_and_the_rest_api_describe_agents_tasks_and_profiles_alike() {
+    let hub = Hub::builder().start().await;
+    let api = Api::new(&hub);
+    let name = hub.name("shape");
+    hub.create(&name).await;
+    let task = hub
+        .cli(&[
+            "task",
+            &name,
+            r#"{"type":"exec","command":"true"}"#,
+            "--detach",
+        ])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+    hub.cli(&["task", "logs", &task, "--follow"]).await.ok();
+
+    let cli_agent = hub.cli(&["status", &name, "--json"]).await.json();
+    let (_, rest_agent) = api.get(&format!("/api/v1/agents/{name}")).await;
+    assert_eq!(shape(&cli_agent), shape(&rest_agent));
+    for field in [
+        "name",
+        "id",
+        "profile",
+        "image",
+        "volume",
+        "created_at",
+        "lifecycle",
+    ] {
+        assert_eq!(cli_agent[field], rest_agent[field], "{field}");
+    }
+    let mut cli_task = hub.cli(&["task", "get", &task, "--json"]).await.json();
+    // `task get` adds the output itself, which the API serves on its own endpoint.
+    for field in ["stdout", "stderr"] {
+        assert!(cli_task.as_object_mut().unwrap().remove(field).is_some());
+    }
+    let (_, rest_task) = api.get(&format!("/api/v1/tasks/{task}")).await;
+    assert_eq!(shape(&cli_task), shape(&rest_task));
+    assert_eq!(cli_task, rest_task);
+    let cli_profiles = hub.cli(&["profiles", "--json"]).await.json();
+    let (_, rest_profiles) = api.get("/api/v1/profiles").await;
+    assert_eq!(cli_profiles, rest_profiles["profiles"]);
+    hub.cli(&["destroy", &name, "--purge"]).await.ok();
+}

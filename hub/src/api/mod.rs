@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod control;
 pub mod http;
+pub mod json;
 pub mod limits;
 pub mod operator;
 

@@ -8,15 +8,8 @@ use super::service::{BoxStream, ControlSvc};
 use crate::agent::snapshot::Snapshot;
 use crate::driver::LogsOptions;
 use crate::error::HubError;
-use crate::profile::Profile;
 
-fn summary(p: &Profile) -> pb::ProfileSummary {
-    pb::ProfileSummary {
-        name: p.name.clone(),
-        description: p.description.clone(),
-        source: p.origin.clone(),
-    }
-}
+use super::convert::profile as summary;
 
 fn snapshot_message(s: Snapshot) -> pb::Snapshot {
     pb::Snapshot {

@@ -26,7 +26,23 @@ pub fn connection(c: Connection) -> pb::Connection {
     }
 }
 
-pub fn agent(a: AgentRecord, running_tasks: u32) -> pb::Agent {
+/// A profile as listings show it.
+pub fn profile(p: &crate::profile::Profile) -> pb::ProfileSummary {
+    pb::ProfileSummary {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        source: p.origin.clone(),
+        packages: p.packages.clone(),
+        user: p.user.clone(),
+        resources: Some(pb::Resources {
+            cpus: p.cpus,
+            memory_bytes: p.memory_bytes,
+            pids: p.pids,
+        }),
+    }
+}
+
+pub fn agent(a: AgentRecord, running_tasks: u32, failed_tasks: u32) -> pb::Agent {
     pb::Agent {
         id: a.id,
         name: a.name,
@@ -50,6 +66,7 @@ pub fn agent(a: AgentRecord, running_tasks: u32) -> pb::Agent {
         system: a.system,
         agent_version: a.agent_version,
         running_tasks,
+        failed_tasks,
         connected_since_ms: a.connected_since,
     }
 }

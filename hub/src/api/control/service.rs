@@ -66,7 +66,7 @@ impl ControlSvc {
 
     fn agent_message(&self, record: crate::store::AgentRecord) -> Result<pb::Agent, HubError> {
         let e = self.core.fleet_entry(record)?;
-        Ok(convert::agent(e.agent, e.running_tasks))
+        Ok(convert::agent(e.agent, e.running_tasks, e.failed_tasks))
     }
 
     fn task_message(&self, task: TaskRecord) -> Result<pb::Task, HubError> {
@@ -204,7 +204,7 @@ impl ControlService for ControlSvc {
             .core
             .fleet()?
             .into_iter()
-            .map(|e| convert::agent(e.agent, e.running_tasks))
+            .map(|e| convert::agent(e.agent, e.running_tasks, e.failed_tasks))
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }

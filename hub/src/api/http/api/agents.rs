@@ -10,6 +10,7 @@ use utoipa::IntoParams;
 
 use super::dto::{self, Agent, CreateAgent, Destroyed, Event, Profiles};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::control::convert;
 use crate::api::http::auth::Admin;
 use crate::api::http::creates::Settled;
 use crate::api::http::error::{ApiError, ErrorBody};
@@ -23,7 +24,11 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The agent as the API shows it, with its task counts.
 pub(super) fn agent_json(state: &HttpState, record: AgentRecord) -> ApiResult<Agent> {
     let e = state.core.fleet_entry(record)?;
-    Ok(Agent::from_record(e.agent, e.running_tasks, e.failed_tasks))
+    Ok(Agent::from(&convert::agent(
+        e.agent,
+        e.running_tasks,
+        e.failed_tasks,
+    )))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -57,7 +62,7 @@ pub async fn list(
                 .is_none_or(|l| e.agent.lifecycle.as_str() == l)
         })
         .filter(|e| q.profile.as_deref().is_none_or(|p| e.agent.profile == p))
-        .map(|e| Agent::from_record(e.agent, e.running_tasks, e.failed_tasks))
+        .map(|e| Agent::from(&convert::agent(e.agent, e.running_tasks, e.failed_tasks)))
         .collect();
     Ok(Json(agents))
 }
@@ -226,7 +231,10 @@ pub async fn history(
 pub async fn profiles(_: Admin, State(state): State<HttpState>) -> Json<Profiles> {
     let catalog = state.core.profiles();
     Json(Profiles {
-        profiles: catalog.iter().map(dto::Profile::from).collect(),
+        profiles: catalog
+            .iter()
+            .map(|p| dto::Profile::from(&convert::profile(p)))
+            .collect(),
         errors: catalog.errors.values().map(|e| e.to_string()).collect(),
     })
 }

@@ -13,6 +13,7 @@ use utoipa::IntoParams;
 
 use super::dto::Task;
 use super::extract::{ApiPath, ApiQuery};
+use crate::api::control::convert;
 use crate::api::http::HttpState;
 use crate::api::http::auth::Admin;
 use crate::api::http::error::{ApiError, ErrorBody};
@@ -23,7 +24,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub(crate) fn task_json(state: &HttpState, task: TaskRecord) -> ApiResult<Task> {
     let agent = state.core.agent_name(&task.agent_id)?;
-    Ok(Task::from_record(task, &agent))
+    Ok(Task::from(&convert::task(task, &agent)))
 }
 
 /// Queues a task on an agent; it runs once, as soon as the agent is connected. The body is a task as
@@ -68,7 +69,7 @@ pub async fn list_for_agent(
         .core
         .tasks(Some(&agent.id), limit)?
         .into_iter()
-        .map(|t| Task::from_record(t, &agent.name))
+        .map(|t| Task::from(&convert::task(t, &agent.name)))
         .collect();
     Ok(Json(tasks))
 }
