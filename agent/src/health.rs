@@ -240,6 +240,7 @@ impl HealthSource for HealthSampler {
         if idle {
             // glibc keeps freed heap after an output burst; give it back so the idle agent stays small
             // (and the RSS reported below is what the agent needs).
+            // libc rather than nix: malloc_trim is a glibc extension that neither nix nor rustix wraps.
             // SAFETY: malloc_trim only releases free memory of the allocator; it touches no live allocation.
             unsafe {
                 libc::malloc_trim(0);

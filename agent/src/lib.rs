@@ -8,6 +8,10 @@
 //! any of it, `link_local` makes cloud metadata addresses unreachable when the hub asks. `load` runs
 //! thousands of simulated agents in one process for the benchmarks.
 
+// Unlike the other crates this one cannot forbid unsafe code: starting a task needs `pre_exec` (it
+// runs between fork and exec), and glibc's malloc_trim has no safe wrapper. Every unsafe block says
+// why it is sound.
+
 pub mod agent;
 pub mod args;
 pub mod backoff;

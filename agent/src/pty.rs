@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use docker_agent_proto::v1::PtySize;
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::stat::Mode;
 use nix::sys::termios::{SpecialCharacterIndices, tcgetattr};
 use nix::unistd::Uid;
+use rustix::termios::{Winsize, tcsetwinsize};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
@@ -48,7 +50,7 @@ impl Master {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from)) {
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(Err(e)) if e.raw_os_error() == Some(Errno::EIO as i32) => return Ok(0),
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(result) => return result,
                 Err(_would_block) => {}
@@ -90,9 +92,9 @@ pub struct PtySpawned {
 }
 
 /// The protocol's size as the kernel's; values beyond what a terminal can hold are clamped, not wrapped.
-fn winsize(size: &PtySize) -> libc::winsize {
+fn winsize(size: &PtySize) -> Winsize {
     let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
-    libc::winsize {
+    Winsize {
         ws_row: clamp(size.rows),
         ws_col: clamp(size.cols),
         ws_xpixel: 0,
@@ -101,12 +103,8 @@ fn winsize(size: &PtySize) -> libc::winsize {
 }
 
 fn set_size(fd: BorrowedFd<'_>, size: &PtySize) -> io::Result<()> {
-    let ws = winsize(size);
-    // SAFETY: TIOCSWINSZ reads one `struct winsize` through the pointer, which outlives the call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &raw const ws) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // rustix rather than nix: nix has no safe TIOCSWINSZ.
+    tcsetwinsize(fd, winsize(size)).map_err(io::Error::from)
 }
 
 /// Opens a terminal pair with the window size already set, so the task sees it from its first instruction.
@@ -231,10 +229,7 @@ mod tests {
     }
 
     fn get_size(fd: BorrowedFd<'_>) -> (u16, u16) {
-        let mut ws = winsize(&size(0, 0));
-        // SAFETY: TIOCGWINSZ writes one `struct winsize` through the pointer, which outlives the call.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &raw mut ws) };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        let ws = rustix::termios::tcgetwinsize(fd).unwrap();
         (ws.ws_row, ws.ws_col)
     }
 

@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
@@ -136,7 +137,7 @@ fn check_cwd(program: &str, cwd: &Path) -> Result<(), SpawnError> {
     };
     let meta = std::fs::metadata(cwd).map_err(fail)?;
     if !meta.is_dir() {
-        return Err(fail(io::Error::from_raw_os_error(libc::ENOTDIR)));
+        return Err(fail(io::Error::from(Errno::ENOTDIR)));
     }
     Ok(())
 }
@@ -237,10 +238,9 @@ pub fn spawn_with(
             // std has already put the terminal on fd 0. As the new process session's leader the child makes it its
             // controlling terminal, which also makes its process group the terminal's foreground group
             // (so ^C, ^Z and SIGWINCH reach the task).
-            // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); no memory is passed.
-            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // rustix rather than nix, which has no safe TIOCSCTTY; it is a bare ioctl(2) with argument 0 (do not
+            // steal) and, like the io::Error conversion, allocates nothing, so it is fit for after fork.
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
         }
         // Before setuid: afterwards /proc/self belongs to root and is no longer writable. Failure is harmless.
         if let Ok(fd) =

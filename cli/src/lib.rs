@@ -1,5 +1,7 @@
 //! The `docker-agent` command line: every verb talks to the hub over gRPC/TLS with the admin token; `docker-agent hub` runs the hub itself.
 
+#![forbid(unsafe_code)]
+
 pub mod args;
 pub mod client;
 mod commands;

@@ -1,5 +1,9 @@
 //! The docker-agent hub: spawns agent containers through the Docker API, keeps agents, tasks and output in SQLite, and serves the agent stream and the control API over gRPC/TLS.
 
+// One raw system call (`store/output.rs`, sync_file_range, which nix does not wrap) is allowed
+// where it stands; nothing else in the hub may use unsafe code.
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod api;
 pub mod config;

@@ -1,5 +1,7 @@
 //! Entry point of docker-agent-probe: parse the flags, run the probe, print its JSON report.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

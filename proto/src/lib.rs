@@ -1,5 +1,7 @@
 //! Generated types and services of the `docker_agent.v1` protocol, plus the few constants both ends agree on.
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 
 /// Version 1 of the protocol: the agent stream and the control API.

@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use docker_agent_hub::datadir::{DataDir, Endpoint};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, SysconfVar, sysconf};
 
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -93,8 +95,11 @@ pub fn cpu_time(pid: u32) -> Duration {
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15 of the whole line; 12 and 13 after the name and state.
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let hz = sysconf(SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(1)
+        .max(1) as u64;
     Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
 }
 
@@ -253,8 +258,7 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         // A clean stop first: a profiler wrapping the hub writes its report when the hub exits.
-        // SAFETY: kill(2) with our own child's pid and a plain signal number.
-        unsafe { libc::kill(self.process.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = kill(Pid::from_raw(self.process.id() as i32), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
         while matches!(self.process.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));

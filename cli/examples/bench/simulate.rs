@@ -66,6 +66,5 @@ pub fn main(file: &Path) {
 }
 
 fn nix_uid() -> u32 {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() }
+    nix::unistd::getuid().as_raw()
 }

@@ -2,34 +2,25 @@
 //! against `docker cp`.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::pty::Winsize;
 
 use crate::fixture::{Hub, docker, timed};
 use crate::report::{Row, Samples, Unit};
 
 /// A pseudo-terminal pair, 24×80.
 fn openpty() -> (OwnedFd, OwnedFd) {
-    let (mut master, mut slave) = (-1, -1);
-    let ws = libc::winsize {
+    let ws = Winsize {
         ws_row: 24,
         ws_col: 80,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: openpty fills two descriptors we then own.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        )
-    };
-    assert_eq!(rc, 0, "openpty");
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+    let pty = nix::pty::openpty(&ws, None).expect("openpty");
+    (pty.master, pty.slave)
 }
 
 /// Keystroke echo: `cmd` (a `cat` on a remote terminal) runs on a local terminal; each sample is the

@@ -15,6 +15,10 @@ use crate::args::ExecArgs;
 use crate::client::{Client, status_error};
 use crate::views::{exit_code, failure_note};
 
+// Linux's numbers (the agent and its tasks run on Linux): not worth a libc dependency for two constants.
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
 /// Writes output as it arrives, to the matching local stream.
 pub struct OutputSink {
     /// Our own handle on standard output. Rust's `Stdout` is line-buffered: it would scan every chunk for
@@ -149,11 +153,11 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
                     eprintln!("docker-agent: detached; the task may go on: `docker-agent task logs {task_id} --follow`");
                     return Ok(ExitCode::from(130));
                 }
-                let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(libc::SIGINT)) }).await;
+                let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(SIGINT)) }).await;
                 continue;
             }
             _ = terminate.recv() => {
-                let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(libc::SIGTERM)) }).await;
+                let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(SIGTERM)) }).await;
                 continue;
             }
             _ = resized.recv(), if raw.is_some() => {

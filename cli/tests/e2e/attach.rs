@@ -21,7 +21,7 @@ fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+fn read_until(rx: &mpsc::Receiver<String>, needle: &str) -> String {
     loop {
         let line = rx
             .recv_timeout(WAIT)
@@ -59,7 +59,7 @@ async fn kill_ends_the_whole_process_tree_and_signals_reach_the_group() {
     // Follow it from a second CLI process: the task was started by another one.
     let mut follower = hub.spawn_cli(&["task", "logs", &id, "--follow"]);
     let out = lines(follower.stdout.take().unwrap());
-    wait_for(&out, "started");
+    read_until(&out, "started");
     assert_eq!(count(&hub, &name, "sleep 30").await, 2);
 
     hub.cli(&["kill", &id]).await.ok();
@@ -95,9 +95,9 @@ async fn kill_ends_the_whole_process_tree_and_signals_reach_the_group() {
         .to_string();
     let mut follower = hub.spawn_cli(&["task", "logs", &id, "--follow"]);
     let out = lines(follower.stdout.take().unwrap());
-    wait_for(&out, "ready");
+    read_until(&out, "ready");
     hub.cli(&["kill", &id, "--signal", "SIGHUP"]).await.ok();
-    wait_for(&out, "got-hup");
+    read_until(&out, "got-hup");
     let status = tokio::task::spawn_blocking(move || follower.wait().unwrap())
         .await
         .unwrap();
@@ -114,11 +114,11 @@ async fn logs_follow_streams_new_lines_and_ends_when_the_container_stops() {
     let mut follower = hub.spawn_cli(&["logs", &name, "--follow"]);
     // The agent logs to stderr; its first line proves the stream is open.
     let err = lines(follower.stderr.take().unwrap());
-    wait_for(&err, "agent starting");
+    read_until(&err, "agent starting");
     // A line the agent writes after the follow began.
     let exec = hub.cli(&["exec", &name, "--", "true"]).await;
     exec.ok();
-    wait_for(&err, "task finished");
+    read_until(&err, "task finished");
     hub.cli(&["stop", &name]).await.ok();
     let status = tokio::task::spawn_blocking(move || follower.wait().unwrap())
         .await

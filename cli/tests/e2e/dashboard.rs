@@ -7,8 +7,8 @@ use std::time::Duration;
 use fantoccini::{Client, Locator};
 use reqwest::StatusCode;
 
-use crate::support::Hub;
 use crate::support::web::{Api, Browser, artifacts_dir};
+use crate::support::{Hub, wait_for};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -23,16 +23,20 @@ async fn text_of(c: &Client, css: &str) -> String {
 
 /// Waits (in the page, no reloads) until the element's text satisfies `want`.
 async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool, what: &str) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(e) = c.find(Locator::Css(css)).await
-            && let Ok(t) = e.text().await
-            && want(&t)
-        {
-            return t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
+    // The outer bound comes first, so a timeout shows the page.
+    let seen = tokio::time::timeout(
+        WAIT,
+        wait_for(&format!("{what} in {css}"), WAIT * 2, || async {
+            match c.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.ok().filter(|t| want(t)),
+                Err(_) => None,
+            }
+        }),
+    )
+    .await;
+    match seen {
+        Ok(text) => text,
+        Err(_) => panic!(
             "timed out waiting for {what} in {css}; page: {}",
             c.source()
                 .await
@@ -40,8 +44,7 @@ async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool, what: &st
                 .chars()
                 .take(3000)
                 .collect::<String>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ),
     }
 }
 
@@ -216,26 +219,23 @@ async fn a_browser_drives_an_agent_through_its_life() {
     // Leaving the page hangs the shell up, as closing a terminal window does.
     c.goto(&format!("{base}/agents/{name}")).await.unwrap();
     let api = Api::new(&hub);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, tasks) = api.get(&format!("/api/v1/agents/{name}/tasks")).await;
-        let shell = tasks
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["terminal"] == true)
-            .expect("the terminal's task")
-            .clone();
-        if shell["state"] == "finished" {
-            assert_eq!(shell["signal"], 1, "hung up: {shell}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the shell outlived its page: {shell}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let shell = wait_for(
+        "the shell to end with its page",
+        Duration::from_secs(20),
+        || async {
+            let (_, tasks) = api.get(&format!("/api/v1/agents/{name}/tasks")).await;
+            let shell = tasks
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["terminal"] == true)
+                .expect("the terminal's task")
+                .clone();
+            (shell["state"] == "finished").then_some(shell)
+        },
+    )
+    .await;
+    assert_eq!(shell["signal"], 1, "hung up: {shell}");
 
     // Screenshots for people (and the README).
     wait_text(

@@ -1,5 +1,8 @@
 //! exec: live output, exit codes (normal, non-zero, signal), stdin, separate stdout/stderr, env, cwd and timeouts.
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use crate::support::Hub;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,10 +128,7 @@ async fn ctrl_c_reaches_the_remote_process_group() {
         // Wait for the remote shell to have installed its trap.
         stdout.read_line(&mut line).unwrap();
         assert_eq!(line, "ready\n");
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGINT);
-        }
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
         (rest, child.wait().unwrap())

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::support::{Hub, docker};
+use crate::support::{Hub, docker, wait_for};
 
 fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -34,44 +34,37 @@ async fn submit(hub: &Hub, agent: &str, command: &str) -> String {
 /// Waits until every agent is connected; returns how long that took.
 async fn all_connected(hub: &Hub, agents: &[String], within: Duration) -> Duration {
     let started = Instant::now();
-    loop {
+    let what = format!("all of {} agents connected", agents.len());
+    wait_for(&what, within, || async {
         let list = hub.cli(&["list", "--json"]).await;
-        if list.status.success() {
-            let list = list.json();
-            let connected = list
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|a| agents.iter().any(|n| a["name"] == n.as_str()))
-                .filter(|a| a["connection"] == "connected")
-                .count();
-            if connected == agents.len() {
-                return started.elapsed();
-            }
+        if !list.status.success() {
+            return None;
         }
-        assert!(
-            started.elapsed() < within,
-            "agents not all connected after {within:?}:\n{}",
-            hub.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let connected = list
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| agents.iter().any(|n| a["name"] == n.as_str()))
+            .filter(|a| a["connection"] == "connected")
+            .count();
+        (connected == agents.len()).then_some(())
+    })
+    .await;
+    started.elapsed()
 }
 
 /// Waits until task `id` has produced some output (it runs).
 async fn producing(hub: &Hub, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let task = hub.cli(&["task", "get", id, "--json"]).await.json();
-        if task["stdout_bytes"].as_u64().unwrap_or(0) > 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} never produced output: {task}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        &format!("task {id} to produce output"),
+        Duration::from_secs(60),
+        || async {
+            let task = hub.cli(&["task", "get", id, "--json"]).await.json();
+            (task["stdout_bytes"].as_u64().unwrap_or(0) > 0).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,17 +178,15 @@ async fn a_container_killed_from_outside_shows_at_once_and_starts_again() {
         )
         .await
         .unwrap();
-    let status = loop {
-        let status = hub.cli(&["status", &name, "--json"]).await.json();
-        if status["lifecycle"] != "ready" {
-            break status;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(30),
-            "still ready: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait_for(
+        "the killed agent to leave ready",
+        Duration::from_secs(30),
+        || async {
+            let status = hub.cli(&["status", &name, "--json"]).await.json();
+            (status["lifecycle"] != "ready").then_some(status)
+        },
+    )
+    .await;
     eprintln!(
         "drill: `docker kill` showed as {} after {:?}",
         status["lifecycle"],

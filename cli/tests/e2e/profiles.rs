@@ -1,6 +1,8 @@
 //! Profiles applied for real: the builder's tools, environment, files, resources and setup seen from inside its container; user profiles (files, modes, user, setup output in logs, a failing setup); validation before anything exists; image caching; the docker-host opt-in.
 
 use bollard::query_parameters::InspectContainerOptions;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::support::{Hub, docker};
 
@@ -447,8 +449,7 @@ async fn an_image_build_can_be_cancelled_and_tags_nothing() {
         }
     }
     rx.recv_timeout(wait).expect("output of the package step");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();

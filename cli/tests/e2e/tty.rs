@@ -1,45 +1,32 @@
 //! `exec -t` driven through a real pseudo-terminal: the remote command gets a terminal of the local size, typed input reaches it, its exit code comes back, and the local terminal leaves raw mode.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use nix::pty::Winsize;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::termios::{LocalFlags, tcgetattr};
+use nix::unistd::Pid;
 
 use crate::support::{CLI, Hub};
 
 /// A pseudo-terminal pair of the given size.
 fn openpty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
-    let mut master = -1;
-    let mut slave = -1;
-    let ws = libc::winsize {
+    let ws = Winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: openpty fills two descriptors we then own.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        )
-    };
-    assert_eq!(rc, 0, "openpty failed");
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+    let pty = nix::pty::openpty(&ws, None).expect("openpty failed");
+    (pty.master, pty.slave)
 }
 
-fn lflag(fd: &OwnedFd) -> libc::tcflag_t {
-    use std::os::fd::AsRawFd;
-    // SAFETY: tcgetattr into a struct we own.
-    unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        assert_eq!(libc::tcgetattr(fd.as_raw_fd(), &mut t), 0);
-        t.c_lflag
-    }
+fn lflag(fd: &OwnedFd) -> LocalFlags {
+    tcgetattr(fd).expect("tcgetattr").local_flags
 }
 
 /// A CLI process on a pseudo-terminal of its own, and what it printed so far.
@@ -88,7 +75,7 @@ impl Term {
         String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
     }
 
-    fn wait_for(&self, needle: &str) {
+    fn read_until(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.text().contains(needle) {
             assert!(
@@ -102,21 +89,15 @@ impl Term {
 
     /// Resizes the terminal and tells the CLI, as a terminal emulator does (SIGWINCH).
     fn resize(&self, rows: u16, cols: u16) {
-        use std::os::fd::AsRawFd;
-        let ws = libc::winsize {
+        let ws = rustix::termios::Winsize {
             ws_row: rows,
             ws_col: cols,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        // SAFETY: TIOCSWINSZ on our own master; kill(2) on our own child.
-        unsafe {
-            assert_eq!(
-                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws),
-                0
-            );
-            libc::kill(self.child.id() as i32, libc::SIGWINCH);
-        }
+        // rustix rather than nix: nix has no safe TIOCSWINSZ.
+        rustix::termios::tcsetwinsize(&self.master, ws).expect("TIOCSWINSZ");
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGWINCH);
     }
 
     fn prompts(&self) -> usize {
@@ -135,7 +116,7 @@ impl Term {
         // The CLI put the terminal back as it found it (canonical mode, echo).
         let flags = lflag(&slave);
         assert!(
-            flags & libc::ICANON != 0 && flags & libc::ECHO != 0,
+            flags.contains(LocalFlags::ICANON | LocalFlags::ECHO),
             "terminal left raw"
         );
         // With the last slave descriptor closed, the master reads to the end and then fails (EIO).
@@ -156,7 +137,7 @@ fn run_on_terminal(
     input: &str,
 ) -> (i32, String) {
     let term = Term::spawn(hub, args, rows, cols);
-    term.wait_for(ready);
+    term.read_until(ready);
     term.type_in(input);
     term.finish()
 }
@@ -210,9 +191,9 @@ async fn a_shell_session_outlives_its_terminal_and_re_attaches_with_its_scrollba
     let shell = ["shell", name.as_str()];
     let mut first = tokio::task::block_in_place(|| {
         let term = Term::spawn(&hub, &shell, 24, 80);
-        term.wait_for("$ ");
+        term.read_until("$ ");
         term.type_in("echo marker-$((6*7))\n");
-        term.wait_for("marker-42");
+        term.read_until("marker-42");
         // A resize reaches the remote terminal. The resize and the typed command travel on
         // different paths, so ask again (each answer ends with a new prompt) until it shows.
         term.resize(40, 120);
@@ -245,7 +226,7 @@ async fn a_shell_session_outlives_its_terminal_and_re_attaches_with_its_scrollba
     let (code, out) = tokio::task::block_in_place(|| {
         let term = Term::spawn(&hub, &attach, 30, 90);
         // The earlier output comes first, then the session is live: it also took the new size.
-        term.wait_for("marker-42");
+        term.read_until("marker-42");
         term.type_in("stty size; exit 4\n");
         term.finish()
     });
@@ -276,7 +257,7 @@ async fn a_session_nobody_attaches_to_is_ended_after_the_session_timeout() {
     let shell = ["shell", name.as_str()];
     let mut term = tokio::task::block_in_place(|| {
         let term = Term::spawn(&hub, &shell, 24, 80);
-        term.wait_for("$ ");
+        term.read_until("$ ");
         term
     });
     term.child.kill().unwrap();

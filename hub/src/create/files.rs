@@ -1,8 +1,11 @@
-//! What a create writes into the container before its first start besides the credentials: the setup plan and the profile's files, with their owners, modes and parent directories.
+//! What a create writes into the container before its first start: the credentials, the setup plan and the profile's files, with their owners, modes and parent directories.
 
 use prost::Message;
 
+use super::container::{CA_PATH, SECRETS_DIR, TOKEN_PATH, WORKSPACE};
+use crate::core::Core;
 use crate::driver::FileSpec;
+use crate::error::Result;
 use crate::profile::{FileOwner, Profile, TASK_UID};
 
 /// Where the agent finds its setup plan; root-only, like the credentials.
@@ -82,4 +85,58 @@ pub fn profile_files(profile: &Profile) -> Vec<FileSpec> {
         });
     }
     out
+}
+
+impl Core {
+    /// Writes the credentials, and for a new image the setup plan and the profile's files, into a
+    /// created container.
+    pub(super) async fn upload_agent_files(
+        &self,
+        id: &str,
+        profile: &Profile,
+        from_snapshot: bool,
+        token: &str,
+    ) -> Result<()> {
+        let mut files = vec![
+            // The volume's root: root-only, so tasks cannot even list it.
+            FileSpec {
+                path: SECRETS_DIR.into(),
+                mode: 0o700,
+                dir: true,
+                ..Default::default()
+            },
+            FileSpec {
+                path: TOKEN_PATH.into(),
+                mode: 0o400,
+                contents: token.as_bytes().to_vec(),
+                ..Default::default()
+            },
+            FileSpec {
+                path: CA_PATH.into(),
+                mode: 0o444,
+                contents: self.settings.ca_pem.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        ];
+        if !from_snapshot {
+            files.extend(setup_plan_file(profile));
+            files.extend(profile_files(profile));
+        }
+        if profile.read_only_root {
+            // Docker writes into a read-only root only through a volume: one upload per volume (the
+            // profile allows files under /workspace alone), and the credentials volume's root keeps
+            // the 0700 the image gives it.
+            let (secrets, workspace): (Vec<FileSpec>, Vec<FileSpec>) = files
+                .into_iter()
+                .filter(|f| f.path != SECRETS_DIR)
+                .partition(|f| f.path.starts_with(&format!("{SECRETS_DIR}/")));
+            self.driver.upload_files(id, SECRETS_DIR, &secrets).await?;
+            if !workspace.is_empty() {
+                self.driver.upload_files(id, WORKSPACE, &workspace).await?;
+            }
+        } else {
+            self.driver.upload_files(id, "/", &files).await?;
+        }
+        Ok(())
+    }
 }

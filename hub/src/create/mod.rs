@@ -1,45 +1,20 @@
 //! Creating an agent: resolve its profile (or snapshot), make the volume and container with everything the profile says, start it and wait until the agent is ready. A create that fails before the agent runs undoes everything it made.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::Duration;
 
+mod container;
 mod files;
 
 use crate::agent::names::{container_name, secrets_volume_name, validate_name, volume_name};
 use crate::core::Core;
 use crate::credentials;
-use crate::driver::{ContainerSpec, FileSpec, MountSpec, labels};
+use crate::driver::{NetworkInfo, labels};
 use crate::error::{HubError, Result};
 use crate::image::{Progress, ProgressFn};
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
-use crate::profile::{DEFAULT_PROFILE, MountKind, Profile};
+use crate::profile::{DEFAULT_PROFILE, Profile};
 use crate::store::{AgentRecord, NewAgent};
-
-/// Where the agent finds its credentials and setup plan; root-only, so tasks cannot read them.
-const SECRETS_DIR: &str = "/etc/docker-agent";
-const TOKEN_PATH: &str = "/etc/docker-agent/token";
-const CA_PATH: &str = "/etc/docker-agent/ca.pem";
-const WORKSPACE: &str = "/workspace";
-/// Where the hub's agent socket directory is mounted.
-const AGENT_SOCKET_MOUNT: &str = "/run/docker-agent/hub";
-/// The agent's setup progress when the root filesystem is read-only: on the credentials volume, which
-/// is writable and lives as long as the container.
-const READ_ONLY_STATE_DIR: &str = "/etc/docker-agent/state";
-
-/// Capabilities the agent needs after `cap-drop ALL`: switch to the task user, signal its processes,
-/// and prepare /workspace. Task processes run as the task user and keep none of them.
-/// NET_ADMIN is held by the agent alone, for the moment it takes to make link-local addresses (cloud
-/// metadata) unreachable at start (`--block-link-local`); it gives it up before anything else runs.
-const AGENT_CAPS: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "SETUID",
-    "SETGID",
-    "KILL",
-    "NET_ADMIN",
-];
 
 /// What a create asks for.
 #[derive(Debug, Clone, Default)]
@@ -216,6 +191,8 @@ impl Core {
         })
     }
 
+    /// Makes the agent's volumes, container and networks, writes its credentials and files into it,
+    /// and starts it. Everything made is noted in `undo`.
     async fn provision(
         &self,
         record: &AgentRecord,
@@ -226,7 +203,69 @@ impl Core {
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let step = |name: &str| tracing::debug!(agent = %record.name, step = name, elapsed_ms = started.elapsed().as_millis() as u64, "create");
-        let profile = &plan.profile;
+        let (network, volume_exists) = self.look_before_making(record, plan, progress).await?;
+        let mut labels = self.labels(record);
+        labels.insert(labels::PROFILE_JSON.to_string(), plan.profile.to_json());
+        if let Some(group) = &plan.group {
+            labels.insert(labels::GROUP.to_string(), group.clone());
+        }
+        let secrets = self
+            .make_volumes(record, plan, &labels, volume_exists, progress, undo)
+            .await?;
+        progress(Progress::new(
+            "container",
+            format!("creating container {}", record.container_name),
+        ));
+        // The agent's own socket directory (mounted into the container); without one it dials the port.
+        let socket_dir = match &self.agent_sockets {
+            Some(sockets) => match sockets.open(&record.id) {
+                Ok(dir) => {
+                    undo.socket = Some(record.id.clone());
+                    Some(dir)
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %record.name, error = %e, "no agent socket for this agent; it will use the port");
+                    None
+                }
+            },
+            None => None,
+        };
+        let spec = self.container_spec(
+            record,
+            &plan.profile,
+            labels,
+            &secrets,
+            socket_dir.as_deref(),
+            network.gateway,
+        );
+        step("lookups and volume");
+        let id = self.driver.create_container(&spec).await?;
+        step("container created");
+        undo.container = Some(id.clone());
+        self.store.set_container_id(&record.id, &id)?;
+        self.join_networks(&id, plan, undo).await?;
+        self.upload_agent_files(&id, &plan.profile, plan.from_snapshot, token)
+            .await?;
+        step("files uploaded");
+        progress(Progress::new("start", "starting container"));
+        self.driver.start_container(&id).await?;
+        step("container started");
+        self.transition(&record.id, LifecycleEvent::ContainerStarted, "")?;
+        progress(Progress::new(
+            "connect",
+            "waiting for the agent to dial back",
+        ));
+        Ok(())
+    }
+
+    /// Builds the image if needed and checks, before anything is made, that the name is free. Returns
+    /// the agents' network and whether the agent's workspace volume exists already.
+    async fn look_before_making(
+        &self,
+        record: &AgentRecord,
+        plan: &Plan,
+        progress: ProgressFn<'_>,
+    ) -> Result<(NetworkInfo, bool)> {
         // Independent lookups, concurrently: each is an engine round trip on the create's critical path.
         let (image, existing, volume_exists, network) = tokio::try_join!(
             async {
@@ -234,7 +273,7 @@ impl Core {
                     return Ok(plan.image.clone());
                 }
                 self.images
-                    .ensure(profile, progress)
+                    .ensure(&plan.profile, progress)
                     .await
                     .map_err(HubError::from)
             },
@@ -267,11 +306,6 @@ impl Core {
                 }
             )));
         }
-        let mut labels = self.labels(record);
-        labels.insert(labels::PROFILE_JSON.to_string(), profile.to_json());
-        if let Some(group) = &plan.group {
-            labels.insert(labels::GROUP.to_string(), group.clone());
-        }
         // A volume kept by `destroy` (without --purge) is reattached, which is the point of keeping it;
         // but Docker fills only a new, empty volume from the image, so a snapshot's files need one.
         if volume_exists && plan.from_snapshot {
@@ -280,6 +314,21 @@ impl Core {
                 record.volume, record.name
             )));
         }
+        Ok((network, volume_exists))
+    }
+
+    /// The workspace volume (made, or a kept one reused) and a fresh credentials volume; returns the
+    /// latter's name.
+    async fn make_volumes(
+        &self,
+        record: &AgentRecord,
+        plan: &Plan,
+        labels: &HashMap<String, String>,
+        volume_exists: bool,
+        progress: ProgressFn<'_>,
+        undo: &mut Undo,
+    ) -> Result<String> {
+        debug_assert!(!(volume_exists && plan.from_snapshot));
         if volume_exists {
             progress(Progress::new(
                 "volume",
@@ -298,88 +347,15 @@ impl Core {
         }
         self.driver.create_volume(&secrets, labels.clone()).await?;
         undo.secrets = Some(secrets.clone());
-        progress(Progress::new(
-            "container",
-            format!("creating container {}", record.container_name),
-        ));
-        // The agent's own socket directory (mounted below); without one the agent dials the port.
-        let socket_dir = match &self.agent_sockets {
-            Some(sockets) => match sockets.open(&record.id) {
-                Ok(dir) => {
-                    undo.socket = Some(record.id.clone());
-                    Some(dir)
-                }
-                Err(e) => {
-                    tracing::warn!(agent = %record.name, error = %e, "no agent socket for this agent; it will use the port");
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut group_add = Vec::new();
-        for socket in profile.docker_socket_mounts() {
-            // Tasks reach the socket through its group, as a member of the host's docker group would.
-            if let Ok(meta) = std::fs::metadata(&socket.source)
-                && meta.file_type().is_socket()
-                && meta.gid() != 0
-            {
-                group_add.push(meta.gid().to_string());
-            }
-        }
-        let spec = ContainerSpec {
-            name: record.container_name.clone(),
-            image: record.image.clone(),
-            labels,
-            cmd: self.agent_args(record, profile, &group_add, socket_dir.is_some()),
-            env: record.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            network: self.settings.network.clone(),
-            extra_hosts: vec![format!(
-                "{}:{}",
-                crate::tls::AGENT_HOSTNAME,
-                network.gateway
-            )],
-            volume: record.volume.clone(),
-            volume_target: WORKSPACE.into(),
-            nano_cpus: (record.cpus * 1e9) as i64,
-            memory_bytes: record.memory_bytes as i64,
-            pids_limit: record.pids,
-            cap_add: AGENT_CAPS.iter().map(|c| c.to_string()).collect(),
-            hostname: record.name.clone(),
-            mounts: std::iter::once(MountSpec {
-                bind: false,
-                source: secrets,
-                target: SECRETS_DIR.into(),
-                read_only: false,
-            })
-            .chain(socket_dir.iter().map(|dir| MountSpec {
-                bind: true,
-                source: dir.display().to_string(),
-                target: AGENT_SOCKET_MOUNT.into(),
-                read_only: true,
-            }))
-            .chain(profile.mounts.iter().map(|m| MountSpec {
-                bind: m.kind == MountKind::Bind,
-                source: m.source.clone(),
-                target: m.target.clone(),
-                read_only: m.read_only,
-            }))
-            .collect(),
-            group_add,
-            read_only_root: profile.read_only_root,
-            tmpfs: if profile.read_only_root {
-                vec!["/tmp".to_string()]
-            } else {
-                Vec::new()
-            },
-        };
-        step("lookups and volume");
-        let id = self.driver.create_container(&spec).await?;
-        step("container created");
-        undo.container = Some(id.clone());
-        self.store.set_container_id(&record.id, &id)?;
+        Ok(secrets)
+    }
+
+    /// The profile's extra network and the agent's group's, which a created container joins.
+    async fn join_networks(&self, id: &str, plan: &Plan, undo: &mut Undo) -> Result<()> {
+        let profile = &plan.profile;
         if let Some(network) = &profile.network {
             self.driver
-                .connect_network(&id, network)
+                .connect_network(id, network)
                 .await
                 .map_err(|e| match e {
                     crate::driver::DriverError::NotFound(_) => HubError::InvalidArgument(format!(
@@ -391,57 +367,8 @@ impl Core {
         }
         if let Some(group) = &plan.group {
             undo.group = Some(group.clone());
-            self.join_group(&id, group).await?;
+            self.join_group(id, group).await?;
         }
-        let mut files = vec![
-            // The volume's root: root-only, so tasks cannot even list it.
-            FileSpec {
-                path: SECRETS_DIR.into(),
-                mode: 0o700,
-                dir: true,
-                ..Default::default()
-            },
-            FileSpec {
-                path: TOKEN_PATH.into(),
-                mode: 0o400,
-                contents: token.as_bytes().to_vec(),
-                ..Default::default()
-            },
-            FileSpec {
-                path: CA_PATH.into(),
-                mode: 0o444,
-                contents: self.settings.ca_pem.as_bytes().to_vec(),
-                ..Default::default()
-            },
-        ];
-        if !plan.from_snapshot {
-            files.extend(files::setup_plan_file(profile));
-            files.extend(files::profile_files(profile));
-        }
-        if profile.read_only_root {
-            // Docker writes into a read-only root only through a volume: one upload per volume (the
-            // profile allows files under /workspace alone), and the credentials volume's root keeps
-            // the 0700 the image gives it.
-            let (secrets, workspace): (Vec<FileSpec>, Vec<FileSpec>) = files
-                .into_iter()
-                .filter(|f| f.path != SECRETS_DIR)
-                .partition(|f| f.path.starts_with(&format!("{SECRETS_DIR}/")));
-            self.driver.upload_files(&id, SECRETS_DIR, &secrets).await?;
-            if !workspace.is_empty() {
-                self.driver.upload_files(&id, WORKSPACE, &workspace).await?;
-            }
-        } else {
-            self.driver.upload_files(&id, "/", &files).await?;
-        }
-        step("files uploaded");
-        progress(Progress::new("start", "starting container"));
-        self.driver.start_container(&id).await?;
-        step("container started");
-        self.transition(&record.id, LifecycleEvent::ContainerStarted, "")?;
-        progress(Progress::new(
-            "connect",
-            "waiting for the agent to dial back",
-        ));
         Ok(())
     }
 
@@ -515,51 +442,6 @@ impl Core {
             other if !cleanup_errors.is_empty() => HubError::Internal(format!("{other}{kept}")),
             other => other,
         }
-    }
-
-    /// The agent's command line: where to dial, who it is, who tasks run as. Nothing secret goes here
-    /// (it shows in `docker inspect`); the token is a file.
-    fn agent_args(
-        &self,
-        record: &AgentRecord,
-        profile: &Profile,
-        groups: &[String],
-        socket: bool,
-    ) -> Vec<String> {
-        let mut args = vec![
-            "--hub-url".to_string(),
-            self.settings.agent_url.clone(),
-            "--agent-id".to_string(),
-            record.id.clone(),
-            "--block-link-local".to_string(),
-        ];
-        if profile.user != crate::profile::DEFAULT_USER {
-            args.extend(["--task-user".to_string(), profile.user.clone()]);
-        }
-        if !groups.is_empty() {
-            args.extend(["--task-groups".to_string(), groups.join(",")]);
-        }
-        if profile.read_only_root {
-            args.extend(["--state-dir".to_string(), READ_ONLY_STATE_DIR.to_string()]);
-        }
-        if let Some(bytes) = self.settings.agent_spool_bytes {
-            args.extend(["--spool-bytes".to_string(), bytes.to_string()]);
-        }
-        if socket {
-            let socket = format!("{AGENT_SOCKET_MOUNT}/{}", crate::datadir::AGENT_SOCKET_FILE);
-            args.extend(["--hub-socket".to_string(), socket]);
-        }
-        args
-    }
-
-    fn labels(&self, record: &AgentRecord) -> HashMap<String, String> {
-        HashMap::from([
-            (labels::MANAGED.to_string(), "true".to_string()),
-            (labels::AGENT.to_string(), record.name.clone()),
-            (labels::AGENT_ID.to_string(), record.id.clone()),
-            (labels::PROFILE.to_string(), record.profile.clone()),
-            (labels::HUB.to_string(), self.settings.hub_id.clone()),
-        ])
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::container::TOKEN_PATH;
 use super::files::{SETUP_PATH, profile_files};
 use super::*;
 use crate::driver::fake::{FailAt, FakeDriver};

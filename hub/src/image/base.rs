@@ -146,15 +146,16 @@ struct GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
+        use nix::sys::signal::{Signal, killpg};
         let Some(pgid) = self.pgid else { return };
-        // SAFETY: killpg only sends a signal; pgid is the group this guard's child leads.
-        let alive = |sig| unsafe { libc::killpg(pgid, sig) } == 0;
-        if alive(libc::SIGTERM) {
+        let group = nix::unistd::Pid::from_raw(pgid);
+        let alive = |sig: Option<Signal>| killpg(group, sig).is_ok();
+        if alive(Some(Signal::SIGTERM)) {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-            while alive(0) && std::time::Instant::now() < deadline {
+            while alive(None) && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            alive(libc::SIGKILL);
+            alive(Some(Signal::SIGKILL));
         }
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut under: Vec<&str> = mounts
@@ -165,10 +166,8 @@ impl Drop for GroupGuard {
         // Deepest first.
         under.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for mount in under {
-            if let Ok(c) = std::ffi::CString::new(mount) {
-                // SAFETY: a valid C string; MNT_DETACH never blocks on busy mounts.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
+            // MNT_DETACH never blocks on busy mounts.
+            let _ = nix::mount::umount2(mount, nix::mount::MntFlags::MNT_DETACH);
         }
         tracing::warn!(root = %self.root.display(), "base image build cancelled; its tree is removed");
     }

@@ -2,15 +2,15 @@
 
 mod parse;
 mod render;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use parse::{
-    Format, parse, parse_size, validate_abs_path, validate_group, validate_profile_name,
-};
+pub use parse::{Format, parse, parse_size};
 pub use render::format_size;
+pub use validate::{validate_abs_path, validate_group, validate_profile_name};
 
 /// The profile used when `create` names none.
 pub const DEFAULT_PROFILE: &str = "minimal";

@@ -1,11 +1,11 @@
-//! Reading a profile file (TOML, or the seed system's JSON shape) and validating every field, with errors that name the field.
+//! Reading a profile file (TOML, or the seed system's JSON shape) into raw fields, with errors that name the file, the field and the line; `validate` checks the fields.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{FileOwner, MountKind, Profile, ProfileFile, ProfileMount, SetupTask};
+use super::Profile;
 
 /// The format a profile was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,34 +16,34 @@ pub enum Format {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawProfile {
-    name: Option<String>,
+pub(super) struct RawProfile {
+    pub(super) name: Option<String>,
     #[serde(default)]
-    description: String,
-    base: Option<String>,
+    pub(super) description: String,
+    pub(super) base: Option<String>,
     #[serde(default)]
-    packages: Vec<String>,
+    pub(super) packages: Vec<String>,
     #[serde(default)]
-    environment: BTreeMap<String, Scalar>,
+    pub(super) environment: BTreeMap<String, Scalar>,
     #[serde(default)]
-    files: Vec<RawFile>,
+    pub(super) files: Vec<RawFile>,
     #[serde(default)]
-    setup_tasks: Vec<RawSetupTask>,
+    pub(super) setup_tasks: Vec<RawSetupTask>,
     #[serde(default)]
-    resources: RawResources,
-    network: Option<String>,
-    group: Option<String>,
+    pub(super) resources: RawResources,
+    pub(super) network: Option<String>,
+    pub(super) group: Option<String>,
     #[serde(default)]
-    mounts: Vec<RawMount>,
-    user: Option<String>,
+    pub(super) mounts: Vec<RawMount>,
+    pub(super) user: Option<String>,
     #[serde(default)]
-    read_only_root: bool,
+    pub(super) read_only_root: bool,
 }
 
 /// Environment values and the seed's `"cpus": "2"`: people write numbers and booleans as either.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged, expecting = "a string, a number or a boolean")]
-enum Scalar {
+pub(super) enum Scalar {
     Text(String),
     Int(i64),
     Float(f64),
@@ -51,7 +51,7 @@ enum Scalar {
 }
 
 impl Scalar {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         match self {
             Scalar::Text(s) => s.clone(),
             Scalar::Int(i) => i.to_string(),
@@ -63,55 +63,45 @@ impl Scalar {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
-    path: String,
-    content: String,
-    mode: Option<Scalar>,
-    owner: Option<String>,
+pub(super) struct RawFile {
+    pub(super) path: String,
+    pub(super) content: String,
+    pub(super) mode: Option<Scalar>,
+    pub(super) owner: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSetupTask {
+pub(super) struct RawSetupTask {
     /// The seed writes `"type": "exec"` on every setup task; it is the only kind.
     #[serde(rename = "type")]
-    kind: Option<String>,
-    command: String,
-    description: Option<String>,
-    user: Option<String>,
-    timeout: Option<String>,
+    pub(super) kind: Option<String>,
+    pub(super) command: String,
+    pub(super) description: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawResources {
-    cpus: Option<Scalar>,
-    memory: Option<Scalar>,
-    pids: Option<i64>,
-    max_output: Option<String>,
-    max_agent_output: Option<String>,
+pub(super) struct RawResources {
+    pub(super) cpus: Option<Scalar>,
+    pub(super) memory: Option<Scalar>,
+    pub(super) pids: Option<i64>,
+    pub(super) max_output: Option<String>,
+    pub(super) max_agent_output: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawMount {
+pub(super) struct RawMount {
     #[serde(rename = "type")]
-    kind: Option<String>,
-    source: String,
-    target: String,
+    pub(super) kind: Option<String>,
+    pub(super) source: String,
+    pub(super) target: String,
     #[serde(default)]
-    read_only: bool,
+    pub(super) read_only: bool,
 }
-
-/// Paths the hub and the agent own inside every container.
-const RESERVED_TARGETS: &[&str] = &[
-    "/etc/docker-agent",
-    "/var/lib/docker-agent",
-    "/workspace",
-    AGENT_BINARY,
-];
-/// The agent itself: no file may replace it and no mount may hide it.
-const AGENT_BINARY: &str = "/usr/local/bin/docker-agent-agent";
 
 /// Parses `512m`, `4g`, `1.5G`, `1024k` or a plain byte count.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -184,7 +174,7 @@ pub fn parse(text: &str, format: Format, origin: &str) -> Result<Profile, super:
             })?
         }
     };
-    validate(raw).map_err(invalid)
+    super::validate::validate(raw).map_err(invalid)
 }
 
 fn field_message(path: &serde_path_to_error::Path, message: &str, line: &str) -> String {
@@ -254,381 +244,6 @@ fn shorten_quoted(message: &str) -> String {
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-fn validate(raw: RawProfile) -> Result<Profile, String> {
-    let name = raw
-        .name
-        .ok_or("field `name` is missing (every profile names itself)")?;
-    validate_profile_name(&name).map_err(|e| format!("field `name`: {e}"))?;
-    let base = match raw.base {
-        Some(b) if b.trim().is_empty() => {
-            return Err("field `base`: empty (leave it out for the default base)".into());
-        }
-        Some(b) if b.contains(char::is_whitespace) => {
-            return Err(format!("field `base`: {b:?} is not an image reference"));
-        }
-        other => other,
-    };
-    let mut packages = Vec::new();
-    for (i, package) in raw.packages.into_iter().enumerate() {
-        if !is_package_name(&package) {
-            return Err(format!(
-                "field `packages[{i}]`: {package:?} is not a Debian package name (lower-case letters, digits, '+', '-', '.'; optionally =VERSION)"
-            ));
-        }
-        if !packages.contains(&package) {
-            packages.push(package);
-        }
-    }
-    let mut environment = BTreeMap::new();
-    for (key, value) in raw.environment {
-        if !is_env_name(&key) {
-            return Err(format!(
-                "field `environment`: {key:?} is not a variable name (letters, digits and '_', not starting with a digit)"
-            ));
-        }
-        if key.starts_with("DOCKER_AGENT_") {
-            return Err(format!(
-                "field `environment`: {key:?} uses the reserved DOCKER_AGENT_ prefix"
-            ));
-        }
-        environment.insert(key, value.text());
-    }
-    let user = match raw.user {
-        None => super::DEFAULT_USER.to_string(),
-        Some(u) if is_user_name(&u) => u,
-        Some(u) => {
-            return Err(format!(
-                "field `user`: {u:?} is not a user name (lower-case letters, digits, '_' and '-', starting with a letter or '_')"
-            ));
-        }
-    };
-    let mut files: Vec<ProfileFile> = Vec::new();
-    for (i, f) in raw.files.into_iter().enumerate() {
-        let field = format!("files[{i}]");
-        let path = validate_abs_path(&f.path).map_err(|e| format!("field `{field}.path`: {e}"))?;
-        if path == AGENT_BINARY
-            || RESERVED_TARGETS[..2]
-                .iter()
-                .any(|r| path == *r || path.starts_with(&format!("{r}/")))
-        {
-            return Err(format!(
-                "field `{field}.path`: {path:?} is inside a directory docker-agent owns"
-            ));
-        }
-        // Docker writes files into a read-only root only through a volume, and the workspace is the
-        // one every agent has.
-        if raw.read_only_root && !path.starts_with(&format!("{}/", RESERVED_TARGETS[2])) {
-            return Err(format!(
-                "field `{field}.path`: {path:?} is outside /workspace, and `read_only_root` makes the rest of the filesystem read-only"
-            ));
-        }
-        if files.iter().any(|other| other.path == path) {
-            return Err(format!("field `{field}.path`: {path:?} is listed twice"));
-        }
-        let mode = match &f.mode {
-            None => 0o644,
-            Some(m) => parse_mode(m).map_err(|e| format!("field `{field}.mode`: {e}"))?,
-        };
-        let owner = match f.owner.as_deref() {
-            None => None,
-            Some("root") => Some(FileOwner::Root),
-            Some("user") => Some(FileOwner::User),
-            Some(other) => {
-                return Err(format!(
-                    "field `{field}.owner`: {other:?} is not \"root\" or \"user\""
-                ));
-            }
-        };
-        files.push(ProfileFile {
-            path,
-            content: f.content,
-            mode,
-            owner,
-        });
-    }
-    let mut setup_tasks = Vec::new();
-    for (i, t) in raw.setup_tasks.into_iter().enumerate() {
-        let field = format!("setup_tasks[{i}]");
-        if let Some(kind) = &t.kind
-            && kind != "exec"
-        {
-            return Err(format!(
-                "field `{field}.type`: {kind:?} is not a setup task type (only \"exec\")"
-            ));
-        }
-        if t.command.trim().is_empty() {
-            return Err(format!("field `{field}.command`: empty"));
-        }
-        if let Some(u) = &t.user
-            && !is_user_name(u)
-        {
-            return Err(format!("field `{field}.user`: {u:?} is not a user name"));
-        }
-        let timeout = match &t.timeout {
-            None => None,
-            Some(text) => Some(
-                humantime::parse_duration(text)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        format!(
-                            "field `{field}.timeout`: {text:?} is not a duration (e.g. 90s, 10m)"
-                        )
-                    })?,
-            ),
-        };
-        setup_tasks.push(SetupTask {
-            command: t.command,
-            description: t.description.unwrap_or_default(),
-            user: t.user,
-            timeout,
-        });
-    }
-    let cpus = match &raw.resources.cpus {
-        None => 0.0,
-        Some(c) => {
-            let text = c.text();
-            text.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|c| c.is_finite() && *c > 0.0 && *c <= 1024.0)
-                .ok_or_else(|| {
-                    format!(
-                        "field `resources.cpus`: {text:?} is not a CPU count (a number above 0, e.g. 0.5 or 2)"
-                    )
-                })?
-        }
-    };
-    let memory_bytes = match &raw.resources.memory {
-        None => 0,
-        Some(Scalar::Int(n)) if *n > 0 => *n as u64,
-        Some(Scalar::Text(m)) => {
-            parse_size(m).map_err(|e| format!("field `resources.memory`: {e}"))?
-        }
-        Some(other) => {
-            return Err(format!(
-                "field `resources.memory`: {:?} is not a size (use e.g. \"512m\" or \"4g\")",
-                other.text()
-            ));
-        }
-    };
-    if memory_bytes != 0 && memory_bytes < 6 << 20 {
-        return Err("field `resources.memory`: Docker needs at least 6m".into());
-    }
-    let pids = raw.resources.pids.unwrap_or(0);
-    if pids < 0 || (pids > 0 && pids < 16) {
-        return Err(format!(
-            "field `resources.pids`: {pids} is too low (at least 16; leave it out for no limit)"
-        ));
-    }
-    let network = match raw.network {
-        None => None,
-        Some(n) if is_docker_object_name(&n) => Some(n),
-        Some(n) => return Err(format!("field `network`: {n:?} is not a network name")),
-    };
-    let group = match raw.group {
-        None => None,
-        Some(g) => Some(validate_group(&g).map_err(|e| format!("field `group`: {e}"))?),
-    };
-    let max_output = output_bound("max_output", raw.resources.max_output.as_deref())?;
-    let max_agent_output = output_bound(
-        "max_agent_output",
-        raw.resources.max_agent_output.as_deref(),
-    )?;
-    let mut mounts: Vec<ProfileMount> = Vec::new();
-    for (i, m) in raw.mounts.into_iter().enumerate() {
-        let field = format!("mounts[{i}]");
-        let kind = match m.kind.as_deref() {
-            None | Some("bind") => MountKind::Bind,
-            Some("volume") => MountKind::Volume,
-            Some(other) => {
-                return Err(format!(
-                    "field `{field}.type`: {other:?} is not \"bind\" or \"volume\""
-                ));
-            }
-        };
-        let source = match kind {
-            MountKind::Bind => validate_abs_path(&m.source)
-                .map_err(|e| format!("field `{field}.source`: {e} (a host path)"))?,
-            MountKind::Volume if is_docker_object_name(&m.source) => m.source,
-            MountKind::Volume => {
-                return Err(format!(
-                    "field `{field}.source`: {:?} is not a volume name",
-                    m.source
-                ));
-            }
-        };
-        let target =
-            validate_abs_path(&m.target).map_err(|e| format!("field `{field}.target`: {e}"))?;
-        if target == "/"
-            || RESERVED_TARGETS.iter().any(|r| {
-                target == *r
-                    || target.starts_with(&format!("{r}/"))
-                    || r.starts_with(&format!("{target}/"))
-            })
-        {
-            return Err(format!(
-                "field `{field}.target`: {target:?} would hide a directory docker-agent owns"
-            ));
-        }
-        if mounts.iter().any(|o| o.target == target) {
-            return Err(format!(
-                "field `{field}.target`: {target:?} is mounted twice"
-            ));
-        }
-        mounts.push(ProfileMount {
-            kind,
-            source,
-            target,
-            read_only: m.read_only,
-        });
-    }
-    Ok(Profile {
-        name,
-        description: raw.description,
-        base,
-        packages,
-        user,
-        environment,
-        files,
-        setup_tasks,
-        cpus,
-        memory_bytes,
-        pids,
-        max_output,
-        max_agent_output,
-        network,
-        group,
-        mounts,
-        read_only_root: raw.read_only_root,
-        origin: String::new(),
-    })
-}
-
-/// `resources.max_output` and `resources.max_agent_output`: a size, at least 1m (0: the hub's bound).
-fn output_bound(field: &str, text: Option<&str>) -> Result<u64, String> {
-    let Some(text) = text else {
-        return Ok(0);
-    };
-    let bytes = parse_size(text).map_err(|e| format!("field `resources.{field}`: {e}"))?;
-    if bytes < 1 << 20 {
-        return Err(format!(
-            "field `resources.{field}`: {text:?} is too small (at least 1m)"
-        ));
-    }
-    Ok(bytes)
-}
-
-/// A group of agents that share a network (`group` in a profile, `create --group`): the names of
-/// agents, since it becomes part of a network's name.
-pub fn validate_group(group: &str) -> Result<String, String> {
-    let ok = !group.is_empty()
-        && group.len() <= 40
-        && group.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && group
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(group.to_string())
-    } else {
-        Err(format!(
-            "{group:?} is not a group name (1-40 lower-case letters, digits and '-', starting with a letter or digit)"
-        ))
-    }
-}
-
-/// Profile names become image repository names: lower-case, digits, '-', '_' and '.'.
-pub fn validate_profile_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a profile name (1-63 lower-case letters, digits, '-' and '_', starting with a letter or digit)"
-        ))
-    }
-}
-
-fn is_package_name(p: &str) -> bool {
-    let (name, version) = match p.split_once('=') {
-        Some((n, v)) => (n, Some(v)),
-        None => (p, None),
-    };
-    name.len() >= 2
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
-        && version.is_none_or(|v| {
-            !v.is_empty()
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".+-:~".contains(&b))
-        })
-}
-
-fn is_env_name(k: &str) -> bool {
-    !k.is_empty()
-        && !k.starts_with(|c: char| c.is_ascii_digit())
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn is_user_name(u: &str) -> bool {
-    !u.is_empty()
-        && u.len() <= 32
-        && u.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && u.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-fn is_docker_object_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
-/// An absolute, normalised path with no `..`.
-pub fn validate_abs_path(p: &str) -> Result<String, String> {
-    if !p.starts_with('/') {
-        return Err(format!("{p:?} is not an absolute path"));
-    }
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    if parts.contains(&"..") || p.contains('\0') {
-        return Err(format!("{p:?} must not contain '..'"));
-    }
-    Ok(format!("/{}", parts.join("/")))
-}
-
-/// Modes are octal text (`"0644"`, `"755"`). Integers are refused: `644` would silently mean 0o1204,
-/// and once parsed, TOML's `0o644` cannot be told from `420`.
-fn parse_mode(m: &Scalar) -> Result<u32, String> {
-    let mode = match m {
-        Scalar::Text(t) => {
-            let digits = t.trim().trim_start_matches("0o");
-            u32::from_str_radix(digits, 8)
-                .map_err(|_| format!("{t:?} is not an octal mode (e.g. \"0644\")"))?
-        }
-        _ => {
-            return Err(format!(
-                "{:?}: write the mode as an octal string, e.g. \"0644\"",
-                m.text()
-            ));
-        }
-    };
-    if mode > 0o7777 {
-        return Err(format!("{mode:o} is not a file mode (at most 7777)"));
-    }
-    Ok(mode)
 }
 
 /// `Duration` as profiles write it.

@@ -1,6 +1,8 @@
 //! Unit tests of profile parsing and validation: every field, the seed's JSON, and the errors.
 
 use super::*;
+use crate::profile::validate::parse_mode;
+use crate::profile::{FileOwner, MountKind};
 
 fn toml_err(text: &str) -> String {
     parse(text, Format::Toml, "p.toml").unwrap_err().to_string()

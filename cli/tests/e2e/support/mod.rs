@@ -11,6 +11,8 @@ use bollard::Docker;
 use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptions, ListVolumesOptions, RemoveContainerOptions,
 };
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use rand::Rng;
 
 pub mod web;
@@ -522,10 +524,7 @@ impl Hub {
     /// SIGTERM and wait: the graceful path.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("hub running");
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         child.wait().unwrap()
     }
 
