@@ -113,6 +113,15 @@ pub struct HubArgs {
     #[arg(long, env = "DOCKER_AGENT_NETWORK", default_value = "docker-agent")]
     pub network: String,
 
+    /// The Docker engine the agents run on: unix:///PATH or tcp://HOST:PORT (default: DOCKER_HOST, else
+    /// the local socket). A remote engine needs --agent-listen IP:PORT and --agent-url.
+    #[arg(long, env = "DOCKER_AGENT_ENGINE", value_name = "URL")]
+    pub engine: Option<String>,
+
+    /// TLS for a tcp:// engine: a directory with ca.pem, cert.pem and key.pem, as `docker --tlsverify` uses.
+    #[arg(long, env = "DOCKER_AGENT_ENGINE_TLS_DIR", value_name = "DIR")]
+    pub engine_tls_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub image: ImageSource,
 

@@ -56,6 +56,8 @@ pub struct HubConfig {
     pub agent_socket: bool,
     /// The user-defined bridge network the agents live on.
     pub network: String,
+    /// The Docker engine the agents run on; a remote one needs `agent_url` and an `agent_listen` address.
+    pub engine: crate::driver::EngineAddress,
     pub agent_binary: Option<PathBuf>,
     /// `debootstrap` or an image reference present on the engine.
     pub base_image: String,
@@ -88,6 +90,7 @@ impl HubConfig {
             agent_url: None,
             agent_socket: true,
             network: "docker-agent".into(),
+            engine: Default::default(),
             agent_binary: None,
             base_image: crate::image::DEBOOTSTRAP_BASE.into(),
             heartbeat_interval: Duration::from_secs(5),
@@ -128,6 +131,21 @@ impl HubConfig {
             if rest.is_empty() || !rest.contains(':') {
                 return bad(format!(
                     "agent URL {url:?} must look like https://HOST:PORT"
+                ));
+            }
+        }
+        if self.engine.is_remote() {
+            // Its containers are on another machine: this one's gateway address and sockets are not there.
+            if self.agent_url.is_none() {
+                return bad(format!(
+                    "engine {} is remote: set --agent-url to the address its containers reach this hub at",
+                    self.engine
+                ));
+            }
+            if matches!(self.agent_listen, AgentListen::Gateway(_)) {
+                return bad(format!(
+                    "engine {} is remote: set --agent-listen to an address of this host (IP:PORT) its containers can reach",
+                    self.engine
                 ));
             }
         }

@@ -61,7 +61,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
 /// directory cannot be made: agents use the port.
 fn agent_sockets(config: &HubConfig, data_dir: &DataDir) -> Option<Arc<AgentSockets>> {
     let root = data_dir.path(crate::datadir::AGENT_SOCKET_DIR);
-    if !config.agent_socket {
+    if !config.agent_socket || config.engine.is_remote() {
         let _ = std::fs::remove_dir_all(&root);
         return None;
     }
@@ -123,7 +123,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         tracing::warn!(%error, "profile not loaded");
     }
 
-    let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect().await?);
+    let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect(&config.engine).await?);
     driver.ping().await?;
     let engine_cpus = driver.engine_cpus().await?;
     let network =

@@ -5,11 +5,20 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use docker_agent_hub::HubConfig;
+use docker_agent_hub::driver::EngineAddress;
 
 use crate::args::HubArgs;
 
-pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
+/// The hub's config from its flags; the message says which flag is wrong.
+pub fn config(args: &HubArgs, home: &Path) -> Result<HubConfig, String> {
     let mut config = HubConfig::new(home.to_path_buf());
+    config.engine = match &args.engine {
+        Some(url) => EngineAddress::parse(url, args.engine_tls_dir.as_deref())?,
+        None if args.engine_tls_dir.is_some() => {
+            return Err("--engine-tls-dir needs --engine tcp://HOST:PORT".into());
+        }
+        None => EngineAddress::Local,
+    };
     config.operator_listen = args.operator_listen;
     config.agent_listen = args.agent_listen;
     config.agent_url = args.agent_url.clone();
@@ -31,12 +40,18 @@ pub fn config(args: &HubArgs, home: &Path) -> HubConfig {
     config.agent_socket = args.agent_socket;
     config.agent_cooldown = args.agent_cooldown;
     config.profiles_dir = args.profiles.profiles_dir.clone();
-    config
+    Ok(config)
 }
 
 pub async fn run(args: HubArgs, home: &Path) -> Result<ExitCode> {
     crate::init_logging(&args.log);
-    let config = config(&args, home);
+    let config = match config(&args, home) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(64));
+        }
+    };
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return Ok(ExitCode::from(64));

@@ -25,7 +25,7 @@ pub async fn build(
     let profile = catalog
         .get(profile.as_deref().unwrap_or(DEFAULT_PROFILE))?
         .clone();
-    let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect().await?);
+    let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect(&Default::default()).await?);
     driver.ping().await?;
     let builder = ImageBuilder::new(
         driver,

@@ -17,6 +17,7 @@ mod isolation;
 mod lifecycle;
 mod local_socket;
 mod profiles;
+mod remote_engine;
 mod restart;
 mod schemathesis;
 mod security;

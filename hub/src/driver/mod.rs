@@ -11,7 +11,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use docker::DockerDriver;
+pub use docker::{DockerDriver, EngineAddress};
 
 /// Labels on every container the hub makes (brief §3). The hub never touches a container without them.
 pub mod labels {
@@ -32,7 +32,7 @@ pub mod labels {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("the Docker engine is not reachable ({0}); is dockerd running and DOCKER_HOST right?")]
+    #[error("the Docker engine is not reachable ({0}); is dockerd running, and --engine (or DOCKER_HOST) right?")]
     Unreachable(String),
     #[error("{0} not found")]
     NotFound(String),

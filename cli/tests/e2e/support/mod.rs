@@ -15,6 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::Rng;
 
+pub mod cluster;
 pub mod web;
 
 pub const CLI: &str = env!("CARGO_BIN_EXE_docker-agent");
@@ -312,9 +313,12 @@ impl Hub {
         cmd.arg("--home")
             .arg(self.home())
             .arg("hub")
-            .args(["--operator-listen", "127.0.0.1:0"])
-            .args(["--agent-listen", &format!("gateway:{}", self.agent_port)])
-            .args(["--network", &self.network])
+            .args(["--operator-listen", "127.0.0.1:0"]);
+        // A test that names its own agent listener (a remote engine's) keeps it across restarts.
+        if !self.args.iter().any(|a| a == "--agent-listen") {
+            cmd.args(["--agent-listen", &format!("gateway:{}", self.agent_port)]);
+        }
+        cmd.args(["--network", &self.network])
             .args(["--heartbeat-interval", "1s"])
             .args(["--ready-timeout", "60s"])
             .args(&self.args)

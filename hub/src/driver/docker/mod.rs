@@ -1,5 +1,6 @@
 //! The Docker implementation of [`Driver`], on bollard. No `docker` CLI anywhere.
 
+mod engine;
 mod images;
 mod logs;
 
@@ -19,6 +20,8 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use futures::StreamExt;
 
+pub use engine::EngineAddress;
+
 use super::{
     ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver,
     DriverError, EventStream, FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo,
@@ -35,14 +38,21 @@ pub struct DockerDriver {
 }
 
 impl DockerDriver {
-    /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket) and agrees on an API version
-    /// the engine supports, so old engines (API 1.41) work.
-    pub async fn connect() -> Result<Self> {
-        let docker = Docker::connect_with_local_defaults().map_err(map_err("the Docker engine"))?;
-        let docker = docker
+    /// Connects to `engine` and agrees on an API version it supports, so old engines (API 1.41) work.
+    pub async fn connect(engine: &EngineAddress) -> Result<Self> {
+        let docker = engine
+            .connect()?
             .negotiate_version()
             .await
-            .map_err(map_err("the Docker engine"))?;
+            .map_err(map_err(format!("the Docker engine at {engine}")))
+            .map_err(|e| match (e, engine) {
+                // Which engine matters most when it is not the local one.
+                (
+                    DriverError::Unreachable(why),
+                    EngineAddress::Unix(_) | EngineAddress::Tcp { .. },
+                ) => DriverError::Unreachable(format!("{engine}: {why}")),
+                (e, _) => e,
+            })?;
         Ok(Self { docker })
     }
 }
@@ -73,6 +83,7 @@ fn map_err(what: impl Into<String>) -> impl FnOnce(BollardError) -> DriverError 
                 DriverError::Unreachable(format!("no socket at {path}"))
             }
             BollardError::HyperResponseError { err } => DriverError::Unreachable(err.to_string()),
+            BollardError::HyperLegacyError { err } => DriverError::Unreachable(err.to_string()),
             BollardError::RequestTimeoutError => {
                 DriverError::Unreachable("request timed out".into())
             }
