@@ -50,6 +50,14 @@ fn main() -> ExitCode {
             "link-local addresses ({dst}/{prefix}, cloud metadata) are unreachable from this container"
         );
     }
+    // For the agent and every task it starts, whatever the engine set: a Swarm service (API 1.41)
+    // cannot ask for no-new-privileges, and setting it again where Docker did changes nothing.
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        eprintln!(
+            "docker-agent-agent: cannot set no-new-privileges: {e}; refusing to run tasks without it"
+        );
+        return ExitCode::FAILURE;
+    }
     let config = match Config::from_args(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use docker_agent_hub::AgentListen;
+use docker_agent_hub::{AgentListen, DriverKind};
 
 /// Run fleets of isolated agent containers from one hub.
 #[derive(Debug, Parser)]
@@ -117,6 +117,20 @@ pub struct HubArgs {
     /// the local socket). A remote engine needs --agent-listen IP:PORT and --agent-url.
     #[arg(long, env = "DOCKER_AGENT_ENGINE", value_name = "URL")]
     pub engine: Option<String>,
+
+    /// docker: agents are containers on the one engine. swarm: agents are services of a Swarm whose
+    /// manager is --engine, with images pushed to --registry.
+    #[arg(
+        long,
+        env = "DOCKER_AGENT_DRIVER",
+        default_value = "docker",
+        value_name = "docker|swarm"
+    )]
+    pub driver: DriverKind,
+
+    /// The registry (HOST:PORT) Swarm nodes pull the agents' images from; --driver swarm only.
+    #[arg(long, env = "DOCKER_AGENT_REGISTRY", value_name = "HOST:PORT")]
+    pub registry: Option<String>,
 
     /// TLS for a tcp:// engine: a directory with ca.pem, cert.pem and key.pem, as `docker --tlsverify` uses.
     #[arg(long, env = "DOCKER_AGENT_ENGINE_TLS_DIR", value_name = "DIR")]

@@ -1,4 +1,4 @@
-//! Fuzz target: the task JSON parser (`task_json::parse`) and the hub's checks after it never panic, and what they accept is a runnable command.
+//! Fuzz target: the task JSON parser (`task::json::parse`) and the hub's checks after it never panic, and what they accept is a runnable command.
 #![no_main]
 
 use docker_agent_hub::task::json;
@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(spec) = task_json::parse(text) else {
+    let Ok(spec) = json::parse(text) else {
         return;
     };
     // Exactly one of the two command forms, never an empty one: the agent is never handed nothing to run.

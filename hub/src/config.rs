@@ -30,6 +30,27 @@ impl FromStr for AgentListen {
     }
 }
 
+/// Which driver runs the agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverKind {
+    /// One Docker engine: each agent a container.
+    #[default]
+    Docker,
+    /// A Docker Swarm manager: each agent a replicated service of one task, placed by Swarm.
+    Swarm,
+}
+
+impl FromStr for DriverKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "docker" => Ok(Self::Docker),
+            "swarm" => Ok(Self::Swarm),
+            _ => Err(format!("{s:?}: expected docker or swarm")),
+        }
+    }
+}
+
 impl std::fmt::Display for AgentListen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -58,6 +79,9 @@ pub struct HubConfig {
     pub network: String,
     /// The Docker engine the agents run on; a remote one needs `agent_url` and an `agent_listen` address.
     pub engine: crate::driver::EngineAddress,
+    pub driver: DriverKind,
+    /// `host:port` of the registry Swarm nodes pull the hub's images from (`--driver swarm`).
+    pub registry: Option<String>,
     pub agent_binary: Option<PathBuf>,
     /// `debootstrap` or an image reference present on the engine.
     pub base_image: String,
@@ -91,6 +115,8 @@ impl HubConfig {
             agent_socket: true,
             network: "docker-agent".into(),
             engine: Default::default(),
+            driver: DriverKind::Docker,
+            registry: None,
             agent_binary: None,
             base_image: crate::image::DEBOOTSTRAP_BASE.into(),
             heartbeat_interval: Duration::from_secs(5),
@@ -133,6 +159,28 @@ impl HubConfig {
                     "agent URL {url:?} must look like https://HOST:PORT"
                 ));
             }
+        }
+        if self.driver == DriverKind::Swarm {
+            if !self.engine.is_remote() {
+                return bad(
+                    "--driver swarm needs --engine tcp://MANAGER:PORT: the hub reaches every node's engine on that port".into(),
+                );
+            }
+            match &self.registry {
+                None => {
+                    return bad(
+                        "--driver swarm needs --registry HOST:PORT: every node pulls the agents' images from it".into(),
+                    );
+                }
+                Some(r) if r.contains("://") || r.is_empty() || r.contains(char::is_whitespace) => {
+                    return bad(format!(
+                        "registry {r:?} must be HOST:PORT, without a scheme"
+                    ));
+                }
+                Some(_) => {}
+            }
+        } else if self.registry.is_some() {
+            return bad("--registry goes with --driver swarm".into());
         }
         if self.engine.is_remote() {
             // Its containers are on another machine: this one's gateway address and sockets are not there.

@@ -23,6 +23,6 @@ pub mod store;
 pub mod task;
 pub mod tls;
 
-pub use config::{AgentListen, HubConfig};
+pub use config::{AgentListen, DriverKind, HubConfig};
 pub use error::{HubError, Result};
 pub use server::{RunningHub, browser_addr, start};

@@ -13,11 +13,12 @@ use crate::api::agents::guard::Limits;
 use crate::api::agents::sockets::AgentSockets;
 use crate::api::http;
 use crate::api::operator::{GRACE, Operator};
+use crate::config::DriverKind;
 use crate::config::{AgentListen, HubConfig};
 use crate::core::registry::Registry;
 use crate::core::{Core, Settings};
 use crate::datadir::{DataDir, Endpoint};
-use crate::driver::{DockerDriver, Driver, NetworkInfo};
+use crate::driver::{DockerDriver, Driver, NetworkInfo, SwarmDriver};
 use crate::error::{HubError, Result};
 use crate::image::ImageBuilder;
 use crate::profile::ProfileCatalog;
@@ -123,7 +124,12 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         tracing::warn!(%error, "profile not loaded");
     }
 
-    let driver: Arc<dyn Driver> = Arc::new(DockerDriver::connect(&config.engine).await?);
+    let driver: Arc<dyn Driver> = match (config.driver, &config.registry) {
+        (DriverKind::Swarm, Some(registry)) => {
+            Arc::new(SwarmDriver::connect(&config.engine, registry).await?)
+        }
+        _ => Arc::new(DockerDriver::connect(&config.engine).await?),
+    };
     driver.ping().await?;
     let engine_cpus = driver.engine_cpus().await?;
     let network =

@@ -23,6 +23,8 @@ pub fn config(args: &HubArgs, home: &Path) -> Result<HubConfig, String> {
     config.agent_listen = args.agent_listen;
     config.agent_url = args.agent_url.clone();
     config.network = args.network.clone();
+    config.driver = args.driver;
+    config.registry = args.registry.clone();
     config.agent_binary = args.image.agent_binary.clone();
     config.base_image = args.image.base_image.clone();
     config.heartbeat_interval = args.heartbeat_interval;

@@ -22,5 +22,6 @@ mod restart;
 mod schemathesis;
 mod security;
 mod snapshots;
+mod swarm;
 mod tasks;
 mod tty;

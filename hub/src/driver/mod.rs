@@ -3,6 +3,7 @@
 mod docker;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fake;
+mod swarm;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use docker::{DockerDriver, EngineAddress};
+pub use swarm::SwarmDriver;
 
 /// Labels on every container the hub makes (brief §3). The hub never touches a container without them.
 pub mod labels {
@@ -32,7 +34,9 @@ pub mod labels {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("the Docker engine is not reachable ({0}); is dockerd running, and --engine (or DOCKER_HOST) right?")]
+    #[error(
+        "the Docker engine is not reachable ({0}); is dockerd running, and --engine (or DOCKER_HOST) right?"
+    )]
     Unreachable(String),
     #[error("{0} not found")]
     NotFound(String),

@@ -91,6 +91,38 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Cuts node `n`'s link to the switch (node loss); `heal` restores it.
+    pub fn cut(&self, n: u8) {
+        self.link(n, "cut");
+    }
+
+    pub fn heal(&self, n: u8) {
+        self.link(n, "heal");
+    }
+
+    fn link(&self, n: u8, how: &str) {
+        let status = Command::new("bash")
+            .arg(script())
+            .args([how, &self.name, &n.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cluster.sh {how} {n}");
+    }
+
+    /// The registry's `host:port`.
+    pub fn registry(&self) -> &str {
+        self.var("REGISTRY")
+    }
+
+    /// The node number (1-3) of a Swarm node id.
+    pub async fn node_number(&self, node_id: &str) -> u8 {
+        let node = self.docker(1).await.inspect_node(node_id).await.unwrap();
+        let host = node.description.unwrap().hostname.unwrap();
+        host.rsplit('n').next().unwrap().parse().unwrap()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let out = Command::new("bash")

@@ -128,11 +128,20 @@ impl AgentService for AgentSvc {
             .registry
             .held_by_other(&agent.id, &hello.instance_id)
         {
-            tracing::warn!(agent = %agent.name, other, "refusing a second agent process with the same identity");
-            strike(Violation::Duplicate);
-            return Err(Status::already_exists(
-                "another process of this agent is connected; only one may be",
-            ));
+            // The container started again after the connected process said hello: that process is
+            // in a container that is gone or cut off (its Swarm node lost, its link not yet timed
+            // out), and this one is its replacement. Its link is dropped now, not after the timeout.
+            let started = self.core.container_started_at(&agent).await?;
+            if other == agent.instance_id && started > agent.instance_since {
+                tracing::warn!(agent = %agent.name, old = other, new = %hello.instance_id, "the agent's container was replaced: dropping the old process's link");
+                self.core.registry.evict(&agent.id);
+            } else {
+                tracing::warn!(agent = %agent.name, other, "refusing a second agent process with the same identity");
+                strike(Violation::Duplicate);
+                return Err(Status::already_exists(
+                    "another process of this agent is connected; only one may be",
+                ));
+            }
         }
         // One agent process per container start: a new instance while the container has not started
         // again since the last one said hello is another process holding the agent's token (a task

@@ -55,17 +55,24 @@ impl DockerDriver {
             })?;
         Ok(Self { docker })
     }
+
+    /// The bollard client, for the Swarm driver's calls to the same engine.
+    pub(in crate::driver) fn client(&self) -> &Docker {
+        &self.docker
+    }
 }
 
 /// Docker's RFC 3339 timestamps (nanoseconds, `Z`) as unix milliseconds; its zero time is None.
-fn unix_ms(text: &str) -> Option<i64> {
+pub(in crate::driver) fn unix_ms(text: &str) -> Option<i64> {
     let at = humantime::parse_rfc3339_weak(text).ok()?;
     let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
     i64::try_from(ms).ok().filter(|ms| *ms > 0)
 }
 
 /// Turns a bollard error into ours, naming the object the call was about.
-fn map_err(what: impl Into<String>) -> impl FnOnce(BollardError) -> DriverError {
+pub(in crate::driver) fn map_err(
+    what: impl Into<String>,
+) -> impl FnOnce(BollardError) -> DriverError {
     let what = what.into();
     move |err| {
         count(match err {

@@ -1,0 +1,323 @@
+//! What Swarm says about an agent's service: its current task (which node, which container, which
+//! state), the service as the hub's `ContainerState`, the node engines a task's container is on, and
+//! task changes as container events (a node's container events stay on that node; the manager's task
+//! list is the one view of them all).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::TaskState;
+use bollard::query_parameters::{
+    InspectServiceOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions,
+};
+
+use crate::driver::docker::{EngineAddress, map_err, unix_ms};
+use crate::driver::{
+    ContainerEvent, ContainerEventKind, ContainerState, DockerDriver, Driver, DriverError,
+    EventStream, Result, labels,
+};
+
+/// How often the task list is read for events and waits.
+const POLL: Duration = Duration::from_millis(500);
+
+/// One task of a service, as far as the hub cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub id: String,
+    pub node_id: String,
+    pub container_id: Option<String>,
+    pub state: Option<TaskState>,
+    pub desired: Option<TaskState>,
+    pub exit_code: i64,
+    pub error: String,
+    /// When the task was created (unix ms): the newest task is the service's current one.
+    pub created_ms: i64,
+    pub state_since_ms: i64,
+}
+
+impl TaskInfo {
+    pub fn running(&self) -> bool {
+        self.state == Some(TaskState::RUNNING)
+    }
+}
+
+/// Every task Swarm still remembers for `service`, newest first.
+pub async fn list(docker: &Docker, service: &str) -> Result<Vec<TaskInfo>> {
+    let filters = HashMap::from([("service".to_string(), vec![service.to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(map_err(format!("the tasks of service {service}")))?;
+    let mut out: Vec<TaskInfo> = tasks
+        .into_iter()
+        .map(|t| {
+            let status = t.status.unwrap_or_default();
+            let container = status.container_status.unwrap_or_default();
+            TaskInfo {
+                id: t.id.unwrap_or_default(),
+                node_id: t.node_id.unwrap_or_default(),
+                container_id: container.container_id.filter(|c| !c.is_empty()),
+                state: status.state,
+                desired: t.desired_state,
+                exit_code: container.exit_code.unwrap_or(0),
+                error: status.err.unwrap_or_default(),
+                created_ms: t.created_at.as_deref().and_then(unix_ms).unwrap_or(0),
+                state_since_ms: status.timestamp.as_deref().and_then(unix_ms).unwrap_or(0),
+            }
+        })
+        .collect();
+    out.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
+    Ok(out)
+}
+
+/// The service's current task: the newest one Swarm wants running, else the newest.
+pub async fn current(docker: &Docker, service: &str) -> Result<Option<TaskInfo>> {
+    let tasks = list(docker, service).await?;
+    Ok(tasks
+        .iter()
+        .find(|t| t.desired == Some(TaskState::RUNNING))
+        .or(tasks.first())
+        .cloned())
+}
+
+/// The service as the hub sees a container (None: no such service).
+pub async fn service_state(docker: &Docker, service: &str) -> Result<Option<ContainerState>> {
+    let inspect = match docker
+        .inspect_service(service, None::<InspectServiceOptions>)
+        .await
+    {
+        Ok(s) => s,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(None),
+        Err(e) => return Err(map_err(format!("service {service}"))(e)),
+    };
+    let labels = inspect.spec.and_then(|s| s.labels).unwrap_or_default();
+    let task = current(docker, service).await?;
+    let running = task.as_ref().is_some_and(TaskInfo::running);
+    Ok(Some(ContainerState {
+        id: service.to_string(),
+        name: service.to_string(),
+        started_at_ms: task
+            .as_ref()
+            .filter(|t| t.running())
+            .map_or(0, |t| t.state_since_ms),
+        running,
+        status: task
+            .as_ref()
+            .and_then(|t| t.state.map(|s| s.to_string()))
+            .unwrap_or_else(|| "created".into()),
+        exit_code: task.as_ref().map_or(0, |t| t.exit_code),
+        oom_killed: false,
+        error: task.map(|t| t.error).unwrap_or_default(),
+        labels,
+    }))
+}
+
+/// Waits until no task of the service runs (after scaling it to 0).
+pub async fn wait_until_stopped(docker: &Docker, service: &str, grace: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let tasks = list(docker, service).await?;
+        if !tasks.iter().any(TaskInfo::running) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DriverError::Engine(format!(
+                "service {service} still runs a task {}s after it was scaled to 0",
+                grace.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The ids of the Swarm's nodes.
+pub async fn node_ids(docker: &Docker) -> Result<Vec<String>> {
+    let nodes = docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .map_err(map_err("the Swarm's nodes"))?;
+    Ok(nodes.into_iter().filter_map(|n| n.id).collect())
+}
+
+/// Removes a volume from one node's engine, waiting while the removed service's container, which the
+/// node takes away on its own time, still holds it.
+pub async fn remove_volume_when_free(engine: &DockerDriver, name: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match engine.remove_volume(name).await {
+            Ok(()) | Err(DriverError::NotFound(_)) => return Ok(()),
+            Err(DriverError::Conflict(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The nodes' engines, connected on first use: each at the node's Swarm address, on the manager's
+/// port and with the manager's TLS.
+#[derive(Debug, Clone)]
+pub struct Nodes {
+    manager: Docker,
+    engine: EngineAddress,
+    cache: Arc<tokio::sync::Mutex<HashMap<String, DockerDriver>>>,
+}
+
+impl Nodes {
+    pub fn new(manager: Docker, engine: EngineAddress) -> Self {
+        Self {
+            manager,
+            engine,
+            cache: Default::default(),
+        }
+    }
+
+    pub async fn engine(&self, node_id: &str) -> Result<DockerDriver> {
+        if let Some(node) = self.cache.lock().await.get(node_id) {
+            return Ok(node.clone());
+        }
+        let EngineAddress::Tcp { addr, tls_dir } = &self.engine else {
+            return Err(DriverError::Engine(
+                "the Swarm driver reaches nodes' engines only when the manager is a tcp:// engine"
+                    .into(),
+            ));
+        };
+        let port = addr.rsplit_once(':').map_or("2376", |(_, p)| p);
+        let node = self
+            .manager
+            .inspect_node(node_id)
+            .await
+            .map_err(map_err(format!("node {node_id}")))?;
+        let host = node
+            .status
+            .and_then(|s| s.addr)
+            .ok_or_else(|| DriverError::Engine(format!("node {node_id} has no address")))?;
+        let address = EngineAddress::Tcp {
+            addr: format!("{host}:{port}"),
+            tls_dir: tls_dir.clone(),
+        };
+        let driver = DockerDriver::connect(&address).await?;
+        self.cache
+            .lock()
+            .await
+            .insert(node_id.to_string(), driver.clone());
+        Ok(driver)
+    }
+
+    /// The node engine and container id of the service's current task.
+    pub async fn locate(&self, service: &str) -> Result<(DockerDriver, String)> {
+        let task = current(&self.manager, service)
+            .await?
+            .ok_or_else(|| DriverError::NotFound(format!("a task of service {service}")))?;
+        let container = task
+            .container_id
+            .ok_or_else(|| DriverError::NotFound(format!("the container of service {service}")))?;
+        Ok((self.engine(&task.node_id).await?, container))
+    }
+}
+
+/// What the event poller remembers of each service: its current task and whether it ran.
+type Seen = HashMap<String, (String, bool, HashMap<String, String>)>;
+
+/// Task changes of this hub's services as container events: Start when a task starts running, Die
+/// when the running one stops (or is replaced), Destroy when the service goes.
+pub fn events(manager: DockerDriver, hub_id: String) -> EventStream {
+    struct Poller {
+        manager: DockerDriver,
+        hub_id: String,
+        seen: Seen,
+        queue: VecDeque<ContainerEvent>,
+        primed: bool,
+    }
+    let poller = Poller {
+        manager,
+        hub_id,
+        seen: Seen::new(),
+        queue: VecDeque::new(),
+        primed: false,
+    };
+    Box::pin(futures::stream::unfold(poller, |mut p| async move {
+        loop {
+            if let Some(event) = p.queue.pop_front() {
+                return Some((Ok(event), p));
+            }
+            if p.primed {
+                tokio::time::sleep(POLL).await;
+            }
+            match poll(p.manager.client(), &p.hub_id, &mut p.seen).await {
+                Ok(events) if p.primed => p.queue.extend(events),
+                // The first read only learns what is there: like the engine's, these events start now.
+                Ok(_) => p.primed = true,
+                Err(e) => {
+                    p.primed = true;
+                    return Some((Err(e), p));
+                }
+            }
+        }
+    }))
+}
+
+/// One read of every service of this hub and its current task; the events since the last read.
+async fn poll(docker: &Docker, hub_id: &str, seen: &mut Seen) -> Result<Vec<ContainerEvent>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}=true", labels::MANAGED),
+            format!("{}={hub_id}", labels::HUB),
+        ],
+    )]);
+    let services = docker
+        .list_services(Some(ListServicesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(map_err("services"))?;
+    let mut events = Vec::new();
+    let mut now = Seen::new();
+    for service in services {
+        let Some(spec) = service.spec else { continue };
+        let (Some(name), labels) = (spec.name, spec.labels.unwrap_or_default()) else {
+            continue;
+        };
+        let task = current(docker, &name).await?;
+        let (task_id, running, exit_code) = task
+            .map(|t| (t.id.clone(), t.running(), t.exit_code))
+            .unwrap_or_default();
+        let event = |kind| ContainerEvent {
+            container_id: name.clone(),
+            labels: labels.clone(),
+            kind,
+        };
+        match seen.get(&name) {
+            Some((old_task, was_running, _)) => {
+                if *was_running && (!running || *old_task != task_id) {
+                    events.push(event(ContainerEventKind::Die { exit_code }));
+                }
+                if running && (!*was_running || *old_task != task_id) {
+                    events.push(event(ContainerEventKind::Start));
+                }
+            }
+            None if running => events.push(event(ContainerEventKind::Start)),
+            None => {}
+        }
+        now.insert(name.clone(), (task_id, running, labels));
+    }
+    for (name, (_, _, labels)) in seen.drain() {
+        if !now.contains_key(&name) {
+            events.push(ContainerEvent {
+                container_id: name,
+                labels,
+                kind: ContainerEventKind::Destroy,
+            });
+        }
+    }
+    *seen = now;
+    Ok(events)
+}
