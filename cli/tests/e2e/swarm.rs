@@ -293,6 +293,21 @@ async fn agents_spread_over_a_swarm_survive_node_loss_and_hub_restart() {
         );
     }
 
+    // A placement no node satisfies: refused at once with Swarm's reason, nothing left.
+    let pinned = format!("{}-pinned", hub.prefix);
+    hub.write_profile(
+        &format!("{pinned}.toml"),
+        &format!("name = \"{pinned}\"\nplacement = [\"node.labels.nowhere==true\"]\n"),
+    );
+    let nowhere = hub.name("nowhere");
+    hub.cli(&["create", &nowhere, "--profile", &pinned])
+        .await
+        .fails_with("no Swarm node can run");
+    assert!(
+        hub.cli(&["status", &nowhere]).await.status.code() != Some(0),
+        "the refused agent is not kept"
+    );
+
     // Destroyed, nothing is left: no service, secret, container or volume on any node.
     for name in &names {
         hub.cli(&["destroy", name, "--purge"]).await.ok();

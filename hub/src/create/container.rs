@@ -95,6 +95,7 @@ impl Core {
             .collect(),
             group_add,
             read_only_root: profile.read_only_root,
+            placement: profile.placement.clone(),
             tmpfs: if profile.read_only_root {
                 vec!["/tmp".to_string()]
             } else {

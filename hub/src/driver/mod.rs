@@ -159,6 +159,8 @@ pub struct ContainerSpec {
     /// A read-only root filesystem, with an empty tmpfs at each of `tmpfs`.
     pub read_only_root: bool,
     pub tmpfs: Vec<String>,
+    /// Swarm placement constraints; a single engine ignores them.
+    pub placement: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

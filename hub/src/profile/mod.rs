@@ -114,6 +114,9 @@ pub struct Profile {
     /// The container's root filesystem is read-only; `/workspace`, `/tmp` and the agent's own state
     /// (on its credentials volume) stay writable.
     pub read_only_root: bool,
+    /// Swarm placement constraints (`node.labels.X==Y`, `node.role!=manager`, …); a single engine
+    /// has one place and ignores them.
+    pub placement: Vec<String>,
     /// "builtin", a file path, or "snapshot TAG".
     pub origin: String,
 }

@@ -38,6 +38,8 @@ pub(super) struct RawProfile {
     pub(super) user: Option<String>,
     #[serde(default)]
     pub(super) read_only_root: bool,
+    #[serde(default)]
+    pub(super) placement: Vec<String>,
 }
 
 /// Environment values and the seed's `"cpus": "2"`: people write numbers and booleans as either.

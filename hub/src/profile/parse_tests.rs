@@ -256,3 +256,26 @@ fn long_quoted_values_are_cut_whole_escapes_and_all() {
     );
     assert_eq!(shorten_quoted("no quotes"), "no quotes");
 }
+
+#[test]
+fn placement_takes_swarm_constraints_and_names_a_bad_one() {
+    let text =
+        "name = \"pinned\"\nplacement = [\"node.labels.gpu==true\", \"node.role != manager\"]\n";
+    let p = parse(text, Format::Toml, "p.toml").unwrap();
+    assert_eq!(
+        p.placement,
+        ["node.labels.gpu==true", "node.role != manager"]
+    );
+    assert!(p.to_toml().contains("placement = ["), "{}", p.to_toml());
+    for (bad, needle) in [
+        ("gpu", "must be KEY==VALUE"),
+        ("host==a", "not a Swarm placement attribute"),
+        ("node.labels.x==", "needs one value"),
+    ] {
+        let err = toml_err(&format!("name = \"p\"\nplacement = [\"{bad}\"]\n"));
+        assert!(
+            err.contains("placement[0]") && err.contains(needle),
+            "{bad}: {err}"
+        );
+    }
+}

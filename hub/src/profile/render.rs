@@ -21,6 +21,8 @@ struct Doc<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     read_only_root: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    placement: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     packages: &'a [String],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     environment: &'a BTreeMap<String, String>,
@@ -95,6 +97,7 @@ fn doc(p: &Profile) -> Doc<'_> {
         network: p.network.as_deref(),
         group: p.group.as_deref(),
         read_only_root: p.read_only_root,
+        placement: &p.placement,
         packages: &p.packages,
         environment: &p.environment,
         resources: Resources {

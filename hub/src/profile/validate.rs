@@ -59,6 +59,7 @@ pub(super) fn validate(raw: RawProfile) -> Result<Profile, String> {
         raw.resources.max_agent_output.as_deref(),
     )?;
     let mounts = validate_mounts(raw.mounts)?;
+    let placement = validate_placement(raw.placement)?;
     Ok(Profile {
         name,
         description: raw.description,
@@ -77,8 +78,38 @@ pub(super) fn validate(raw: RawProfile) -> Result<Profile, String> {
         group,
         mounts,
         read_only_root: raw.read_only_root,
+        placement,
         origin: String::new(),
     })
+}
+
+/// Swarm's constraint grammar: `node.ATTRIBUTE==VALUE` or `!=`, nothing Swarm would take differently.
+fn validate_placement(raw: Vec<String>) -> Result<Vec<String>, String> {
+    for (i, constraint) in raw.iter().enumerate() {
+        let (key, value) = constraint
+            .split_once("==")
+            .or_else(|| constraint.split_once("!="))
+            .ok_or_else(|| {
+                format!("field `placement[{i}]`: {constraint:?} must be KEY==VALUE or KEY!=VALUE (e.g. node.labels.gpu==true)")
+            })?;
+        let (key, value) = (key.trim(), value.trim());
+        let key_ok = (key.starts_with("node.") || key.starts_with("engine.labels."))
+            && key.len() > "node.".len()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !key_ok {
+            return Err(format!(
+                "field `placement[{i}]`: {key:?} is not a Swarm placement attribute (node.id, node.hostname, node.role, node.platform.os, node.labels.NAME, engine.labels.NAME)"
+            ));
+        }
+        if value.is_empty() || value.contains(['=', '!']) {
+            return Err(format!(
+                "field `placement[{i}]`: {constraint:?} needs one value after the operator"
+            ));
+        }
+    }
+    Ok(raw)
 }
 
 fn validate_packages(raw: Vec<String>) -> Result<Vec<String>, String> {

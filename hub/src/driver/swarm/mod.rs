@@ -169,10 +169,19 @@ impl SwarmDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let spec = spec::service_spec(&pending, &image, &secrets, &volume_labels, &[]);
+        let spec = spec::service_spec(&pending, &image, &secrets, &volume_labels);
         if let Err(e) = self.docker().create_service(spec, None).await {
             self.remove_secrets(service).await;
             return Err(map_err(format!("service {service}"))(e));
+        }
+        // Swarm takes a service no node can run and keeps its task pending forever: say so now,
+        // and leave nothing behind, instead of waiting for an agent that will never dial.
+        if let Err(e) =
+            tasks::wait_until_placed(self.docker(), service, &pending.spec.placement).await
+        {
+            let _ = self.docker().delete_service(service).await;
+            self.remove_secrets(service).await;
+            return Err(e);
         }
         Ok(())
     }

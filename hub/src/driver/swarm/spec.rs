@@ -60,7 +60,6 @@ pub fn service_spec(
     image: &str,
     secrets: &[(String, String, &FileSpec)],
     volume_labels: &HashMap<String, HashMap<String, String>>,
-    constraints: &[String],
 ) -> ServiceSpec {
     let spec = &pending.spec;
     let volume = |source: &str, target: &str, read_only: bool| Mount {
@@ -148,8 +147,8 @@ pub fn service_spec(
                 delay: Some(1_000_000_000),
                 ..Default::default()
             }),
-            placement: (!constraints.is_empty()).then(|| TaskSpecPlacement {
-                constraints: Some(constraints.to_vec()),
+            placement: (!spec.placement.is_empty()).then(|| TaskSpecPlacement {
+                constraints: Some(spec.placement.clone()),
                 ..Default::default()
             }),
             log_driver: Some(TaskSpecLogDriver {
@@ -195,6 +194,7 @@ mod tests {
                 }],
                 tmpfs: vec!["/tmp".into()],
                 read_only_root: true,
+                placement: vec!["node.labels.gpu==1".into()],
                 pids_limit: 256,
                 memory_bytes: 1 << 30,
                 cap_add: vec!["SETUID".into()],
@@ -226,7 +226,6 @@ mod tests {
             "r:5000/docker-agent/minimal:abc@sha256:00",
             &secrets,
             &HashMap::new(),
-            &["node.labels.gpu==1".into()],
         );
         assert_eq!(
             spec.mode.unwrap().replicated.unwrap().replicas,

@@ -136,6 +136,40 @@ pub async fn wait_until_stopped(docker: &Docker, service: &str, grace: Duration)
     }
 }
 
+/// Waits until Swarm has given the service's task to a node; fails with the scheduler's reason when
+/// no node can take it (constraints no node meets, resources no node has).
+pub async fn wait_until_placed(docker: &Docker, service: &str, placement: &[String]) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let task = current(docker, service).await?;
+        let pending = task.as_ref().is_none_or(|t| {
+            matches!(
+                t.state,
+                None | Some(TaskState::NEW | TaskState::ALLOCATED | TaskState::PENDING)
+            )
+        });
+        if !pending {
+            return Ok(());
+        }
+        let reason = task.map(|t| t.error).unwrap_or_default();
+        if reason.contains("no suitable node") {
+            let wanted = if placement.is_empty() {
+                String::new()
+            } else {
+                format!(" (placement {})", placement.join(", "))
+            };
+            return Err(DriverError::Engine(format!(
+                "no Swarm node can run service {service}{wanted}: {reason}"
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // Still unplaced but not refused (a slow scheduler): the create's ready timeout decides.
+            return Ok(());
+        }
+        tokio::time::sleep(POLL / 5).await;
+    }
+}
+
 /// The ids of the Swarm's nodes.
 pub async fn node_ids(docker: &Docker) -> Result<Vec<String>> {
     let nodes = docker
