@@ -120,6 +120,8 @@ pub enum AgentListen {
     Gateway,
     /// On loopback, for simulated agents on this host.
     Loopback,
+    /// Another engine's: these hub flags name it, and the agent listener and URL its containers reach.
+    Remote(Vec<String>),
 }
 
 pub struct Hub {
@@ -133,9 +135,10 @@ impl Hub {
     /// A hub on a new home (which may already hold a store: see `scale`), ready to serve.
     pub fn start_in(home: tempfile::TempDir, listen: AgentListen) -> Self {
         let network = format!("da-bench-{}-{}", std::process::id(), rand::random::<u32>());
-        let agent_listen = match listen {
-            AgentListen::Gateway => "gateway:0",
-            AgentListen::Loopback => "127.0.0.1:0",
+        let listen_args = match listen {
+            AgentListen::Gateway => vec!["--agent-listen".to_string(), "gateway:0".to_string()],
+            AgentListen::Loopback => vec!["--agent-listen".to_string(), "127.0.0.1:0".to_string()],
+            AgentListen::Remote(args) => args,
         };
         // For profiling: `DOCKER_AGENT_BENCH_HUB_WRAPPER="heaptrack -o /tmp/hub"` runs the hub under a tool
         // (its figures are then the tool's process: use them for the profile, not the table).
@@ -153,7 +156,8 @@ impl Hub {
             .arg("--home")
             .arg(home.path())
             .args(["hub", "--operator-listen", "127.0.0.1:0"])
-            .args(["--agent-listen", agent_listen, "--network", &network])
+            .args(&listen_args)
+            .args(["--network", &network])
             .env("DOCKER_AGENT_LOG", "warn")
             .env("DOCKER_AGENT_AGENT_BINARY", agent_path())
             .stderr(Stdio::piped())

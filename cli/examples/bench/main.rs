@@ -12,6 +12,7 @@ mod report;
 mod scale;
 mod simulate;
 mod stream;
+mod swarm;
 mod terminal;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ enum Section {
     Fleet,
     Scale,
     Attack,
+    Swarm,
 }
 
 #[derive(Debug, Parser)]
@@ -174,6 +176,9 @@ fn main() {
     }
     if args.wants(Section::Fleet) {
         add(fleet::measure(&hub, &prefix, args.fleet));
+    }
+    if args.wants(Section::Swarm) {
+        add(swarm::measure(&prefix, args.create_runs, args.exec_runs));
     }
     if args.wants(Section::Scale) {
         for &agents in &args.scale {

@@ -63,6 +63,8 @@ pub enum Unit {
     Count,
     /// A ratio.
     Times,
+    /// Seconds, for spans too long for milliseconds.
+    Seconds,
 }
 
 impl Unit {
@@ -78,6 +80,7 @@ impl Unit {
             Unit::Cores => format!("{:.3} cores", v),
             Unit::Count => format!("{v:.0}"),
             Unit::Times => format!("{v:.2}×"),
+            Unit::Seconds => format!("{v:.1} s"),
         }
     }
 }
