@@ -17,6 +17,9 @@ pub enum Lifecycle {
     Stopping,
     Stopped,
     Destroyed,
+    /// Its node was lost and the scheduler placed it on another node (Swarm): running again there,
+    /// but its agent has not dialed back yet.
+    Rescheduled,
 }
 
 /// Where the profile's setup stands, as far as the lifecycle says: the agent is `starting` (or in
@@ -73,6 +76,8 @@ pub enum LifecycleEvent {
     /// The container is no longer running.
     ContainerExited,
     Destroyed,
+    /// The scheduler replaced the agent's container with one on another node.
+    Rescheduled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +107,18 @@ impl Lifecycle {
             (Creating | Starting | StartError | Ready, E::SetupFailed) => StartError,
             // A step killed by the container's stop reports a failure after the stop was recorded.
             (Stopped, E::SetupFailed) => Stopped,
+            (Creating | Starting | Ready | StartError | Stopped | Rescheduled, E::Rescheduled) => {
+                Rescheduled
+            }
+            (Stopping, E::Rescheduled) => Stopping,
+            // Until its agent dials back, a rescheduled agent stays so: the new container's start
+            // is part of the move.
+            (Rescheduled, E::ContainerStarted) => Rescheduled,
+            (Rescheduled, E::AgentRegistered) => Ready,
+            (Rescheduled, E::SetupRunning) => Starting,
+            (Rescheduled, E::SetupFailed | E::ReadyTimeout) => StartError,
+            (Rescheduled, E::StopRequested) => Stopping,
+            (Rescheduled, E::ContainerExited) => Stopped,
             (Creating | Starting, E::ReadyTimeout) => StartError,
             (Ready | StartError | Stopping | Stopped, E::ReadyTimeout) => self,
             (Creating | Starting | Ready | StartError, E::StopRequested) => Stopping,
@@ -123,6 +140,7 @@ impl Lifecycle {
             LifecycleEvent::StopRequested => "stop",
             LifecycleEvent::ContainerExited => "exit",
             LifecycleEvent::Destroyed => "destroy",
+            LifecycleEvent::Rescheduled => "reschedule",
         };
         InvalidTransition { from: self, event }
     }
@@ -136,6 +154,7 @@ impl Lifecycle {
             Lifecycle::Stopping => "stopping",
             Lifecycle::Stopped => "stopped",
             Lifecycle::Destroyed => "destroyed",
+            Lifecycle::Rescheduled => "rescheduled",
         }
     }
 
@@ -143,7 +162,7 @@ impl Lifecycle {
     pub fn is_running(self) -> bool {
         matches!(
             self,
-            Lifecycle::Starting | Lifecycle::Ready | Lifecycle::StartError
+            Lifecycle::Starting | Lifecycle::Ready | Lifecycle::StartError | Lifecycle::Rescheduled
         )
     }
 }
@@ -165,6 +184,7 @@ impl FromStr for Lifecycle {
             "stopping" => Lifecycle::Stopping,
             "stopped" => Lifecycle::Stopped,
             "destroyed" => Lifecycle::Destroyed,
+            "rescheduled" => Lifecycle::Rescheduled,
             other => return Err(format!("unknown lifecycle state {other:?}")),
         })
     }
@@ -282,9 +302,28 @@ mod tests {
     }
 
     #[test]
+    fn a_rescheduled_agent_waits_for_its_agent_and_can_still_be_stopped() {
+        assert_eq!(Ready.on(E::Rescheduled).unwrap(), Rescheduled);
+        assert_eq!(Rescheduled.on(E::ContainerStarted).unwrap(), Rescheduled);
+        assert_eq!(Rescheduled.on(E::AgentRegistered).unwrap(), Ready);
+        assert_eq!(Rescheduled.on(E::SetupRunning).unwrap(), Starting);
+        assert_eq!(Rescheduled.on(E::ReadyTimeout).unwrap(), StartError);
+        assert_eq!(Rescheduled.on(E::StopRequested).unwrap(), Stopping);
+        assert_eq!(Stopping.on(E::Rescheduled).unwrap(), Stopping);
+        assert!(Rescheduled.is_running());
+    }
+
+    #[test]
     fn names_round_trip() {
         for s in [
-            Creating, Starting, Ready, StartError, Stopping, Stopped, Destroyed,
+            Creating,
+            Starting,
+            Ready,
+            StartError,
+            Stopping,
+            Stopped,
+            Destroyed,
+            Rescheduled,
         ] {
             assert_eq!(s.as_str().parse::<Lifecycle>().unwrap(), s);
         }

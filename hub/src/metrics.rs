@@ -57,13 +57,14 @@ pub const REFUSALS: [&str; 7] = [
     "wrong_socket",
 ];
 
-const LIFECYCLES: [Lifecycle; 6] = [
+const LIFECYCLES: [Lifecycle; 7] = [
     Lifecycle::Creating,
     Lifecycle::Starting,
     Lifecycle::Ready,
     Lifecycle::StartError,
     Lifecycle::Stopping,
     Lifecycle::Stopped,
+    Lifecycle::Rescheduled,
 ];
 
 pub struct Metrics {

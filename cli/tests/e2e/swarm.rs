@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 };
 
 use crate::support::cluster::Cluster;
+use crate::support::web::Api;
 use crate::support::{Hub, docker, ensure_image, random_prefix, run_cli, wait_for};
 
 const AGENTS: usize = 6;
@@ -216,6 +217,24 @@ async fn agents_spread_over_a_swarm_survive_node_loss_and_hub_restart() {
     assert!(
         moved.values().all(|n| *n != node),
         "rescheduled off node {node}: {moved:?}"
+    );
+    // Told truthfully: the move is in the agent's history, with the node it left and where it went.
+    let (code, history) = Api::new(&hub)
+        .get(&format!("/api/v1/agents/{victim}/events"))
+        .await;
+    assert!(code.is_success(), "{history}");
+    let moved = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "rescheduled")
+        .unwrap_or_else(|| panic!("no rescheduled event: {history}"));
+    let detail = moved["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("n{node} is down"))
+            && detail.contains("moved to node")
+            && detail.contains("/workspace started empty"),
+        "{detail}"
     );
     let lost = hub.cli(&["task", "get", &running, "--json"]).await.json();
     assert_eq!(lost["state"], "lost", "{lost}");

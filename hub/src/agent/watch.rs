@@ -96,6 +96,17 @@ impl Core {
                 }
                 self.set_connection(agent_id, Connection::Disconnected)?;
             }
+            ContainerEventKind::Rescheduled { why, since_ms } => {
+                self.store.record_event(&agent.name, "rescheduled", &why)?;
+                // The replacement's agent may have dialed in before the move was seen: then the move
+                // is history, and the agent is ready where it is.
+                let arrived =
+                    self.registry.is_connected(agent_id) && agent.instance_since >= since_ms;
+                if !arrived {
+                    self.transition(agent_id, LifecycleEvent::Rescheduled, &why)?;
+                    self.set_connection(agent_id, Connection::Disconnected)?;
+                }
+            }
             ContainerEventKind::Oom => {
                 self.store.record_event(
                     &agent.name,

@@ -51,7 +51,7 @@ pub struct Agent {
     pub container_id: Option<String>,
     /// The `/workspace` volume.
     pub volume: String,
-    /// creating, starting, ready, start_error, stopping, stopped, destroyed.
+    /// creating, starting, ready, start_error, stopping, stopped, destroyed, rescheduled.
     pub lifecycle: String,
     /// Why the agent is in its lifecycle state (setup progress, exit code, OOM kill...).
     pub lifecycle_reason: String,

@@ -187,6 +187,13 @@ pub enum ContainerEventKind {
     },
     Oom,
     Destroy,
+    /// The scheduler replaced the container with one on another node (Swarm); `why` says which node
+    /// it left, for which one, and why.
+    Rescheduled {
+        why: String,
+        /// When the replacement was made (unix ms): an agent that said hello since is already it.
+        since_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

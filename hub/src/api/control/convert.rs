@@ -14,6 +14,7 @@ pub fn lifecycle(l: Lifecycle) -> pb::Lifecycle {
         Lifecycle::Stopping => pb::Lifecycle::Stopping,
         Lifecycle::Stopped => pb::Lifecycle::Stopped,
         Lifecycle::Destroyed => pb::Lifecycle::Destroyed,
+        Lifecycle::Rescheduled => pb::Lifecycle::Rescheduled,
     }
 }
 

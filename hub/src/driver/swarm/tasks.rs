@@ -41,6 +41,11 @@ impl TaskInfo {
     pub fn running(&self) -> bool {
         self.state == Some(TaskState::RUNNING)
     }
+
+    /// Swarm wants it up: running, or `ready` while a restart's delay passes.
+    pub fn wanted(&self) -> bool {
+        matches!(self.desired, Some(TaskState::RUNNING | TaskState::READY))
+    }
 }
 
 /// Every task Swarm still remembers for `service`, newest first.
@@ -74,12 +79,12 @@ pub async fn list(docker: &Docker, service: &str) -> Result<Vec<TaskInfo>> {
     Ok(out)
 }
 
-/// The service's current task: the newest one Swarm wants running, else the newest.
+/// The service's current task: the newest one Swarm wants up, else the newest.
 pub async fn current(docker: &Docker, service: &str) -> Result<Option<TaskInfo>> {
     let tasks = list(docker, service).await?;
     Ok(tasks
         .iter()
-        .find(|t| t.desired == Some(TaskState::RUNNING))
+        .find(|t| t.wanted())
         .or(tasks.first())
         .cloned())
 }
@@ -256,8 +261,39 @@ impl Nodes {
     }
 }
 
-/// What the event poller remembers of each service: its current task and whether it ran.
-type Seen = HashMap<String, (String, bool, HashMap<String, String>)>;
+/// What the event poller remembers of each service's current task.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    task_id: String,
+    running: bool,
+    node_id: String,
+    labels: HashMap<String, String>,
+}
+
+type SeenMap = HashMap<String, Seen>;
+
+/// Why a service's task moved: the node it left (its state and Swarm's message), the node it went to.
+async fn why_moved(docker: &Docker, from: &str, to: &str) -> String {
+    let describe = |node: Option<bollard::models::Node>| {
+        let host = node
+            .as_ref()
+            .and_then(|n| n.description.as_ref()?.hostname.clone())
+            .unwrap_or_else(|| "?".into());
+        let status = node.and_then(|n| n.status).unwrap_or_default();
+        let state = status.state.map(|s| s.to_string()).unwrap_or_default();
+        (host, state, status.message.unwrap_or_default())
+    };
+    let (old, state, message) = describe(docker.inspect_node(from).await.ok());
+    let (new, _, _) = describe(docker.inspect_node(to).await.ok());
+    let mut why = format!("node {old} is {state}");
+    if !message.is_empty() {
+        why.push_str(&format!(" ({message})"));
+    }
+    why.push_str(&format!(
+        "; moved to node {new}, where /workspace started empty"
+    ));
+    why
+}
 
 /// Task changes of this hub's services as container events: Start when a task starts running, Die
 /// when the running one stops (or is replaced), Destroy when the service goes.
@@ -265,14 +301,14 @@ pub fn events(manager: DockerDriver, hub_id: String) -> EventStream {
     struct Poller {
         manager: DockerDriver,
         hub_id: String,
-        seen: Seen,
+        seen: SeenMap,
         queue: VecDeque<ContainerEvent>,
         primed: bool,
     }
     let poller = Poller {
         manager,
         hub_id,
-        seen: Seen::new(),
+        seen: SeenMap::new(),
         queue: VecDeque::new(),
         primed: false,
     };
@@ -298,7 +334,7 @@ pub fn events(manager: DockerDriver, hub_id: String) -> EventStream {
 }
 
 /// One read of every service of this hub and its current task; the events since the last read.
-async fn poll(docker: &Docker, hub_id: &str, seen: &mut Seen) -> Result<Vec<ContainerEvent>> {
+async fn poll(docker: &Docker, hub_id: &str, seen: &mut SeenMap) -> Result<Vec<ContainerEvent>> {
     let filters = HashMap::from([(
         "label".to_string(),
         vec![
@@ -314,40 +350,57 @@ async fn poll(docker: &Docker, hub_id: &str, seen: &mut Seen) -> Result<Vec<Cont
         .await
         .map_err(map_err("services"))?;
     let mut events = Vec::new();
-    let mut now = Seen::new();
+    let mut now = SeenMap::new();
     for service in services {
         let Some(spec) = service.spec else { continue };
         let (Some(name), labels) = (spec.name, spec.labels.unwrap_or_default()) else {
             continue;
         };
         let task = current(docker, &name).await?;
-        let (task_id, running, exit_code) = task
-            .map(|t| (t.id.clone(), t.running(), t.exit_code))
-            .unwrap_or_default();
+        let wanted = task.as_ref().is_some_and(TaskInfo::wanted);
+        let current = Seen {
+            task_id: task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+            running: task.as_ref().is_some_and(TaskInfo::running),
+            node_id: task.as_ref().map(|t| t.node_id.clone()).unwrap_or_default(),
+            labels: labels.clone(),
+        };
+        let exit_code = task.as_ref().map_or(0, |t| t.exit_code);
         let event = |kind| ContainerEvent {
             container_id: name.clone(),
             labels: labels.clone(),
             kind,
         };
-        match seen.get(&name) {
-            Some((old_task, was_running, _)) => {
-                if *was_running && (!running || *old_task != task_id) {
-                    events.push(event(ContainerEventKind::Die { exit_code }));
-                }
-                if running && (!*was_running || *old_task != task_id) {
-                    events.push(event(ContainerEventKind::Start));
-                }
-            }
-            None if running => events.push(event(ContainerEventKind::Start)),
-            None => {}
+        let before = seen.get(&name);
+        let replaced =
+            before.is_some_and(|b| !b.task_id.is_empty() && b.task_id != current.task_id);
+        if replaced && wanted && current.node_id.is_empty() {
+            // A replacement not yet given a node: whether it moved is told when it has one.
+            now.insert(name.clone(), before.expect("replaced implies seen").clone());
+            continue;
         }
-        now.insert(name.clone(), (task_id, running, labels));
+        let moved = replaced
+            && wanted
+            && before.is_some_and(|b| !b.node_id.is_empty() && b.node_id != current.node_id);
+        if moved {
+            let from = &before.expect("moved implies seen").node_id;
+            events.push(event(ContainerEventKind::Rescheduled {
+                why: why_moved(docker, from, &current.node_id).await,
+                since_ms: task.as_ref().map_or(0, |t| t.created_ms),
+            }));
+        } else if before.is_some_and(|b| b.running && (!current.running || replaced)) {
+            events.push(event(ContainerEventKind::Die { exit_code }));
+        }
+        let was_running = before.is_some_and(|b| b.running && !replaced);
+        if current.running && !was_running {
+            events.push(event(ContainerEventKind::Start));
+        }
+        now.insert(name.clone(), current);
     }
-    for (name, (_, _, labels)) in seen.drain() {
+    for (name, gone) in seen.drain() {
         if !now.contains_key(&name) {
             events.push(ContainerEvent {
                 container_id: name,
-                labels,
+                labels: gone.labels,
                 kind: ContainerEventKind::Destroy,
             });
         }

@@ -168,13 +168,14 @@ pub struct FleetQuery {
     profile: Option<String>,
 }
 
-const STATES: [Lifecycle; 6] = [
+const STATES: [Lifecycle; 7] = [
     Lifecycle::Creating,
     Lifecycle::Starting,
     Lifecycle::Ready,
     Lifecycle::StartError,
     Lifecycle::Stopping,
     Lifecycle::Stopped,
+    Lifecycle::Rescheduled,
 ];
 
 pub async fn fleet(

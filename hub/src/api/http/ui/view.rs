@@ -70,7 +70,7 @@ pub struct Badge {
 pub fn lifecycle_badge(l: Lifecycle) -> Badge {
     let (class, symbol) = match l {
         Lifecycle::Ready => ("ok", "●"),
-        Lifecycle::Creating | Lifecycle::Starting => ("busy", "◐"),
+        Lifecycle::Creating | Lifecycle::Starting | Lifecycle::Rescheduled => ("busy", "◐"),
         Lifecycle::StartError => ("bad", "✕"),
         Lifecycle::Stopping => ("busy", "◑"),
         Lifecycle::Stopped => ("off", "■"),
