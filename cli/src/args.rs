@@ -37,6 +37,9 @@ pub enum Command {
     /// List agents.
     #[command(visible_alias = "ls")]
     List(ListArgs),
+    /// List the machines agents run on: a Swarm's nodes (state, availability, CPUs, memory, this
+    /// hub's agents on each), or the one engine's host.
+    Nodes(ListArgs),
     /// Show one agent in detail.
     Status(StatusArgs),
     /// Start a stopped agent.

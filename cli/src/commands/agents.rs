@@ -116,19 +116,81 @@ pub async fn list(mut client: Client, args: ListArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // A NODE column only where agents can be on more than one (Swarm), as `docker service ps` has.
+    let nodes = agents.iter().any(|a| !a.node.is_empty());
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
-            vec![
+            let mut row = vec![
                 a.name.clone(),
                 a.profile.clone(),
                 lifecycle(a.lifecycle),
                 connection(a.connection),
+            ];
+            if nodes {
+                row.push(if a.node.is_empty() {
+                    "-".into()
+                } else {
+                    a.node.clone()
+                });
+            }
+            row.extend([
                 uptime(a),
                 cpu(a),
                 memory(a),
                 a.running_tasks.to_string(),
                 ago(a.created_at_ms),
+            ]);
+            row
+        })
+        .collect();
+    let mut header = vec!["NAME", "PROFILE", "LIFECYCLE", "CONNECTION"];
+    if nodes {
+        header.push("NODE");
+    }
+    header.extend(["UPTIME", "CPU", "MEMORY", "TASKS", "CREATED"]);
+    print!("{}", table(&header, &rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `docker-agent nodes`: the machines agents run on, with this hub's agents on each.
+pub async fn nodes(mut client: Client, args: ListArgs) -> Result<ExitCode> {
+    let nodes = client
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .nodes;
+    if args.json.json {
+        let views: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.id,
+                    "hostname": n.hostname,
+                    "role": n.role,
+                    "state": n.state,
+                    "availability": n.availability,
+                    "cpus": n.cpus,
+                    "memory_bytes": n.memory_bytes,
+                    "agents": n.agents,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.hostname.clone(),
+                n.role.clone(),
+                n.state.clone(),
+                n.availability.clone(),
+                n.cpus.to_string(),
+                crate::output::bytes(n.memory_bytes),
+                n.agents.to_string(),
             ]
         })
         .collect();
@@ -136,15 +198,13 @@ pub async fn list(mut client: Client, args: ListArgs) -> Result<ExitCode> {
         "{}",
         table(
             &[
-                "NAME",
-                "PROFILE",
-                "LIFECYCLE",
-                "CONNECTION",
-                "UPTIME",
-                "CPU",
+                "NODE",
+                "ROLE",
+                "STATE",
+                "AVAILABILITY",
+                "CPUS",
                 "MEMORY",
-                "TASKS",
-                "CREATED"
+                "AGENTS"
             ],
             &rows
         )
@@ -198,6 +258,9 @@ pub async fn status(mut client: Client, args: StatusArgs) -> Result<ExitCode> {
         ("Created", ago(a.created_at_ms)),
         ("Running tasks", a.running_tasks.to_string()),
     ];
+    if !a.node.is_empty() {
+        lines.insert(lines.len() - 4, ("Node", a.node.clone()));
+    }
     if let Some(r) = a.resources {
         let limit = |v: String, set: bool| if set { v } else { "unlimited".into() };
         lines.push((

@@ -42,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Create(args) => agents::create(connect().await?, args).await,
         Command::List(args) => agents::list(connect().await?, args).await,
+        Command::Nodes(args) => agents::nodes(connect().await?, args).await,
         Command::Status(args) => agents::status(connect().await?, args).await,
         Command::Start(args) => agents::start(connect().await?, args.name).await,
         Command::Stop(args) => agents::stop(connect().await?, args, false).await,

@@ -60,7 +60,14 @@ async fn agents_run_on_a_remote_engine_and_leave_nothing_there() {
         .cli_stdin(&["exec", &name, "--", "wc", "-c"], &data)
         .await;
     assert_eq!(out.ok().trim(), "200000");
+    // One engine: one node, which runs the agent; no NODE anywhere.
+    let nodes = hub.cli(&["nodes", "--json"]).await.json();
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(nodes[0]["role"], "engine");
+    assert_eq!(nodes[0]["agents"], 1);
+    assert!(!hub.cli(&["list"]).await.ok().contains("NODE"));
     let out = hub.cli(&["status", &name, "--json"]).await;
+    assert!(out.json()["node"].is_null(), "{}", out.stdout);
     assert_eq!(out.json()["lifecycle"], "ready", "{}", out.stdout);
     assert_eq!(out.json()["connection"], "connected", "{}", out.stdout);
 

@@ -108,6 +108,40 @@ async fn agents_spread_over_a_swarm_survive_node_loss_and_hub_restart() {
         3,
         "six agents land on all three nodes: {nodes:?}"
     );
+    // The hub says where each one is, in list --json, the NODE column and `nodes`.
+    let listed = hub.cli(&["list", "--json"]).await.json();
+    for agent in listed.as_array().unwrap() {
+        let name = agent["name"].as_str().unwrap().to_string();
+        let node = agent["node"].as_str().unwrap_or_default();
+        assert!(
+            node.ends_with(&format!("-n{}", nodes[&name])),
+            "{name} is on node {}, the hub says {node:?}",
+            nodes[&name]
+        );
+    }
+    assert!(hub.cli(&["list"]).await.ok().contains(" NODE "));
+    let swarm_nodes = hub.cli(&["nodes", "--json"]).await.json();
+    let swarm_nodes = swarm_nodes.as_array().unwrap();
+    assert_eq!(swarm_nodes.len(), 3, "{swarm_nodes:?}");
+    assert!(
+        swarm_nodes
+            .iter()
+            .all(|n| n["state"] == "ready" && n["availability"] == "active")
+    );
+    assert_eq!(
+        swarm_nodes
+            .iter()
+            .map(|n| n["agents"].as_u64().unwrap())
+            .sum::<u64>(),
+        AGENTS as u64
+    );
+    assert_eq!(
+        swarm_nodes
+            .iter()
+            .filter(|n| n["role"] == "manager")
+            .count(),
+        1
+    );
 
     // Every verb on every node.
     let local = tempfile::tempdir().unwrap();

@@ -43,6 +43,48 @@ impl Core {
         })
     }
 
+    /// Which node runs each agent (agent id → node hostname), where the driver has more than one
+    /// place to run them. A listing must not fail because the scheduler did not answer: then it is
+    /// empty, and logged.
+    pub async fn placements(&self) -> std::collections::HashMap<String, String> {
+        let by_container = match self.driver.placements(&self.settings.hub_id).await {
+            Ok(map) if !map.is_empty() => map,
+            Ok(_) => return Default::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read where the agents run");
+                return Default::default();
+            }
+        };
+        self.store
+            .list_agents()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| {
+                let container = a.container_id.as_deref().unwrap_or(&a.container_name);
+                Some((a.id.clone(), by_container.get(container)?.clone()))
+            })
+            .collect()
+    }
+
+    /// The machines agents run on, each with how many of this hub's agents it runs.
+    pub async fn nodes(&self) -> Result<Vec<(crate::driver::NodeInfo, u32)>> {
+        let nodes = self.driver.nodes().await?;
+        let placements = self.placements().await;
+        let total = self.store.list_agents()?.len() as u32;
+        let single = nodes.len() == 1 && placements.is_empty();
+        Ok(nodes
+            .into_iter()
+            .map(|n| {
+                let agents = if single {
+                    total
+                } else {
+                    placements.values().filter(|h| **h == n.hostname).count() as u32
+                };
+                (n, agents)
+            })
+            .collect())
+    }
+
     /// The live agent of this name, if there is one (`agent` fails when there is not).
     pub fn find_agent(&self, name: &str) -> Result<Option<AgentRecord>> {
         Ok(self.store.agent_by_name(name)?)

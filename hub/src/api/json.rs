@@ -64,6 +64,8 @@ pub struct Agent {
     pub running_tasks: u32,
     pub failed_tasks: u32,
     pub agent_version: String,
+    /// The node running it, where there is more than one (Swarm); null on a single engine.
+    pub node: Option<String>,
     pub resources: Resources,
     pub health: Option<Health>,
 }
@@ -126,6 +128,7 @@ impl From<&pb::Agent> for Agent {
             running_tasks: a.running_tasks,
             failed_tasks: a.failed_tasks,
             agent_version: a.agent_version.clone(),
+            node: text(&a.node),
             resources: a.resources.as_ref().into(),
             health: a.health.as_ref().map(|h| Health {
                 cpu_percent: h.cpu_percent,

@@ -244,4 +244,13 @@ impl Driver for FakeDriver {
     fn events(&self, _hub_id: &str) -> EventStream {
         Box::pin(futures::stream::pending())
     }
+
+    async fn nodes(&self) -> Result<Vec<super::NodeInfo>> {
+        Ok(vec![super::NodeInfo {
+            hostname: "fake".into(),
+            role: "engine".into(),
+            state: "ready".into(),
+            ..Default::default()
+        }])
+    }
 }

@@ -178,6 +178,21 @@ pub struct ContainerState {
     pub labels: HashMap<String, String>,
 }
 
+/// A machine agents run on: the one engine's host, or a Swarm node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    pub id: String,
+    pub hostname: String,
+    /// "manager" or "worker" on a Swarm; "engine" for a single engine.
+    pub role: String,
+    /// ready, down, unknown, disconnected.
+    pub state: String,
+    /// active, pause, drain.
+    pub availability: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerEventKind {
     Start,
@@ -278,4 +293,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     async fn list_managed(&self, hub_id: &str) -> Result<Vec<ContainerState>>;
     /// Container events for this hub's containers, from now on.
     fn events(&self, hub_id: &str) -> EventStream;
+
+    /// The machines agents can run on.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>>;
+    /// Which node runs each of this hub's containers (container id → node hostname); empty where
+    /// there is only one place to run.
+    async fn placements(&self, _hub_id: &str) -> Result<HashMap<String, String>> {
+        Ok(HashMap::new())
+    }
 }

@@ -69,6 +69,7 @@ pub fn agent(a: AgentRecord, running_tasks: u32, failed_tasks: u32) -> pb::Agent
         running_tasks,
         failed_tasks,
         connected_since_ms: a.connected_since,
+        node: String::new(),
     }
 }
 

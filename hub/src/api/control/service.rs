@@ -64,9 +64,19 @@ impl ControlSvc {
         Self { core }
     }
 
-    fn agent_message(&self, record: crate::store::AgentRecord) -> Result<pb::Agent, HubError> {
+    async fn agent_message(
+        &self,
+        record: crate::store::AgentRecord,
+    ) -> Result<pb::Agent, HubError> {
         let e = self.core.fleet_entry(record)?;
-        Ok(convert::agent(e.agent, e.running_tasks, e.failed_tasks))
+        let mut agent = convert::agent(e.agent, e.running_tasks, e.failed_tasks);
+        agent.node = self
+            .core
+            .placements()
+            .await
+            .remove(&agent.id)
+            .unwrap_or_default();
+        Ok(agent)
     }
 
     fn task_message(&self, task: TaskRecord) -> Result<pb::Task, HubError> {
@@ -132,10 +142,10 @@ impl ControlService for ControlSvc {
                 };
                 let _ = progress_tx.try_send(Ok(event));
             };
-            let result = core
-                .create_agent(create, &progress)
-                .await
-                .and_then(|agent| svc.agent_message(agent));
+            let result = match core.create_agent(create, &progress).await {
+                Ok(agent) => svc.agent_message(agent).await,
+                Err(e) => Err(e),
+            };
             let item = result
                 .map(|agent| pb::CreateAgentEvent {
                     event: Some(pb::create_agent_event::Event::Ready(agent)),
@@ -151,7 +161,7 @@ impl ControlService for ControlSvc {
         request: Request<pb::AgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
         let agent = self.core.start_agent(&request.into_inner().name).await?;
-        Ok(Response::new(self.agent_message(agent)?))
+        Ok(Response::new(self.agent_message(agent).await?))
     }
 
     async fn stop_agent(
@@ -161,7 +171,7 @@ impl ControlService for ControlSvc {
         let req = request.into_inner();
         let timeout = (req.timeout_secs > 0).then_some(req.timeout_secs);
         let agent = self.core.stop_agent(&req.name, timeout).await?;
-        Ok(Response::new(self.agent_message(agent)?))
+        Ok(Response::new(self.agent_message(agent).await?))
     }
 
     async fn restart_agent(
@@ -171,7 +181,7 @@ impl ControlService for ControlSvc {
         let req = request.into_inner();
         let timeout = (req.timeout_secs > 0).then_some(req.timeout_secs);
         let agent = self.core.restart_agent(&req.name, timeout).await?;
-        Ok(Response::new(self.agent_message(agent)?))
+        Ok(Response::new(self.agent_message(agent).await?))
     }
 
     async fn destroy_agent(
@@ -193,20 +203,48 @@ impl ControlService for ControlSvc {
         request: Request<pb::AgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
         let agent = self.core.agent(&request.into_inner().name)?;
-        Ok(Response::new(self.agent_message(agent)?))
+        Ok(Response::new(self.agent_message(agent).await?))
     }
 
     async fn list_agents(
         &self,
         _: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let mut placements = self.core.placements().await;
         let agents = self
             .core
             .fleet()?
             .into_iter()
-            .map(|e| convert::agent(e.agent, e.running_tasks, e.failed_tasks))
+            .map(|e| {
+                let mut agent = convert::agent(e.agent, e.running_tasks, e.failed_tasks);
+                agent.node = placements.remove(&agent.id).unwrap_or_default();
+                agent
+            })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let nodes = self
+            .core
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|(n, agents)| pb::Node {
+                id: n.id,
+                hostname: n.hostname,
+                role: n.role,
+                state: n.state,
+                availability: n.availability,
+                cpus: n.cpus,
+                memory_bytes: n.memory_bytes,
+                agents,
+            })
+            .collect();
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
     type ExecStream = BoxStream<pb::ExecEvent>;

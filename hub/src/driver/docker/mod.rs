@@ -25,7 +25,7 @@ pub use engine::EngineAddress;
 use super::{
     ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver,
     DriverError, EventStream, FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo,
-    NetworkSpec, PathStat, Result, labels,
+    NetworkSpec, NodeInfo, PathStat, Result, labels,
 };
 
 /// The bridge driver's option that lets (or, "false", keeps) containers of a network talk to each other.
@@ -602,6 +602,23 @@ impl Driver for DockerDriver {
                 }))
             });
         Box::pin(stream)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(map_err("the Docker engine"))?;
+        Ok(vec![NodeInfo {
+            id: info.id.unwrap_or_default(),
+            hostname: info.name.unwrap_or_default(),
+            role: "engine".into(),
+            state: "ready".into(),
+            availability: "active".into(),
+            cpus: info.ncpu.unwrap_or(1).max(1) as u32,
+            memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
+        }])
     }
 }
 

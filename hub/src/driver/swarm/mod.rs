@@ -22,8 +22,8 @@ use futures::StreamExt;
 use super::docker::{EngineAddress, map_err};
 use super::{
     ByteStream, ContainerSpec, ContainerState, DockerDriver, Driver, DriverError, EventStream,
-    FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, NetworkSpec, PathStat,
-    Result, labels,
+    FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, NetworkSpec, NodeInfo,
+    PathStat, Result, labels,
 };
 use spec::{Pending, SERVICE_LABEL};
 use tasks::Nodes;
@@ -514,5 +514,13 @@ impl Driver for SwarmDriver {
 
     fn events(&self, hub_id: &str) -> EventStream {
         tasks::events(self.manager.clone(), hub_id.to_string())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        tasks::nodes(self.docker()).await
+    }
+
+    async fn placements(&self, hub_id: &str) -> Result<HashMap<String, String>> {
+        tasks::placements(self.docker(), hub_id).await
     }
 }

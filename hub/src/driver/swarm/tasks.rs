@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 use crate::driver::docker::{EngineAddress, map_err, unix_ms};
 use crate::driver::{
     ContainerEvent, ContainerEventKind, ContainerState, DockerDriver, Driver, DriverError,
-    EventStream, Result, labels,
+    EventStream, NodeInfo, Result, labels,
 };
 
 /// How often the task list is read for events and waits.
@@ -82,11 +82,7 @@ pub async fn list(docker: &Docker, service: &str) -> Result<Vec<TaskInfo>> {
 /// The service's current task: the newest one Swarm wants up, else the newest.
 pub async fn current(docker: &Docker, service: &str) -> Result<Option<TaskInfo>> {
     let tasks = list(docker, service).await?;
-    Ok(tasks
-        .iter()
-        .find(|t| t.wanted())
-        .or(tasks.first())
-        .cloned())
+    Ok(tasks.iter().find(|t| t.wanted()).or(tasks.first()).cloned())
 }
 
 /// The service as the hub sees a container (None: no such service).
@@ -173,6 +169,79 @@ pub async fn wait_until_placed(docker: &Docker, service: &str, placement: &[Stri
         }
         tokio::time::sleep(POLL / 5).await;
     }
+}
+
+/// The Swarm's nodes as the hub lists them.
+pub async fn nodes(docker: &Docker) -> Result<Vec<NodeInfo>> {
+    let nodes = docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .map_err(map_err("the Swarm's nodes"))?;
+    let mut out: Vec<NodeInfo> = nodes
+        .into_iter()
+        .map(|n| {
+            let spec = n.spec.unwrap_or_default();
+            let description = n.description.unwrap_or_default();
+            let resources = description.resources.unwrap_or_default();
+            NodeInfo {
+                id: n.id.unwrap_or_default(),
+                hostname: description.hostname.unwrap_or_default(),
+                role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
+                state: n
+                    .status
+                    .and_then(|s| s.state)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                availability: spec.availability.map(|a| a.to_string()).unwrap_or_default(),
+                cpus: (resources.nano_cpus.unwrap_or(0) / 1_000_000_000).max(0) as u32,
+                memory_bytes: resources.memory_bytes.unwrap_or(0).max(0) as u64,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    Ok(out)
+}
+
+/// Service name → the hostname of the node its wanted task is on, for this hub's services: three
+/// calls whatever the number of agents.
+pub async fn placements(docker: &Docker, hub_id: &str) -> Result<HashMap<String, String>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}=true", labels::MANAGED),
+            format!("{}={hub_id}", labels::HUB),
+        ],
+    )]);
+    let services: HashMap<String, String> = docker
+        .list_services(Some(ListServicesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(map_err("services"))?
+        .into_iter()
+        .filter_map(|s| Some((s.id?, s.spec?.name?)))
+        .collect();
+    let hosts: HashMap<String, String> = nodes(docker)
+        .await?
+        .into_iter()
+        .map(|n| (n.id, n.hostname))
+        .collect();
+    let filters = HashMap::from([("desired-state".to_string(), vec!["running".to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(map_err("tasks"))?;
+    Ok(tasks
+        .into_iter()
+        .filter_map(|t| {
+            let service = services.get(t.service_id.as_ref()?)?;
+            let host = hosts.get(t.node_id.as_ref()?)?;
+            Some((service.clone(), host.clone()))
+        })
+        .collect())
 }
 
 /// The ids of the Swarm's nodes.

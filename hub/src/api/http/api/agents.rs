@@ -22,13 +22,16 @@ use crate::store::AgentRecord;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The agent as the API shows it, with its task counts.
-pub(super) fn agent_json(state: &HttpState, record: AgentRecord) -> ApiResult<Agent> {
+pub(super) async fn agent_json(state: &HttpState, record: AgentRecord) -> ApiResult<Agent> {
     let e = state.core.fleet_entry(record)?;
-    Ok(Agent::from(&convert::agent(
-        e.agent,
-        e.running_tasks,
-        e.failed_tasks,
-    )))
+    let mut agent = convert::agent(e.agent, e.running_tasks, e.failed_tasks);
+    agent.node = state
+        .core
+        .placements()
+        .await
+        .remove(&agent.id)
+        .unwrap_or_default();
+    Ok(Agent::from(&agent))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -51,6 +54,7 @@ pub async fn list(
     State(state): State<HttpState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Agent>>> {
+    let mut placements = state.core.placements().await;
     let agents = state
         .core
         .fleet()?
@@ -62,7 +66,11 @@ pub async fn list(
                 .is_none_or(|l| e.agent.lifecycle.as_str() == l)
         })
         .filter(|e| q.profile.as_deref().is_none_or(|p| e.agent.profile == p))
-        .map(|e| Agent::from(&convert::agent(e.agent, e.running_tasks, e.failed_tasks)))
+        .map(|e| {
+            let mut agent = convert::agent(e.agent, e.running_tasks, e.failed_tasks);
+            agent.node = placements.remove(&agent.id).unwrap_or_default();
+            Agent::from(&agent)
+        })
         .collect();
     Ok(Json(agents))
 }
@@ -106,12 +114,17 @@ pub async fn create(
         let record = (&mut done)
             .await
             .map_err(|_| HubError::Internal("the create task ended without an outcome".into()))??;
-        return Ok((StatusCode::CREATED, Json(agent_json(&state, record)?)));
+        return Ok((StatusCode::CREATED, Json(agent_json(&state, record).await?)));
     }
     match state.creates.settle(&state.core, &name, done).await {
         Settled::Failed(e) => Err(e.into()),
-        Settled::Ready(record) => Ok((StatusCode::CREATED, Json(agent_json(&state, record)?))),
-        Settled::Exists(record) => Ok((StatusCode::ACCEPTED, Json(agent_json(&state, record)?))),
+        Settled::Ready(record) => {
+            Ok((StatusCode::CREATED, Json(agent_json(&state, record).await?)))
+        }
+        Settled::Exists(record) => Ok((
+            StatusCode::ACCEPTED,
+            Json(agent_json(&state, record).await?),
+        )),
     }
 }
 
@@ -124,7 +137,7 @@ pub async fn get_agent(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Agent>> {
     let record = state.core.agent(&name)?;
-    Ok(Json(agent_json(&state, record)?))
+    Ok(Json(agent_json(&state, record).await?))
 }
 
 /// Starts a stopped agent (or resumes one whose setup failed) and waits until it is ready.
@@ -137,7 +150,7 @@ pub async fn start(
 ) -> ApiResult<Json<Agent>> {
     let core = state.core.clone();
     let record = detached(async move { core.start_agent(&name).await }).await?;
-    Ok(Json(agent_json(&state, record)?))
+    Ok(Json(agent_json(&state, record).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -158,7 +171,7 @@ pub async fn stop(
 ) -> ApiResult<Json<Agent>> {
     let core = state.core.clone();
     let record = detached(async move { core.stop_agent(&name, q.timeout_secs).await }).await?;
-    Ok(Json(agent_json(&state, record)?))
+    Ok(Json(agent_json(&state, record).await?))
 }
 
 /// Stops and starts an agent, waiting until it is ready again.
@@ -172,7 +185,7 @@ pub async fn restart(
 ) -> ApiResult<Json<Agent>> {
     let core = state.core.clone();
     let record = detached(async move { core.restart_agent(&name, q.timeout_secs).await }).await?;
-    Ok(Json(agent_json(&state, record)?))
+    Ok(Json(agent_json(&state, record).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
