@@ -69,12 +69,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sampler = HealthSampler::new(&config.workdir);
     let connector = tokio::spawn(connect_forever(shared.clone(), config, identity, sampler));
 
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping tasks"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping tasks"),
-    }
+    let mut connector = connector;
+    let superseded = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping tasks"); false }
+        _ = int.recv() => { tracing::info!("SIGINT: stopping tasks"); false }
+        _ = &mut connector => true,
+    };
     shutdown(&shared, grace).await;
     connector.abort();
+    if superseded {
+        // Non-zero, so a container whose agent was wrongly taken for an old one is restarted by its
+        // restart policy, and a restarted container's agent is always taken.
+        anyhow::bail!("superseded by another process of this agent: its tasks were stopped");
+    }
     Ok(())
 }
 
@@ -89,6 +96,17 @@ pub async fn connect_forever(
     loop {
         let end = link::run(&shared, &config, &identity, &mut sampler).await;
         let delay = match end {
+            LinkEnd::Failed(LinkError::Superseded(e))
+            | LinkEnd::Ended {
+                error: LinkError::Superseded(e),
+                ..
+            } => {
+                tracing::error!(
+                    message = e.message(),
+                    "another process is this agent now (its container was replaced): stopping this one's tasks and exiting"
+                );
+                return;
+            }
             LinkEnd::Failed(LinkError::Refused(e))
             | LinkEnd::Ended {
                 error: LinkError::Refused(e),

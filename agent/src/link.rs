@@ -42,6 +42,9 @@ pub enum LinkError {
     Dial(#[from] DialError),
     #[error("the hub refused this agent ({}): {}", .0.code(), .0.message())]
     Refused(Status),
+    /// Another process is this agent now (its container was replaced): this one's work is unwanted.
+    #[error("superseded by another process of this agent: {}", .0.message())]
+    Superseded(Status),
     #[error("hub error ({}): {}", .0.code(), .0.message())]
     Status(Status),
     #[error("no Welcome from the hub within {0:?}")]
@@ -56,6 +59,7 @@ impl From<Status> for LinkError {
     fn from(s: Status) -> Self {
         match s.code() {
             Code::Unauthenticated | Code::PermissionDenied => LinkError::Refused(s),
+            Code::FailedPrecondition => LinkError::Superseded(s),
             _ => LinkError::Status(s),
         }
     }

@@ -256,7 +256,12 @@ async fn every_wrong_credential_is_refused_and_logged() {
     let refused = agent_session(&hub, Some(&id_b), Some(&token_b))
         .await
         .expect_err("another process with B's token was taken for B");
-    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().starts_with("superseded: "), "{refused:?}");
     let logs = hub.cli(&["logs", &b]).await;
     let instance = format!("{}{}", logs.stdout, logs.stderr)
         .split_whitespace()

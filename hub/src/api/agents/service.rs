@@ -138,7 +138,7 @@ impl AgentService for AgentSvc {
             } else {
                 tracing::warn!(agent = %agent.name, other, "refusing a second agent process with the same identity");
                 strike(Violation::Duplicate);
-                return Err(Status::already_exists(
+                return Err(superseded(
                     "another process of this agent is connected; only one may be",
                 ));
             }
@@ -152,7 +152,7 @@ impl AgentService for AgentSvc {
             if started > 0 && started <= agent.instance_since {
                 tracing::warn!(agent = %agent.name, instance = %hello.instance_id, "refusing another process with the agent's credentials: its container has not restarted");
                 strike(Violation::Duplicate);
-                return Err(Status::already_exists(
+                return Err(superseded(
                     "another process of this agent already ran in this container; only a restarted container's agent is taken",
                 ));
             }
@@ -202,6 +202,13 @@ impl AgentService for AgentSvc {
             ReceiverStream::new(rx).map(|m| Ok(*m)),
         )))
     }
+}
+
+/// The refusal of an agent process that is not the agent's current one (an orphan of a lost Swarm
+/// node come back, or another process holding the token). FAILED_PRECONDITION is the agent's sign
+/// to stop its tasks and exit: its container has been replaced, so nothing it runs is wanted.
+fn superseded(why: &str) -> Status {
+    Status::failed_precondition(format!("superseded: {why}; stop this process's tasks"))
 }
 
 /// Moves an authenticated connection into its agent's share of the caps, or refuses the link.
