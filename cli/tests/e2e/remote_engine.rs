@@ -15,13 +15,7 @@ use crate::support::{Hub, docker, ensure_image, random_prefix, run_cli};
 async fn agents_run_on_a_remote_engine_and_leave_nothing_there() {
     let cluster = Cluster::up().await;
     cluster.copy_image(2, &ensure_image().await).await;
-    // A port free on the machine's switch address now: the agents must be told it before the hub binds.
-    let port = std::net::TcpListener::bind((cluster.host_addr(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("{}:{port}", cluster.host_addr());
+    let listen = cluster.free_listen_addr();
     let url = format!("https://{listen}");
     let hub = Hub::builder()
         .arg("--engine")

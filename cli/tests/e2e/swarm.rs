@@ -6,10 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use bollard::query_parameters::{
-    ListContainersOptions, ListImagesOptions, ListSecretsOptions, ListServicesOptions,
-    ListTasksOptions, ListVolumesOptions,
-};
+use bollard::query_parameters::{ListContainersOptions, ListImagesOptions, ListTasksOptions};
 
 use crate::support::cluster::Cluster;
 use crate::support::web::Api;
@@ -39,12 +36,7 @@ async fn seed_manager(cluster: &Cluster) {
 }
 
 fn swarm_hub(cluster: &Cluster) -> crate::support::HubBuilder {
-    let port = std::net::TcpListener::bind((cluster.host_addr(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("{}:{port}", cluster.host_addr());
+    let listen = cluster.free_listen_addr();
     Hub::builder()
         .arg("--driver")
         .arg("swarm")
@@ -365,60 +357,22 @@ async fn agents_spread_over_a_swarm_survive_node_loss_and_hub_restart() {
     for name in &names {
         hub.cli(&["destroy", name, "--purge"]).await.ok();
     }
-    let manager = cluster.docker(1).await;
-    let label = HashMap::from([(
-        "label".to_string(),
-        vec![format!("dev.docker-agent.hub={}", hub.hub_id)],
-    )]);
-    let services = manager
-        .list_services(Some(ListServicesOptions {
-            filters: Some(label.clone()),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    assert!(services.is_empty(), "services left: {services:?}");
-    let secrets = manager
-        .list_secrets(Some(ListSecretsOptions {
-            filters: Some(label.clone()),
-        }))
-        .await
-        .unwrap();
-    assert!(secrets.is_empty(), "secrets left: {secrets:?}");
+    let left = cluster.swarm_leftovers(Some(&hub.hub_id)).await;
+    assert!(left.is_empty(), "services and secrets left: {left:?}");
     for n in 1..=3 {
-        let engine = cluster.docker(n).await;
+        // Each node removes a removed service's container on its own time.
         wait_for(
-            &format!("node {n}'s containers removed"),
+            &format!("nothing of the hub's left on node {n}"),
             Duration::from_secs(60),
-            || {
-                let engine = engine.clone();
-                let label = label.clone();
-                async move {
-                    let left = engine
-                        .list_containers(Some(ListContainersOptions {
-                            all: true,
-                            filters: Some(label),
-                            ..Default::default()
-                        }))
-                        .await
-                        .ok()?;
-                    left.is_empty().then_some(())
-                }
+            || async {
+                cluster
+                    .leftovers(n, &hub.hub_id, &hub.prefix)
+                    .await
+                    .is_empty()
+                    .then_some(())
             },
         )
         .await;
-        let volumes = engine
-            .list_volumes(None::<ListVolumesOptions>)
-            .await
-            .unwrap()
-            .volumes
-            .unwrap_or_default();
-        let left: Vec<_> = volumes
-            .iter()
-            .filter(|v| v.name.starts_with(&format!("docker-agent-{}-", hub.prefix)))
-            .map(|v| v.name.clone())
-            .collect();
-        assert!(left.is_empty(), "volumes left on node {n}: {left:?}");
     }
 }
 
@@ -479,12 +433,7 @@ async fn the_swarm_driver_refuses_bad_input_and_leaves_nothing() {
     // A registry nobody serves: create fails clearly, and no service or secret is left.
     seed_manager(&cluster).await;
     let unreachable = format!("{}:5999", cluster.host_addr());
-    let port = std::net::TcpListener::bind((cluster.host_addr(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("{}:{port}", cluster.host_addr());
+    let listen = cluster.free_listen_addr();
     let hub = Hub::builder()
         .arg("--driver")
         .arg("swarm")
@@ -500,17 +449,8 @@ async fn the_swarm_driver_refuses_bad_input_and_leaves_nothing() {
         .await;
     let name = hub.name("noreg");
     hub.cli(&["create", &name]).await.fails_with("cannot push");
-    let manager = cluster.docker(1).await;
-    let services = manager
-        .list_services(None::<ListServicesOptions>)
-        .await
-        .unwrap();
-    assert!(services.is_empty(), "services left: {services:?}");
-    let secrets = manager
-        .list_secrets(None::<ListSecretsOptions>)
-        .await
-        .unwrap();
-    assert!(secrets.is_empty(), "secrets left: {secrets:?}");
+    let left = cluster.swarm_leftovers(None).await;
+    assert!(left.is_empty(), "services and secrets left: {left:?}");
     assert!(
         hub.cli(&["list", "--json"])
             .await

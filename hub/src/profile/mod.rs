@@ -1,6 +1,7 @@
 //! Profiles: what an agent's container gets (base, packages, user, environment, files, setup steps, resources, network, mounts). Built-in ones ship in `profiles/` and are compiled in; a user directory adds to and overrides them.
 
 mod parse;
+mod raw;
 mod render;
 mod validate;
 
@@ -8,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use parse::{Format, parse, parse_size};
+pub use parse::{Format, parse};
+pub use raw::parse_size;
 pub use render::format_size;
 pub use validate::{validate_abs_path, validate_group, validate_profile_name};
 

@@ -1,6 +1,8 @@
 //! Unit tests of profile parsing and validation: every field, the seed's JSON, and the errors.
 
 use super::*;
+use crate::profile::parse_size;
+use crate::profile::raw::Scalar;
 use crate::profile::validate::parse_mode;
 use crate::profile::{FileOwner, MountKind};
 

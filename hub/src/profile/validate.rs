@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::parse::{RawFile, RawMount, RawProfile, RawResources, RawSetupTask, Scalar, parse_size};
+use super::raw::{RawFile, RawMount, RawProfile, RawResources, RawSetupTask, Scalar, parse_size};
 use super::{FileOwner, MountKind, Profile, ProfileFile, ProfileMount, SetupTask};
 
 /// Paths the hub and the agent own inside every container.

@@ -57,6 +57,17 @@ impl Cluster {
         self.var("HOST_ADDR")
     }
 
+    /// `IP:PORT` on the machine's switch address, free now: a hub's agents must be told where to dial
+    /// before it binds.
+    pub fn free_listen_addr(&self) -> String {
+        let port = std::net::TcpListener::bind((self.host_addr(), 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("{}:{port}", self.host_addr())
+    }
+
     /// Node `n`'s engine (1 is the manager), as `tcp://IP:2375`.
     pub fn node(&self, n: u8) -> &str {
         self.var(&format!("NODE{n}"))
@@ -108,6 +119,72 @@ impl Cluster {
             .status()
             .unwrap();
         assert!(status.success(), "cluster.sh {how} {n}");
+    }
+
+    /// What a hub left on node `n`'s engine: containers with its label, and volumes with its label or
+    /// its name prefix (a Swarm makes a service's volumes from the mount, without the hub's label).
+    pub async fn leftovers(&self, n: u8, hub_id: &str, prefix: &str) -> Vec<String> {
+        let engine = self.docker(n).await;
+        let label = HashMap::from([(
+            "label".to_string(),
+            vec![format!("dev.docker-agent.hub={hub_id}")],
+        )]);
+        let containers = engine
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: true,
+                filters: Some(label),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let volumes = engine
+            .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
+            .await
+            .unwrap()
+            .volumes
+            .unwrap_or_default();
+        containers
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .chain(
+                volumes
+                    .into_iter()
+                    .filter(|v| {
+                        v.labels.get("dev.docker-agent.hub").map(String::as_str) == Some(hub_id)
+                            || v.name.starts_with(&format!("docker-agent-{prefix}-"))
+                    })
+                    .map(|v| v.name),
+            )
+            .collect()
+    }
+
+    /// The Swarm services and secrets on the manager: a hub's (by its label), or all of them.
+    pub async fn swarm_leftovers(&self, hub_id: Option<&str>) -> Vec<String> {
+        let manager = self.docker(1).await;
+        let filters = hub_id.map(|id| {
+            HashMap::from([(
+                "label".to_string(),
+                vec![format!("dev.docker-agent.hub={id}")],
+            )])
+        });
+        let services = manager
+            .list_services(Some(bollard::query_parameters::ListServicesOptions {
+                filters: filters.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let secrets = manager
+            .list_secrets(Some(bollard::query_parameters::ListSecretsOptions {
+                filters,
+            }))
+            .await
+            .unwrap();
+        services
+            .into_iter()
+            .filter_map(|s| s.spec?.name)
+            .chain(secrets.into_iter().filter_map(|s| s.spec?.name))
+            .collect()
     }
 
     /// The registry's `host:port`.
