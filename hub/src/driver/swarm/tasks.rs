@@ -103,10 +103,10 @@ pub async fn service_state(docker: &Docker, service: &str) -> Result<Option<Cont
     Ok(Some(ContainerState {
         id: service.to_string(),
         name: service.to_string(),
-        started_at_ms: task
-            .as_ref()
-            .filter(|t| t.running())
-            .map_or(0, |t| t.state_since_ms),
+        // Swarm never starts a task's container twice: a new container is a new task. So the
+        // current task's creation is when its container's life began, known before the manager has
+        // heard that it runs (its agent may dial in first).
+        started_at_ms: task.as_ref().map_or(0, |t| t.created_ms),
         running,
         status: task
             .as_ref()
