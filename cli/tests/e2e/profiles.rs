@@ -563,3 +563,42 @@ target = "/cache"
         )
         .await;
 }
+
+/// `[workspace]` names the volume driver /workspace is made with: here the local driver's tmpfs, the
+/// one kind this machine can show (NFS is what makes a workspace follow an agent across a Swarm).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_names_the_workspace_volume_driver() {
+    let hub = Hub::builder().start().await;
+    let profile = format!("{}-ws", hub.prefix);
+    hub.write_profile(
+        &format!("{profile}.toml"),
+        &format!(
+            "name = \"{profile}\"\n[workspace]\ndriver = \"local\"\noptions = {{ type = \"tmpfs\", device = \"tmpfs\", o = \"size=64m\" }}\n"
+        ),
+    );
+    let name = hub.name("ws");
+    hub.cli(&["create", &name, "--profile", &profile])
+        .await
+        .ok();
+    let volume = docker()
+        .await
+        .inspect_volume(&format!("docker-agent-{name}-workspace"))
+        .await
+        .unwrap();
+    assert_eq!(volume.driver, "local");
+    assert_eq!(
+        volume.options.get("type").map(String::as_str),
+        Some("tmpfs")
+    );
+    assert_eq!(
+        volume.options.get("o").map(String::as_str),
+        Some("size=64m")
+    );
+    assert_eq!(
+        hub.sh(&name, "echo kept > /workspace/f && cat /workspace/f && df -P /workspace | tail -1 | cut -d' ' -f1")
+            .await,
+        "kept\ntmpfs\n"
+    );
+    hub.cli(&["destroy", &name, "--purge"]).await.ok();
+    hub.assert_nothing_left().await;
+}

@@ -9,7 +9,7 @@ mod files;
 use crate::agent::names::{container_name, secrets_volume_name, validate_name, volume_name};
 use crate::core::Core;
 use crate::credentials;
-use crate::driver::{NetworkInfo, labels};
+use crate::driver::{NetworkInfo, VolumeDriver, labels};
 use crate::error::{HubError, Result};
 use crate::image::{Progress, ProgressFn};
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
@@ -335,8 +335,12 @@ impl Core {
                 format!("reusing volume {}", record.volume),
             ));
         } else {
+            let driver = plan.profile.workspace.as_ref().map(|w| VolumeDriver {
+                name: w.driver.clone(),
+                options: w.options.clone().into_iter().collect(),
+            });
             self.driver
-                .create_volume(&record.volume, labels.clone())
+                .create_volume(&record.volume, labels.clone(), driver.as_ref())
                 .await?;
             undo.volume = Some(record.volume.clone());
         }
@@ -345,7 +349,9 @@ impl Core {
         if self.driver.volume_exists(&secrets).await? {
             self.driver.remove_volume(&secrets).await?;
         }
-        self.driver.create_volume(&secrets, labels.clone()).await?;
+        self.driver
+            .create_volume(&secrets, labels.clone(), None)
+            .await?;
         undo.secrets = Some(secrets.clone());
         Ok(secrets)
     }

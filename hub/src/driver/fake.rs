@@ -161,7 +161,12 @@ impl Driver for FakeDriver {
         Box::pin(futures::stream::empty())
     }
 
-    async fn create_volume(&self, name: &str, _labels: HashMap<String, String>) -> Result<()> {
+    async fn create_volume(
+        &self,
+        name: &str,
+        _labels: HashMap<String, String>,
+        _driver: Option<&super::VolumeDriver>,
+    ) -> Result<()> {
         self.volumes.lock().unwrap().insert(name.to_string());
         Ok(())
     }

@@ -97,6 +97,13 @@ pub struct MountSpec {
     pub read_only: bool,
 }
 
+/// A volume driver and its options (`docker volume create --driver NAME --opt K=V`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeDriver {
+    pub name: String,
+    pub options: HashMap<String, String>,
+}
+
 /// What `logs` asks for.
 #[derive(Debug, Clone, Default)]
 pub struct LogsOptions {
@@ -270,7 +277,13 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         build_args: HashMap<String, String>,
     ) -> LineStream<'a>;
 
-    async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()>;
+    /// Creates a named volume, with the engine's default driver unless `driver` names one.
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        driver: Option<&VolumeDriver>,
+    ) -> Result<()>;
     async fn remove_volume(&self, name: &str) -> Result<()>;
     async fn volume_exists(&self, name: &str) -> Result<bool>;
 

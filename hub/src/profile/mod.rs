@@ -86,6 +86,14 @@ pub struct ProfileMount {
     pub read_only: bool,
 }
 
+/// A volume driver and its options for /workspace (`docker volume create --driver D --opt K=V`): with
+/// a network file system behind it, the workspace follows an agent a Swarm moves to another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceVolume {
+    pub driver: String,
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
 /// A validated profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -119,6 +127,8 @@ pub struct Profile {
     /// Swarm placement constraints (`node.labels.X==Y`, `node.role!=manager`, …); a single engine
     /// has one place and ignores them.
     pub placement: Vec<String>,
+    /// The volume driver /workspace is made with (None: the engine's default, a local directory).
+    pub workspace: Option<WorkspaceVolume>,
     /// "builtin", a file path, or "snapshot TAG".
     pub origin: String,
 }

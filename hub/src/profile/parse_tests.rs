@@ -281,3 +281,19 @@ fn placement_takes_swarm_constraints_and_names_a_bad_one() {
         );
     }
 }
+
+#[test]
+fn a_workspace_volume_driver_round_trips_and_a_bad_one_is_named() {
+    let text = "name = \"nfs\"\npackages = [\"git\"]\n[workspace]\ndriver = \"local\"\noptions = { type = \"nfs\", o = \"addr=10.0.0.2,rw\", device = \":/exports/ws\" }\n";
+    let p = parse(text, Format::Toml, "p.toml").unwrap();
+    let w = p.workspace.clone().unwrap();
+    assert_eq!(w.driver, "local");
+    assert_eq!(w.options["type"], "nfs");
+    assert_eq!(w.options["device"], ":/exports/ws");
+    let again = parse(&p.to_toml(), Format::Toml, "again.toml").unwrap();
+    assert_eq!(again.workspace, p.workspace, "{}", p.to_toml());
+    let err = toml_err("name = \"p\"\n[workspace]\ndriver = \"no pe\"\n");
+    assert!(err.contains("workspace.driver"), "{err}");
+    let err = toml_err("name = \"p\"\n[workspace]\noptions = {}\n");
+    assert!(err.contains("driver"), "{err}");
+}

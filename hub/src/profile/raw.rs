@@ -31,6 +31,16 @@ pub(super) struct RawProfile {
     pub(super) read_only_root: bool,
     #[serde(default)]
     pub(super) placement: Vec<String>,
+    pub(super) workspace: Option<RawWorkspace>,
+}
+
+/// `[workspace]`: the volume driver /workspace is made with, and its options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkspace {
+    pub(super) driver: String,
+    #[serde(default)]
+    pub(super) options: BTreeMap<String, String>,
 }
 
 /// Environment values and the seed's `"cpus": "2"`: people write numbers and booleans as either.

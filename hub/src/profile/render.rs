@@ -22,6 +22,8 @@ struct Doc<'a> {
     read_only_root: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     placement: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workspace: Option<Workspace<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     packages: &'a [String],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -33,6 +35,13 @@ struct Doc<'a> {
     setup_tasks: Vec<Setup<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     mounts: Vec<Mount<'a>>,
+}
+
+#[derive(Serialize)]
+struct Workspace<'a> {
+    driver: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    options: &'a BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -98,6 +107,10 @@ fn doc(p: &Profile) -> Doc<'_> {
         group: p.group.as_deref(),
         read_only_root: p.read_only_root,
         placement: &p.placement,
+        workspace: p.workspace.as_ref().map(|w| Workspace {
+            driver: &w.driver,
+            options: &w.options,
+        }),
         packages: &p.packages,
         environment: &p.environment,
         resources: Resources {

@@ -60,6 +60,7 @@ pub(super) fn validate(raw: RawProfile) -> Result<Profile, String> {
     )?;
     let mounts = validate_mounts(raw.mounts)?;
     let placement = validate_placement(raw.placement)?;
+    let workspace = raw.workspace.map(validate_workspace).transpose()?;
     Ok(Profile {
         name,
         description: raw.description,
@@ -79,7 +80,34 @@ pub(super) fn validate(raw: RawProfile) -> Result<Profile, String> {
         mounts,
         read_only_root: raw.read_only_root,
         placement,
+        workspace,
         origin: String::new(),
+    })
+}
+
+fn validate_workspace(raw: super::raw::RawWorkspace) -> Result<super::WorkspaceVolume, String> {
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
+    };
+    if !name_ok(&raw.driver) {
+        return Err(format!(
+            "field `workspace.driver`: {:?} is not a volume driver name (e.g. local)",
+            raw.driver
+        ));
+    }
+    for key in raw.options.keys() {
+        if !name_ok(key) {
+            return Err(format!(
+                "field `workspace.options`: {key:?} is not an option name (e.g. type, o, device)"
+            ));
+        }
+    }
+    Ok(super::WorkspaceVolume {
+        driver: raw.driver,
+        options: raw.options,
     })
 }
 

@@ -25,7 +25,7 @@ pub use engine::EngineAddress;
 use super::{
     ByteStream, ContainerEvent, ContainerEventKind, ContainerSpec, ContainerState, Driver,
     DriverError, EventStream, FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo,
-    NetworkSpec, NodeInfo, PathStat, Result, labels,
+    NetworkSpec, NodeInfo, PathStat, Result, VolumeDriver, labels,
 };
 
 /// The bridge driver's option that lets (or, "false", keeps) containers of a network talk to each other.
@@ -311,10 +311,17 @@ impl Driver for DockerDriver {
         self.build(reference, context, build_args)
     }
 
-    async fn create_volume(&self, name: &str, vol_labels: HashMap<String, String>) -> Result<()> {
+    async fn create_volume(
+        &self,
+        name: &str,
+        vol_labels: HashMap<String, String>,
+        driver: Option<&VolumeDriver>,
+    ) -> Result<()> {
         let request = VolumeCreateRequest {
             name: Some(name.into()),
             labels: Some(vol_labels),
+            driver: driver.map(|d| d.name.clone()),
+            driver_opts: driver.map(|d| d.options.clone()),
             ..Default::default()
         };
         self.docker

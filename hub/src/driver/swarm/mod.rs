@@ -23,7 +23,7 @@ use super::docker::{EngineAddress, map_err};
 use super::{
     ByteStream, ContainerSpec, ContainerState, DockerDriver, Driver, DriverError, EventStream,
     FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, NetworkSpec, NodeInfo,
-    PathStat, Result, labels,
+    PathStat, Result, VolumeDriver, labels,
 };
 use spec::{Pending, SERVICE_LABEL};
 use tasks::Nodes;
@@ -36,8 +36,8 @@ pub struct SwarmDriver {
     registry: String,
     /// Creates between `create_container` and their service's creation at `start_container`.
     pending: Mutex<HashMap<String, Pending>>,
-    /// Labels of the volumes a create asked for: Swarm makes them on the node, from the mount.
-    volume_labels: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Labels and driver of the volumes a create asked for: Swarm makes them on the node, from the mount.
+    volume_labels: Mutex<HashMap<String, spec::VolumeOptions>>,
     /// Local image tag → the registry reference, pinned by digest, that services use.
     pushed: tokio::sync::Mutex<HashMap<String, String>>,
     nodes: Nodes,
@@ -355,12 +355,17 @@ impl Driver for SwarmDriver {
         self.manager.build_image(reference, context, build_args)
     }
 
-    async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()> {
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        driver: Option<&VolumeDriver>,
+    ) -> Result<()> {
         // Swarm makes a service's volume on whichever node runs it, from the mount's options.
         self.volume_labels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), labels);
+            .insert(name.to_string(), (labels, driver.cloned()));
         Ok(())
     }
 

@@ -5,14 +5,17 @@ use std::collections::HashMap;
 
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
-    MountVolumeOptions, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
-    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    MountVolumeOptions, MountVolumeOptionsDriverConfig, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use sha2::{Digest, Sha256};
 
-use crate::driver::{ContainerSpec, FileSpec};
+use crate::driver::{ContainerSpec, FileSpec, VolumeDriver};
+
+/// What a volume's mount carries: its labels, and the driver (with options) to make it with.
+pub type VolumeOptions = (HashMap<String, String>, Option<VolumeDriver>);
 
 /// The label that ties a secret to its agent's service, so destroying the agent removes it.
 pub const SERVICE_LABEL: &str = "dev.docker-agent.service";
@@ -59,7 +62,7 @@ pub fn service_spec(
     pending: &Pending,
     image: &str,
     secrets: &[(String, String, &FileSpec)],
-    volume_labels: &HashMap<String, HashMap<String, String>>,
+    volume_labels: &HashMap<String, VolumeOptions>,
 ) -> ServiceSpec {
     let spec = &pending.spec;
     let volume = |source: &str, target: &str, read_only: bool| Mount {
@@ -68,7 +71,14 @@ pub fn service_spec(
         typ: Some(MountType::VOLUME),
         read_only: Some(read_only),
         volume_options: Some(MountVolumeOptions {
-            labels: volume_labels.get(source).cloned(),
+            labels: volume_labels.get(source).map(|(labels, _)| labels.clone()),
+            driver_config: volume_labels
+                .get(source)
+                .and_then(|(_, driver)| driver.as_ref())
+                .map(|d| MountVolumeOptionsDriverConfig {
+                    name: Some(d.name.clone()),
+                    options: Some(d.options.clone()),
+                }),
             ..Default::default()
         }),
         ..Default::default()
@@ -221,11 +231,19 @@ mod tests {
         assert_eq!(files[0].name, again[0].name, "content-addressed");
 
         let secrets = vec![("id1".to_string(), files[0].name.clone(), files[0].file)];
+        let nfs = VolumeDriver {
+            name: "local".into(),
+            options: HashMap::from([("type".to_string(), "nfs".to_string())]),
+        };
+        let volumes = HashMap::from([(
+            "docker-agent-a1-workspace".to_string(),
+            (HashMap::new(), Some(nfs)),
+        )]);
         let spec = service_spec(
             &pending,
             "r:5000/docker-agent/minimal:abc@sha256:00",
             &secrets,
-            &HashMap::new(),
+            &volumes,
         );
         assert_eq!(
             spec.mode.unwrap().replicated.unwrap().replicas,
@@ -247,6 +265,19 @@ mod tests {
         assert_eq!(file.mode, Some(0o400));
         let mounts = container.mounts.unwrap();
         assert_eq!(mounts.len(), 3, "workspace, credentials volume, /tmp");
+        let driver = mounts[0]
+            .volume_options
+            .as_ref()
+            .and_then(|o| o.driver_config.as_ref())
+            .expect("the workspace's volume driver");
+        assert_eq!(driver.name.as_deref(), Some("local"));
+        assert!(
+            mounts[1]
+                .volume_options
+                .as_ref()
+                .is_some_and(|o| o.driver_config.is_none()),
+            "the credentials volume stays on the node"
+        );
         assert_eq!(mounts[2].typ, Some(MountType::TMPFS));
         assert_eq!(task.resources.unwrap().limits.unwrap().pids, Some(256));
         assert_eq!(
