@@ -55,7 +55,15 @@ async fn agents_tasks_output_and_events_over_http() {
                 .to_string()
         })
         .collect();
-    assert!(states.iter().any(|s| s == "starting"), "{seen:?}");
+    // creating → starting → ready, in order; `starting` may be skipped when the agent's hello
+    // arrives before the hub has applied the container's start (a hello proves it runs).
+    let order = ["creating", "starting", "ready"];
+    let ranks: Vec<usize> = states
+        .iter()
+        .map(|s| order.iter().position(|o| o == s).unwrap_or(usize::MAX))
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(states.last().map(String::as_str), Some("ready"), "{seen:?}");
     assert!(
         seen.iter().all(|e| e.data.contains(&name)),
         "filtered to the agent: {seen:?}"
