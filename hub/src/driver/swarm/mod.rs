@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use bollard::models::SecretSpec;
 use bollard::query_parameters::{
-    InspectServiceOptions, ListSecretsOptions, ListServicesOptions, PushImageOptions,
-    TagImageOptions, UpdateServiceOptions,
+    InspectServiceOptions, ListSecretsOptions, PushImageOptions, TagImageOptions,
+    UpdateServiceOptions,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -23,7 +23,7 @@ use super::docker::{EngineAddress, map_err};
 use super::{
     ByteStream, ContainerSpec, ContainerState, DockerDriver, Driver, DriverError, EventStream,
     FileSpec, ImageInfo, LineStream, LogStream, LogsOptions, NetworkInfo, NetworkSpec, NodeInfo,
-    PathStat, Result, VolumeDriver, labels,
+    PathStat, Result, VolumeDriver,
 };
 use spec::{Pending, SERVICE_LABEL};
 use tasks::Nodes;
@@ -490,31 +490,11 @@ impl Driver for SwarmDriver {
     }
 
     async fn list_managed(&self, hub_id: &str) -> Result<Vec<ContainerState>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{}=true", labels::MANAGED),
-                format!("{}={hub_id}", labels::HUB),
-            ],
-        )]);
-        let services = self
-            .docker()
-            .list_services(Some(ListServicesOptions {
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(map_err("services"))?;
-        let mut out = Vec::new();
-        for service in services {
-            let Some(name) = service.spec.and_then(|s| s.name) else {
-                continue;
-            };
-            if let Some(state) = tasks::service_state(self.docker(), &name).await? {
-                out.push(state);
-            }
-        }
-        Ok(out)
+        Ok(tasks::services_now(self.docker(), hub_id)
+            .await?
+            .into_iter()
+            .map(tasks::container_state)
+            .collect())
     }
 
     fn events(&self, hub_id: &str) -> EventStream {

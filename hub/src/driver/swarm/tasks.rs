@@ -34,7 +34,6 @@ pub struct TaskInfo {
     pub error: String,
     /// When the task was created (unix ms): the newest task is the service's current one.
     pub created_ms: i64,
-    pub state_since_ms: i64,
 }
 
 impl TaskInfo {
@@ -48,7 +47,29 @@ impl TaskInfo {
     }
 }
 
-/// Every task Swarm still remembers for `service`, newest first.
+fn task_info(t: bollard::models::Task) -> TaskInfo {
+    let status = t.status.unwrap_or_default();
+    let container = status.container_status.unwrap_or_default();
+    TaskInfo {
+        id: t.id.unwrap_or_default(),
+        node_id: t.node_id.unwrap_or_default(),
+        container_id: container.container_id.filter(|c| !c.is_empty()),
+        state: status.state,
+        desired: t.desired_state,
+        exit_code: container.exit_code.unwrap_or(0),
+        error: status.err.unwrap_or_default(),
+        created_ms: t.created_at.as_deref().and_then(unix_ms).unwrap_or(0),
+    }
+}
+
+/// The current one of a service's tasks: the newest Swarm wants up, else the newest.
+fn pick_current(mut tasks: Vec<TaskInfo>) -> Option<TaskInfo> {
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
+    let wanted = tasks.iter().position(TaskInfo::wanted).unwrap_or(0);
+    (!tasks.is_empty()).then(|| tasks.swap_remove(wanted))
+}
+
+/// Every task Swarm still remembers for `service`.
 pub async fn list(docker: &Docker, service: &str) -> Result<Vec<TaskInfo>> {
     let filters = HashMap::from([("service".to_string(), vec![service.to_string()])]);
     let tasks = docker
@@ -57,32 +78,81 @@ pub async fn list(docker: &Docker, service: &str) -> Result<Vec<TaskInfo>> {
         }))
         .await
         .map_err(map_err(format!("the tasks of service {service}")))?;
-    let mut out: Vec<TaskInfo> = tasks
-        .into_iter()
-        .map(|t| {
-            let status = t.status.unwrap_or_default();
-            let container = status.container_status.unwrap_or_default();
-            TaskInfo {
-                id: t.id.unwrap_or_default(),
-                node_id: t.node_id.unwrap_or_default(),
-                container_id: container.container_id.filter(|c| !c.is_empty()),
-                state: status.state,
-                desired: t.desired_state,
-                exit_code: container.exit_code.unwrap_or(0),
-                error: status.err.unwrap_or_default(),
-                created_ms: t.created_at.as_deref().and_then(unix_ms).unwrap_or(0),
-                state_since_ms: status.timestamp.as_deref().and_then(unix_ms).unwrap_or(0),
-            }
-        })
-        .collect();
-    out.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
-    Ok(out)
+    Ok(tasks.into_iter().map(task_info).collect())
 }
 
-/// The service's current task: the newest one Swarm wants up, else the newest.
+/// The service's current task.
 pub async fn current(docker: &Docker, service: &str) -> Result<Option<TaskInfo>> {
-    let tasks = list(docker, service).await?;
-    Ok(tasks.iter().find(|t| t.wanted()).or(tasks.first()).cloned())
+    Ok(pick_current(list(docker, service).await?))
+}
+
+/// One of this hub's services: its name, labels and current task.
+pub struct ServiceNow {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub task: Option<TaskInfo>,
+}
+
+/// Every service of this hub with its current task, in two calls whatever their number (the
+/// event poller reads it twice a second).
+pub async fn services_now(docker: &Docker, hub_id: &str) -> Result<Vec<ServiceNow>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}=true", labels::MANAGED),
+            format!("{}={hub_id}", labels::HUB),
+        ],
+    )]);
+    let services = docker
+        .list_services(Some(ListServicesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(map_err("services"))?;
+    let mut by_service: HashMap<String, Vec<TaskInfo>> = HashMap::new();
+    for task in docker
+        .list_tasks(None::<ListTasksOptions>)
+        .await
+        .map_err(map_err("tasks"))?
+    {
+        if let Some(service) = task.service_id.clone() {
+            by_service.entry(service).or_default().push(task_info(task));
+        }
+    }
+    Ok(services
+        .into_iter()
+        .filter_map(|s| {
+            let spec = s.spec?;
+            Some(ServiceNow {
+                name: spec.name?,
+                labels: spec.labels.unwrap_or_default(),
+                task: pick_current(by_service.remove(&s.id?).unwrap_or_default()),
+            })
+        })
+        .collect())
+}
+
+/// A service and its current task as the hub sees a container.
+pub fn container_state(service: ServiceNow) -> ContainerState {
+    let task = service.task;
+    ContainerState {
+        id: service.name.clone(),
+        name: service.name,
+        // Swarm never starts a task's container twice: a new container is a new task. So the
+        // current task's creation is when its container's life began, known before the manager has
+        // heard that it runs (its agent may dial in first).
+        started_at_ms: task.as_ref().map_or(0, |t| t.created_ms),
+        running: task.as_ref().is_some_and(TaskInfo::running),
+        status: task
+            .as_ref()
+            .and_then(|t| t.state.map(|s| s.to_string()))
+            .unwrap_or_else(|| "created".into()),
+        exit_code: task.as_ref().map_or(0, |t| t.exit_code),
+        oom_killed: false,
+        error: task.map(|t| t.error).unwrap_or_default(),
+        labels: service.labels,
+    }
 }
 
 /// The service as the hub sees a container (None: no such service).
@@ -98,25 +168,11 @@ pub async fn service_state(docker: &Docker, service: &str) -> Result<Option<Cont
         Err(e) => return Err(map_err(format!("service {service}"))(e)),
     };
     let labels = inspect.spec.and_then(|s| s.labels).unwrap_or_default();
-    let task = current(docker, service).await?;
-    let running = task.as_ref().is_some_and(TaskInfo::running);
-    Ok(Some(ContainerState {
-        id: service.to_string(),
+    Ok(Some(container_state(ServiceNow {
         name: service.to_string(),
-        // Swarm never starts a task's container twice: a new container is a new task. So the
-        // current task's creation is when its container's life began, known before the manager has
-        // heard that it runs (its agent may dial in first).
-        started_at_ms: task.as_ref().map_or(0, |t| t.created_ms),
-        running,
-        status: task
-            .as_ref()
-            .and_then(|t| t.state.map(|s| s.to_string()))
-            .unwrap_or_else(|| "created".into()),
-        exit_code: task.as_ref().map_or(0, |t| t.exit_code),
-        oom_killed: false,
-        error: task.map(|t| t.error).unwrap_or_default(),
         labels,
-    }))
+        task: current(docker, service).await?,
+    })))
 }
 
 /// Waits until no task of the service runs (after scaling it to 0).
@@ -202,44 +258,19 @@ pub async fn nodes(docker: &Docker) -> Result<Vec<NodeInfo>> {
     Ok(out)
 }
 
-/// Service name → the hostname of the node its wanted task is on, for this hub's services: three
-/// calls whatever the number of agents.
+/// Service name → the hostname of the node its current task is on, for this hub's services.
 pub async fn placements(docker: &Docker, hub_id: &str) -> Result<HashMap<String, String>> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![
-            format!("{}=true", labels::MANAGED),
-            format!("{}={hub_id}", labels::HUB),
-        ],
-    )]);
-    let services: HashMap<String, String> = docker
-        .list_services(Some(ListServicesOptions {
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .map_err(map_err("services"))?
-        .into_iter()
-        .filter_map(|s| Some((s.id?, s.spec?.name?)))
-        .collect();
     let hosts: HashMap<String, String> = nodes(docker)
         .await?
         .into_iter()
         .map(|n| (n.id, n.hostname))
         .collect();
-    let filters = HashMap::from([("desired-state".to_string(), vec!["running".to_string()])]);
-    let tasks = docker
-        .list_tasks(Some(ListTasksOptions {
-            filters: Some(filters),
-        }))
-        .await
-        .map_err(map_err("tasks"))?;
-    Ok(tasks
+    Ok(services_now(docker, hub_id)
+        .await?
         .into_iter()
-        .filter_map(|t| {
-            let service = services.get(t.service_id.as_ref()?)?;
-            let host = hosts.get(t.node_id.as_ref()?)?;
-            Some((service.clone(), host.clone()))
+        .filter_map(|s| {
+            let host = hosts.get(&s.task?.node_id)?;
+            Some((s.name, host.clone()))
         })
         .collect())
 }
@@ -404,28 +435,9 @@ pub fn events(manager: DockerDriver, hub_id: String) -> EventStream {
 
 /// One read of every service of this hub and its current task; the events since the last read.
 async fn poll(docker: &Docker, hub_id: &str, seen: &mut SeenMap) -> Result<Vec<ContainerEvent>> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![
-            format!("{}=true", labels::MANAGED),
-            format!("{}={hub_id}", labels::HUB),
-        ],
-    )]);
-    let services = docker
-        .list_services(Some(ListServicesOptions {
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .map_err(map_err("services"))?;
     let mut events = Vec::new();
     let mut now = SeenMap::new();
-    for service in services {
-        let Some(spec) = service.spec else { continue };
-        let (Some(name), labels) = (spec.name, spec.labels.unwrap_or_default()) else {
-            continue;
-        };
-        let task = current(docker, &name).await?;
+    for ServiceNow { name, labels, task } in services_now(docker, hub_id).await? {
         let wanted = task.as_ref().is_some_and(TaskInfo::wanted);
         let current = Seen {
             task_id: task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
