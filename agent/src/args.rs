@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// The in-container agent: dials the hub, runs tasks, streams their output, reports health.
 #[derive(Debug, Clone, Parser)]
@@ -84,6 +84,25 @@ pub struct Args {
     pub block_link_local: bool,
 }
 
+/// `docker-agent-agent archive OP`: the container's side of `docker-agent cp` over the agent's link
+/// (`archive`). The hub runs it as a task; it takes no flags, so it has no variables.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "docker-agent-agent archive")]
+pub struct ArchiveArgs {
+    #[command(subcommand)]
+    pub op: ArchiveOp,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ArchiveOp {
+    /// Print `dir|file SIZE MODE` for PATH; exit 2 when nothing is there.
+    Stat { path: PathBuf },
+    /// Write a tar of PATH to stdout, its entries under PATH's base name.
+    Create { path: PathBuf },
+    /// Extract a tar from stdin into the directory DIR.
+    Extract { dir: PathBuf },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +111,7 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Args::command().debug_assert();
+        ArchiveArgs::command().debug_assert();
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! `spawn` (or `pty` for a terminal) and `reaper`, waited for by `supervise`) → `tasks`/`spool` (what the hub has and has not seen
 //! yet). Beside them, `setup` runs the profile's setup steps once (`progress` remembers how far it
 //! got, `console` puts their output in the container log) while new tasks are held back. Before
-//! any of it, `link_local` makes cloud metadata addresses unreachable when the hub asks. `load` runs
+//! any of it, `link_local` makes cloud metadata addresses unreachable when the hub asks. `archive`
+//! is the same binary run as a task: the container's side of `cp` over the agent's link. `load` runs
 //! thousands of simulated agents in one process for the benchmarks.
 
 // Unlike the other crates this one cannot forbid unsafe code: starting a task needs `pre_exec` (it
@@ -13,6 +14,7 @@
 // why it is sound.
 
 pub mod agent;
+pub mod archive;
 pub mod args;
 pub mod backoff;
 pub mod config;

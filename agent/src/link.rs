@@ -21,7 +21,7 @@ use crate::health::HealthSource;
 use crate::runner;
 use crate::state::Shared;
 
-pub const CAPABILITIES: [&str; 7] = [
+pub const CAPABILITIES: [&str; 8] = [
     "exec",
     "stdin",
     "signal",
@@ -29,6 +29,8 @@ pub const CAPABILITIES: [&str; 7] = [
     "spool",
     "pty",
     "drop-output",
+    // Stdin by offset, acknowledged as the process consumes it (the hub's `task::stdin`).
+    "stdin-ack",
 ];
 /// Connect, TLS, the hub's response and its Welcome must all happen within this.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
-use docker_agent_agent::{EX_USAGE, agent, args::Args, config::Config, link_local};
+use docker_agent_agent::args::{ArchiveArgs, Args};
+use docker_agent_agent::{EX_USAGE, agent, archive, config::Config, link_local};
 use tracing_subscriber::EnvFilter;
 
 /// clap's multi-line usage error, folded into one line for the container log.
@@ -17,6 +18,17 @@ fn one_line(err: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // The same binary, run by the hub as a task: the container's side of `cp` (see `archive`).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "archive") {
+        return match ArchiveArgs::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(a) => archive::run(a.op),
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp) => e.exit(),
+            Err(e) => {
+                eprintln!("docker-agent-agent archive: {}", one_line(&e));
+                ExitCode::from(EX_USAGE)
+            }
+        };
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {

@@ -199,7 +199,7 @@ pub async fn pump_output(shared: &Shared, id: &str, master: Arc<Master>) {
 
 /// Types stdin messages into the terminal in order. A close is the EOF character, not a close: the terminal
 /// stays, and a program at the start of a line reads end-of-file (a shell at an empty prompt exits).
-pub async fn pump_stdin(master: Arc<Master>, rx: Option<StdinRx>) {
+pub async fn pump_stdin(master: Arc<Master>, rx: Option<StdinRx>, mut wrote: impl FnMut(usize)) {
     let Some(mut rx) = rx else {
         return;
     };
@@ -216,6 +216,9 @@ pub async fn pump_stdin(master: Arc<Master>, rx: Option<StdinRx>) {
             // Usually EIO: the task and everything it started closed the terminal. Later data is dropped.
             tracing::debug!(error = %e, "task terminal closed for input");
             return;
+        }
+        if msg.is_some() {
+            wrote(data.len());
         }
     }
 }
@@ -291,7 +294,9 @@ mod tests {
         tx.send(Some(b"hi\n".to_vec().into())).unwrap();
         tx.send(None).unwrap();
         drop(tx);
-        pump_stdin(master.clone(), Some(rx)).await;
+        let mut written = 0;
+        pump_stdin(master.clone(), Some(rx), |n| written += n).await;
+        assert_eq!(written, 3);
         // Canonical mode: one read per line, then the EOF character makes read return 0.
         let mut buf = [0u8; 16];
         let n = nix::unistd::read(&slave, &mut buf).unwrap();

@@ -173,22 +173,49 @@ fn start(shared: &Arc<Shared>, held: Held) {
     ));
 }
 
+/// Stdin for a task, by offset (held tasks have their channel too: what they are sent now waits for
+/// their process). Bytes nobody will read are acknowledged at once.
 pub fn stdin(shared: &Shared, data: StdinData) {
-    let table = shared.table();
-    // Held tasks have their channel too: what they are sent now waits for their process.
-    match table.stdin(&data.task_id) {
-        Some(tx) => drop(tx.send(Some(data.data))),
-        None => {
-            tracing::debug!(task = %data.task_id, "stdin for a task without open stdin; dropped")
-        }
-    }
+    shared
+        .table()
+        .take_stdin(&data.task_id, data.offset, data.data);
+    shared.outbound.notify_one();
 }
 
 /// Closes a pipe; on a terminal, types the EOF character instead (see `pty::pump_stdin`).
 pub fn close_stdin(shared: &Shared, msg: CloseStdin) {
-    let table = shared.table();
-    if let Some(tx) = table.stdin(&msg.task_id) {
-        drop(tx.send(None));
+    shared.table().close_stdin(&msg.task_id);
+}
+
+/// A stdin pump's account of what it wrote, for the hub's acknowledgements. It goes with the pump:
+/// once the pump has ended (the input closed, or the process stopped reading), everything taken
+/// counts as consumed.
+pub struct StdinProgress {
+    shared: Arc<Shared>,
+    id: String,
+    written: u64,
+}
+
+impl StdinProgress {
+    pub fn new(shared: Arc<Shared>, id: String) -> Self {
+        Self {
+            shared,
+            id,
+            written: 0,
+        }
+    }
+
+    pub fn wrote(&mut self, bytes: usize) {
+        self.written += bytes as u64;
+        self.shared.table().stdin_consumed(&self.id, self.written);
+        self.shared.outbound.notify_one();
+    }
+}
+
+impl Drop for StdinProgress {
+    fn drop(&mut self) {
+        self.shared.table().stdin_gone(&self.id);
+        self.shared.outbound.notify_one();
     }
 }
 
@@ -308,7 +335,7 @@ async fn pump_output(shared: &Shared, id: &str, stream: StreamId, fd: OwnedFd) {
 }
 
 /// Writes stdin messages in order until closed; a task that stops reading only stalls this pump.
-async fn pump_stdin(fd: Option<OwnedFd>, rx: Option<StdinRx>) {
+async fn pump_stdin(fd: Option<OwnedFd>, rx: Option<StdinRx>, mut wrote: impl FnMut(usize)) {
     let (Some(fd), Some(mut rx)) = (fd, rx) else {
         return;
     };
@@ -325,6 +352,7 @@ async fn pump_stdin(fd: Option<OwnedFd>, rx: Option<StdinRx>) {
             tracing::debug!(error = %e, "task stdin closed");
             return;
         }
+        wrote(data.len());
     }
     // Dropping `tx` closes the task's stdin.
 }
@@ -365,6 +393,7 @@ async fn supervise(
 ) {
     // Read as the task starts; compared with the count when it ends.
     let oom_kills_before = crate::health::oom_kills();
+    let progress = StdinProgress::new(shared.clone(), id.clone());
     let (pid, exit, output, input): (u32, _, Pump<'_>, Pump<'_>) = match proc {
         Proc::Pipes(Spawned {
             pid,
@@ -384,7 +413,10 @@ async fn supervise(
                 pid,
                 exit,
                 Box::pin(output),
-                Box::pin(pump_stdin(stdin, stdin_rx)),
+                Box::pin(async move {
+                    let mut progress = progress;
+                    pump_stdin(stdin, stdin_rx, |n| progress.wrote(n)).await;
+                }),
             )
         }
         // Likewise on a terminal: the master reads EOF (EIO) only when every holder of the slave closed it,
@@ -393,7 +425,10 @@ async fn supervise(
             pid,
             exit,
             Box::pin(pty::pump_output(&shared, &id, master.clone())),
-            Box::pin(pty::pump_stdin(master, stdin_rx)),
+            Box::pin(async move {
+                let mut progress = progress;
+                pty::pump_stdin(master, stdin_rx, |n| progress.wrote(n)).await;
+            }),
         ),
     };
     let pgid = i32::try_from(pid).unwrap_or(i32::MAX);

@@ -1,7 +1,7 @@
 //! The agent's task table: which tasks run or await acknowledgement, what the hub has seen of them, and what to send next.
 
 use docker_agent_proto::v1::{
-    Ack, AgentMessage, OutputChunk, Stream, TaskReport, TaskResult, TaskStarted, Welcome,
+    Ack, AgentMessage, OutputChunk, StdinAck, Stream, TaskReport, TaskResult, TaskStarted, Welcome,
     agent_message::Msg, task_result::Outcome,
 };
 use tokio::sync::mpsc;
@@ -11,10 +11,12 @@ use crate::spool::{Spool, StreamId};
 mod control;
 mod held;
 mod seen;
+mod stdin;
 
 pub use control::Control;
 pub use held::Held;
 use seen::Seen;
+use stdin::TaskStdin;
 
 /// How many recent task ids are remembered so a retried RunTask never runs twice.
 pub const SEEN_CAPACITY: usize = 4096;
@@ -48,7 +50,7 @@ struct TaskMeta {
     started_confirmed: bool,
     control: Option<Control>,
     /// Open from admission until the task ends, so stdin sent to a held task is kept, not dropped.
-    stdin: Option<StdinTx>,
+    stdin: TaskStdin,
     /// Admitted but not started: the setup steps still run.
     held: Option<Box<Held>>,
     result: Option<TaskResult>,
@@ -114,7 +116,7 @@ impl TaskTable {
             started_sent: false,
             started_confirmed: false,
             control: None,
-            stdin: None,
+            stdin: TaskStdin::default(),
             held: None,
             result: None,
             result_sent: false,
@@ -136,7 +138,7 @@ impl TaskTable {
     pub fn finish(&mut self, id: &str, result: TaskResult) {
         if let Some(t) = self.find_mut(id) {
             t.control = None;
-            t.stdin = None;
+            t.stdin.end();
             t.result = Some(result);
         }
         self.forget_if_done(id);
@@ -158,12 +160,40 @@ impl TaskTable {
     /// Set at admission for a task with a stdin pipe.
     pub fn set_stdin(&mut self, id: &str, tx: Option<StdinTx>) {
         if let Some(t) = self.find_mut(id) {
-            t.stdin = tx;
+            t.stdin = TaskStdin::new(tx);
         }
     }
 
     pub fn stdin(&self, id: &str) -> Option<&StdinTx> {
-        self.find(id)?.stdin.as_ref()
+        self.find(id)?.stdin.tx()
+    }
+
+    /// Stdin bytes from the hub, starting at `offset` (see `TaskStdin::take`).
+    pub fn take_stdin(&mut self, id: &str, offset: u64, data: bytes::Bytes) {
+        match self.find_mut(id) {
+            Some(t) => t.stdin.take(offset, data),
+            None => tracing::debug!(task = %id, "stdin for an unknown task; dropped"),
+        }
+    }
+
+    pub fn close_stdin(&mut self, id: &str) {
+        if let Some(t) = self.find_mut(id) {
+            t.stdin.close();
+        }
+    }
+
+    /// The task's stdin pump wrote the first `written` bytes it was given.
+    pub fn stdin_consumed(&mut self, id: &str, written: u64) {
+        if let Some(t) = self.find_mut(id) {
+            t.stdin.consumed(written);
+        }
+    }
+
+    /// The task's stdin pump is gone: nothing more will be read.
+    pub fn stdin_gone(&mut self, id: &str) {
+        if let Some(t) = self.find_mut(id) {
+            t.stdin.gone();
+        }
     }
 
     pub fn controls(&self) -> impl Iterator<Item = &Control> {
@@ -228,6 +258,7 @@ impl TaskTable {
                     stdout_end,
                     stderr_end,
                     result: self.final_result(t),
+                    stdin_taken: t.stdin.taken(),
                 }
             })
             .collect()
@@ -295,6 +326,7 @@ impl TaskTable {
             self.spool.rewind(&t.id, from);
             // Started again only while it matters: a finished task's result says all there is.
             t.started_sent = t.started_confirmed || t.result.is_some() || t.result_acked;
+            t.stdin.relink();
             t.result_sent = t.result_acked;
         }
         let mut stopped = Vec::new();
@@ -335,6 +367,12 @@ impl TaskTable {
                 task_id: t.id.clone(),
                 pid,
                 started_at_ms: t.started_at_ms,
+            }));
+        }
+        if let Some(consumed) = t.stdin.next_ack() {
+            return Some(Msg::StdinAck(StdinAck {
+                task_id: t.id.clone(),
+                consumed,
             }));
         }
         let first = if t.prefer_stderr {

@@ -157,6 +157,19 @@ pub struct HubArgs {
     #[arg(long, env = "DOCKER_AGENT_SESSION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub session_timeout: Duration,
 
+    /// Delete ended tasks (their records and output) this long after they ended; 0: keep them.
+    #[arg(long, env = "DOCKER_AGENT_RETAIN_TASKS", default_value = "30d", value_parser = parse_duration)]
+    pub retain_tasks: Duration,
+
+    /// Past this much stored task output, delete ended tasks oldest first; 0: no bound.
+    #[arg(long, env = "DOCKER_AGENT_RETAIN_OUTPUT", default_value = "20g", value_parser = parse_bytes)]
+    pub retain_output: u64,
+
+    /// How long a dashboard login lasts unused (it ends 24 h after login whatever its use); 0: only
+    /// the 24 h.
+    #[arg(long, env = "DOCKER_AGENT_WEB_IDLE", default_value = "12h", value_parser = parse_duration)]
+    pub web_idle: Duration,
+
     /// Where xterm.js's stylesheet and addons are installed (Debian's libjs-xterm), for the
     /// dashboard's terminal.
     #[arg(long, env = "DOCKER_AGENT_XTERM_DIR", default_value = docker_agent_hub::config::DEFAULT_XTERM_DIR)]
@@ -325,9 +338,17 @@ pub struct SnapshotArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove the orphaned containers (without it, they are only listed).
+    /// Remove the orphaned containers, or with --tasks the ended tasks (without it, they are only
+    /// listed or counted).
     #[arg(long, short)]
     pub force: bool,
+    /// Ended tasks (their records and output) instead of orphaned containers; running tasks are never
+    /// touched. The hub also does this on its own (`hub --retain-tasks`, `--retain-output`).
+    #[arg(long)]
+    pub tasks: bool,
+    /// With --tasks: only tasks that ended at least this long ago (default: every ended task).
+    #[arg(long, value_parser = parse_duration, requires = "tasks")]
+    pub older_than: Option<Duration>,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -417,7 +438,9 @@ pub struct ExecArgs {
     pub timeout: Option<Duration>,
     /// The agent to run in.
     pub name: String,
-    /// The command and its arguments.
+    /// The command and its arguments, run as an argv as `docker exec` runs them. Exactly one argument
+    /// with whitespace in it (`exec NAME "npm --version"`) is a command line, run by `/bin/sh -c` as
+    /// `ssh HOST "CMD"` runs it.
     #[arg(
         required = true,
         trailing_var_arg = true,

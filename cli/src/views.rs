@@ -57,7 +57,10 @@ pub fn failure_note(task: &pb::Task) -> Option<String> {
             task.id
         )),
         Some(r) => match &r.outcome {
-            Some(Outcome::Error(e)) => Some(e.clone()),
+            Some(Outcome::Error(e)) => Some(match shell_hint(task) {
+                Some(hint) => format!("{e}; {hint}"),
+                None => e.clone(),
+            }),
             _ if !task.output_dropped.is_empty() => Some(format!(
                 "warning: the hub stored only the first {} of task {}'s output: {}",
                 crate::output::bytes(task.stdout_len + task.stderr_len),
@@ -77,6 +80,23 @@ pub fn failure_note(task: &pb::Task) -> Option<String> {
             _ => None,
         },
     }
+}
+
+/// For a program that could not start because its name was a command line (`"ls; pwd"`, or several
+/// words passed with other arguments): how to have a shell run it.
+fn shell_hint(task: &pb::Task) -> Option<String> {
+    let argv = &task.spec.as_ref()?.argv;
+    let program = argv.first()?;
+    let shell_like = program
+        .chars()
+        .any(|c| c.is_whitespace() || ";|&$<>*?`'\"(){}~".contains(c));
+    shell_like.then(|| {
+        format!(
+            "to run it as a command line, use: -- sh -c {}",
+            // Single quotes keep everything literal; a quote inside is closed, escaped, reopened.
+            format_args!("'{}'", program.replace('\'', r"'\''"))
+        )
+    })
 }
 
 #[cfg(test)]
@@ -102,6 +122,27 @@ mod tests {
         assert_eq!(exit_code(&finished(Outcome::Signal(15), true)), 124);
         assert_eq!(exit_code(&finished(Outcome::Error("x".into()), false)), 127);
         assert_eq!(exit_code(&pb::Task::default()), 255);
+    }
+
+    #[test]
+    fn a_program_named_like_a_command_line_gets_the_sh_c_hint() {
+        let mut task = finished(Outcome::Error("cannot start \"ls;pwd\"".into()), false);
+        task.spec = Some(pb::TaskSpec {
+            argv: vec!["ls;pwd".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            failure_note(&task).unwrap(),
+            "cannot start \"ls;pwd\"; to run it as a command line, use: -- sh -c 'ls;pwd'"
+        );
+        task.spec.as_mut().unwrap().argv = vec!["it's here".into(), "x".into()];
+        assert!(
+            failure_note(&task)
+                .unwrap()
+                .ends_with(r"sh -c 'it'\''s here'")
+        );
+        task.spec.as_mut().unwrap().argv = vec!["nosuch".into()];
+        assert_eq!(failure_note(&task).unwrap(), "cannot start \"ls;pwd\"");
     }
 
     #[test]

@@ -98,6 +98,12 @@ pub struct HubConfig {
     pub profiles_dir: Option<PathBuf>,
     /// How long a terminal session lives with nobody attached.
     pub session_timeout: Duration,
+    /// Ended tasks older than this are deleted with their output; zero: kept forever.
+    pub retain_tasks: Duration,
+    /// Past this much stored output, ended tasks are deleted oldest first; zero: no bound.
+    pub retain_output: u64,
+    /// How long a dashboard login lives unused (it ends after 24 h whatever its use); zero: no bound.
+    pub web_idle: Duration,
     /// Where xterm.js's stylesheet and fit addon are installed (Debian's `libjs-xterm`).
     pub xterm_dir: PathBuf,
     /// Where xterm.js's modules are installed (Debian's `node-xterm`), bundled for the browser.
@@ -127,6 +133,9 @@ impl HubConfig {
             output_limits: crate::store::OutputLimits::DEFAULT,
             profiles_dir: None,
             session_timeout: Duration::from_secs(300),
+            web_idle: Duration::from_secs(12 * 3600),
+            retain_tasks: Duration::from_secs(30 * 24 * 3600),
+            retain_output: 20 << 30,
             xterm_dir: PathBuf::from(DEFAULT_XTERM_DIR),
             xterm_lib_dir: PathBuf::from(DEFAULT_XTERM_LIB_DIR),
         }

@@ -103,13 +103,49 @@ impl ExecInputs {
     /// (or any signal) to a task still waiting in the queue cancels it: nothing has run yet. Returns
     /// false once the task has ended: the client's input has nowhere left to go.
     pub async fn send(&self, input: ExecInput) -> bool {
+        let sent = self.send_one(input).await;
+        if !sent {
+            // The task is over: what was kept of its stdin goes (a late sender may have made it anew).
+            self.core.stdin.forget(&self.task_id);
+        }
+        sent
+    }
+
+    async fn send_one(&self, input: ExecInput) -> bool {
         let task_id = &self.task_id;
+        // Stdin and its close are recorded and sent by one client at a time, in offset order.
+        let sender = matches!(input, ExecInput::Stdin(_) | ExecInput::CloseStdin)
+            .then(|| self.core.stdin.sender(task_id));
+        let _sending = match &sender {
+            Some(s) => Some(s.lock().await),
+            None => None,
+        };
         let msg = match input {
             ExecInput::Stdin(data) => {
+                let Ok(task) = self.core.task(task_id) else {
+                    return false;
+                };
+                let bounded = self.core.registry.acks_stdin(&task.agent_id);
+                let ended = || {
+                    self.core
+                        .task(task_id)
+                        .map_or(true, |t| t.state.is_terminal())
+                };
                 for piece in data.chunks(STDIN_PIECE) {
+                    let piece = data.slice_ref(piece);
+                    // Waits while the agent has a window's worth unconsumed: the client is held back.
+                    let Some(offset) = self
+                        .core
+                        .stdin
+                        .push(task_id, piece.clone(), bounded, ended)
+                        .await
+                    else {
+                        return false;
+                    };
                     let msg = Msg::Stdin(pb::StdinData {
                         task_id: task_id.clone(),
-                        data: data.slice_ref(piece),
+                        data: piece,
+                        offset,
                     });
                     if !self.core.send_for_task(task_id, msg).await {
                         return false;
@@ -117,9 +153,12 @@ impl ExecInputs {
                 }
                 return true;
             }
-            ExecInput::CloseStdin => Msg::CloseStdin(pb::CloseStdin {
-                task_id: task_id.clone(),
-            }),
+            ExecInput::CloseStdin => {
+                self.core.stdin.close(task_id);
+                Msg::CloseStdin(pb::CloseStdin {
+                    task_id: task_id.clone(),
+                })
+            }
             ExecInput::Signal(signal) => {
                 let queued = self
                     .core
@@ -149,6 +188,14 @@ impl ExecInputs {
 }
 
 impl Core {
+    /// The input side of task `task_id` alone, for a signal sent beside its exec (`SignalTask`).
+    pub fn exec_inputs(self: &Arc<Self>, task_id: &str) -> ExecInputs {
+        ExecInputs {
+            core: self.clone(),
+            task_id: task_id.to_string(),
+        }
+    }
+
     /// Opens an exec on agent `name` (see the module doc).
     pub async fn open_exec(self: &Arc<Self>, name: &str, start: ExecStart) -> Result<Exec> {
         let agent = self.agent(name)?;

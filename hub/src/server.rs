@@ -174,6 +174,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
             profiles_dir: Some(profiles_dir),
             engine_cpus,
             session_timeout: config.session_timeout,
+            retention: crate::store::Retention {
+                max_age_ms: i64::try_from(config.retain_tasks.as_millis()).unwrap_or(i64::MAX),
+                max_output_bytes: config.retain_output,
+            },
         },
         store,
         images: ImageBuilder::new(
@@ -192,6 +196,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         transitions: Default::default(),
         stream_locks: Default::default(),
         dispatched: Default::default(),
+        stdin: Default::default(),
         attached: Default::default(),
     });
     core.reconcile().await?;
@@ -216,10 +221,12 @@ pub async fn start(config: HubConfig) -> Result<RunningHub> {
         xterm_dir: config.xterm_dir.clone(),
         xterm_lib_dir: config.xterm_lib_dir.clone(),
         connections: fds.operator_connections / 2,
+        web_idle: config.web_idle,
     }
     .serve(operator_listener, local_socket, &tls, shutdown_rx)?;
     let background = vec![
         tokio::spawn(core.clone().watch_docker()),
+        tokio::spawn(core.clone().retain_tasks()),
         tokio::spawn(core.clone().sweep_heartbeats()),
     ];
 

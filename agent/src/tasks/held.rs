@@ -69,7 +69,7 @@ impl TaskTable {
             return false;
         };
         t.held = None;
-        t.stdin = None;
+        t.stdin.end();
         t.result = Some(TaskResult {
             task_id: id.to_owned(),
             outcome: Some(outcome),

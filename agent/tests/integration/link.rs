@@ -108,7 +108,8 @@ async fn full_link_with_reconnect_and_resend() {
             "timeout",
             "spool",
             "pty",
-            "drop-output"
+            "drop-output",
+            "stdin-ack"
         ]
     );
     assert_eq!(h.instance_id, "0123abcd");
@@ -172,6 +173,7 @@ async fn full_link_with_reconnect_and_resend() {
     s2.send(Down::Stdin(StdinData {
         task_id: "t1".into(),
         data: b"hello\n".to_vec().into(),
+        offset: 0,
     }))
     .await;
     s2.send(Down::CloseStdin(CloseStdin {

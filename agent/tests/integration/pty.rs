@@ -121,6 +121,7 @@ async fn stdin_is_typed_into_the_terminal() {
     s.send(Down::Stdin(StdinData {
         task_id: "read".into(),
         data: b"hello\n".to_vec().into(),
+        offset: 0,
     }))
     .await;
     let (r, out) = finish(&mut s, &mut Vec::new(), "read").await;

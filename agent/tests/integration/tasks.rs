@@ -83,12 +83,14 @@ async fn stdin_round_trip() {
             ..Default::default()
         },
     );
-    for part in [&b"hello "[..], b"world\n"] {
+    // The second piece is sent twice, as after a link drop: it reaches the process once.
+    for (offset, part) in [(0, &b"hello "[..]), (6, b"world\n"), (6, b"world\n")] {
         runner::stdin(
             &s,
             StdinData {
                 task_id: "cat".into(),
                 data: part.to_vec().into(),
+                offset,
             },
         );
     }
@@ -370,6 +372,7 @@ async fn output_the_hub_drops_is_read_and_counted_but_never_sent() {
         StdinData {
             task_id: "drop".into(),
             data: b"go\n".to_vec().into(),
+            offset: 0,
         },
     );
     let r = result_of(&s, "drop").await;

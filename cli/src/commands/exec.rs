@@ -88,6 +88,34 @@ fn forward_stdin(tx: mpsc::Sender<pb::ExecRequest>) {
     });
 }
 
+/// Sends `signal` to the exec's task: by its own call once the hub has named the task (stdin the task
+/// is not reading may hold the exec stream back), else on the stream if there is room.
+fn signal(client: &Client, tx: &mpsc::Sender<pb::ExecRequest>, task_id: &str, signal: i32) {
+    if task_id.is_empty() {
+        let _ = tx.try_send(pb::ExecRequest {
+            msg: Some(Msg::Signal(signal)),
+        });
+        return;
+    }
+    let (mut client, task_id) = (client.clone(), task_id.to_string());
+    tokio::spawn(async move {
+        let request = pb::SignalTaskRequest { task_id, signal };
+        if let Err(status) = client.signal_task(request).await {
+            tracing::debug!(error = %status, "signal not delivered");
+        }
+    });
+}
+
+/// Exactly one argument with whitespace in it is a command line for `/bin/sh -c`, as `ssh HOST "CMD"`
+/// runs it; anything else is an argv, as `docker exec` takes it. Returns (argv, shell).
+fn command_form(mut command: Vec<String>) -> (Vec<String>, String) {
+    if command.len() == 1 && command[0].chars().any(char::is_whitespace) {
+        (Vec::new(), command.remove(0))
+    } else {
+        (command, String::new())
+    }
+}
+
 pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
     let stdin = args.tty || args.interactive || !std::io::stdin().is_terminal();
     // Raw mode first: a refusal (no terminal) must come before anything runs remotely.
@@ -99,9 +127,11 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
     let pty = args
         .tty
         .then(|| crate::terminal::size().unwrap_or(pb::PtySize { rows: 24, cols: 80 }));
+    let (argv, shell) = command_form(args.command);
     let spec = pb::TaskSpec {
         pty,
-        argv: args.command,
+        argv,
+        shell,
         env: args.env.into_iter().collect(),
         cwd: args.workdir.unwrap_or_default(),
         stdin,
@@ -128,6 +158,8 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
         })
         .await?;
     }
+    // Signals go beside the stream, not on it: stdin the task is not reading holds the stream back.
+    let signaller = client.clone();
     let mut events = client
         .exec(ReceiverStream::new(rx))
         .await
@@ -153,16 +185,17 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
                     eprintln!("docker-agent: detached; the task may go on: `docker-agent task logs {task_id} --follow`");
                     return Ok(ExitCode::from(130));
                 }
-                let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(SIGINT)) }).await;
+                signal(&signaller, &tx, &task_id, SIGINT);
                 continue;
             }
             _ = terminate.recv() => {
-                let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Signal(SIGTERM)) }).await;
+                signal(&signaller, &tx, &task_id, SIGTERM);
                 continue;
             }
             _ = resized.recv(), if raw.is_some() => {
                 if let Some(size) = crate::terminal::size() {
-                    let _ = tx.send(pb::ExecRequest { msg: Some(Msg::Resize(size)) }).await;
+                    // A size that does not fit behind queued stdin is dropped; the next one carries it.
+                    let _ = tx.try_send(pb::ExecRequest { msg: Some(Msg::Resize(size)) });
                 }
                 continue;
             }
@@ -206,5 +239,35 @@ pub async fn run(mut client: Client, args: ExecArgs) -> Result<ExitCode> {
             }
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_form;
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn one_argument_with_whitespace_is_a_command_line_and_anything_else_an_argv() {
+        assert_eq!(
+            command_form(words(&["npm --version"])),
+            (vec![], "npm --version".to_string())
+        );
+        assert_eq!(
+            command_form(words(&["npm", "--version"])),
+            (words(&["npm", "--version"]), String::new())
+        );
+        assert_eq!(
+            command_form(words(&["ls"])),
+            (words(&["ls"]), String::new())
+        );
+        // Several arguments stay an argv even when one has a space, exactly as docker exec takes them.
+        assert_eq!(
+            command_form(words(&["echo", "a b"])),
+            (words(&["echo", "a b"]), String::new())
+        );
     }
 }

@@ -31,6 +31,9 @@ pub fn config(args: &HubArgs, home: &Path) -> Result<HubConfig, String> {
     config.ready_timeout = args.ready_timeout;
     config.kill_grace = args.kill_grace;
     config.session_timeout = args.session_timeout;
+    config.web_idle = args.web_idle;
+    config.retain_tasks = args.retain_tasks;
+    config.retain_output = args.retain_output;
     config.xterm_dir = args.xterm_dir.clone();
     config.xterm_lib_dir = args.xterm_lib_dir.clone();
     config.agent_spool_bytes = args.agent_spool;

@@ -78,6 +78,23 @@ async fn exec_output_exit_codes_stdin_and_streams() {
     assert_eq!(out.code(), 127, "{}", out.stderr);
     assert!(out.stderr.contains("no-such-program"), "{}", out.stderr);
 
+    // One argument with whitespace is a command line for sh -c, as `ssh host "cmd"` runs it; several
+    // arguments stay an argv, as `docker exec` takes them.
+    let out = hub.cli(&["exec", &name, "echo a b | wc -w"]).await;
+    assert_eq!(out.ok().trim(), "2");
+    assert_eq!(
+        hub.cli(&["exec", &name, "--", "echo", "a  b"]).await.ok(),
+        "a  b\n"
+    );
+    // A command line without whitespace is a program name: the error says how to run it through sh.
+    let out = hub.cli(&["exec", &name, "--", "true;false"]).await;
+    assert_eq!(out.code(), 127, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("-- sh -c 'true;false'"),
+        "{}",
+        out.stderr
+    );
+
     // A timeout kills the command; 124 as timeout(1) does.
     let out = hub
         .cli(&["exec", "--timeout", "1s", &name, "--", "sleep", "30"])

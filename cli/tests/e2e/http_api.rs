@@ -402,3 +402,44 @@ async fn json_outputs_and_the_rest_api_describe_agents_tasks_and_profiles_alike(
     assert_eq!(cli_profiles, rest_profiles["profiles"]);
     hub.cli(&["destroy", &name, "--purge"]).await.ok();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escape_sequence_split_between_output_chunks_leaves_no_fragment_on_the_task_page() {
+    let hub = Hub::builder().start().await;
+    let api = Api::new(&hub);
+    let name = hub.name("ansi");
+    hub.create(&name).await;
+    // A colour sequence, then a two-byte character, each cut in two by a pause, so their halves
+    // reach the hub in separate chunks.
+    let script =
+        r"printf 'x\033[3'; sleep 0.5; printf '1mred\033[0m \303'; sleep 0.5; printf '\251 done\n'";
+    let spec = json!({"type": "script", "script": script}).to_string();
+    let task = hub
+        .cli(&["task", &name, &spec, "--detach"])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+    let stored = hub.cli(&["task", "logs", &task, "--follow"]).await;
+    assert_eq!(stored.raw_stdout, b"x\x1b[31mred\x1b[0m \xc3\xa9 done\n");
+    let cookie = api.dashboard_session().await;
+    let (status, html) = api.page(&cookie, &format!("/tasks/{task}")).await;
+    assert_eq!(status, StatusCode::OK);
+    // The output region's text, each chunk in a span of its own.
+    let region = html
+        .split("id=\"output\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .expect("the page shows the output");
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in region.chars().skip_while(|c| *c != '>').skip(1) {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    assert_eq!(text, "xred é done\n", "{region}");
+}

@@ -22,6 +22,7 @@ mod restart;
 mod schemathesis;
 mod security;
 mod snapshots;
+mod stdin;
 mod swarm;
 mod tasks;
 mod tty;

@@ -1,11 +1,14 @@
 //! Hostile input and secrets: names and task JSON an attacker would try are refused clearly with
-//! nothing left behind, and no token value ever shows in logs, `docker inspect`, pages or errors.
+//! nothing left behind, no token value ever shows in logs, `docker inspect`, pages or errors, and a
+//! dashboard login left unused ends.
+
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::Hub;
 use crate::support::web::Api;
+use crate::support::{Hub, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_names_and_task_json_are_refused_and_leave_nothing() {
@@ -216,4 +219,31 @@ async fn the_operator_listener_cannot_be_reached_from_inside_an_agent() {
     // The control: the same probe reaches the agent listener, so "closed" means closed.
     let seen = hub.sh(&name, &probe(gateway.to_string(), agent_port)).await;
     assert_eq!(seen, "open\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dashboard_login_left_unused_past_web_idle_has_ended() {
+    let hub = Hub::builder().arg("--web-idle").arg("2s").start().await;
+    let api = Api::new(&hub);
+    let cookie = api.dashboard_session().await;
+    let logged_in = |html: &str| !html.contains("name=\"token\"");
+    let (status, html) = api.page(&cookie, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(logged_in(&html), "a fresh login shows the fleet");
+    let since = std::time::Instant::now();
+    // Use is recorded at most once a minute (the bound is kept to the minute), so polling does not
+    // keep this two-second login alive: it ends two seconds after the login.
+    wait_for("the idle login to end", Duration::from_secs(30), || async {
+        let (_, html) = api.page(&cookie, "/").await;
+        (!logged_in(&html)).then_some(())
+    })
+    .await;
+    assert!(
+        since.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        since.elapsed()
+    );
+    // A new login works at once.
+    let again = api.dashboard_session().await;
+    assert!(logged_in(&api.page(&again, "/").await.1));
 }

@@ -4,6 +4,7 @@
 //! `kill -9` with everything adopted; nothing left on any node; and the driver's bad input.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use bollard::query_parameters::{ListContainersOptions, ListImagesOptions, ListTasksOptions};
@@ -163,6 +164,20 @@ async fn agents_spread_over_a_swarm_survive_node_loss_and_hub_restart() {
             std::fs::read_to_string(&back).unwrap(),
             format!("to {name}\n")
         );
+        // `shell` on a terminal: a PTY task on whichever node the agent is.
+        let shell = [
+            "shell",
+            name.as_str(),
+            "--",
+            "sh",
+            "-c",
+            "echo on-$(hostname) $(tty)",
+        ];
+        let (code, out) = tokio::task::block_in_place(|| {
+            crate::support::term::Term::spawn(&hub, &shell, 24, 80).finish()
+        });
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("on-{name} /dev/pts/")), "{out}");
         let task = serde_json::json!({"type": "exec", "command": "id -u; grep NoNewPrivs /proc/self/status"});
         let out = hub.cli(&["task", name, &task.to_string()]).await;
         assert!(
@@ -184,6 +199,67 @@ async fn agents_spread_over_a_swarm_survive_node_loss_and_hub_restart() {
             logs.stderr
         );
     }
+
+    // On Swarm `cp` goes over the agent's own link (a manager's engine cannot reach a container on
+    // another node): a directory keeps its modes both ways, a missing path is refused in one line,
+    // and each copy is one of the agent's tasks.
+    let first = &names[0];
+    let tree = local.path().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::write(tree.join("bin/run"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(tree.join("bin/run"), PermissionsExt::from_mode(0o750)).unwrap();
+    hub.cli(&[
+        "cp",
+        tree.to_str().unwrap(),
+        &format!("{first}:/workspace/"),
+    ])
+    .await
+    .ok();
+    assert_eq!(
+        hub.cli(&["exec", first, "--", "/workspace/tree/bin/run"])
+            .await
+            .ok(),
+        "ran\n"
+    );
+    let back = local.path().join("back");
+    hub.cli(&[
+        "cp",
+        &format!("{first}:/workspace/tree"),
+        back.to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let mode = std::fs::metadata(back.join("bin/run"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o750);
+    hub.cli(&[
+        "cp",
+        &format!("{first}:/workspace/nothing"),
+        back.to_str().unwrap(),
+    ])
+    .await
+    .fails_with("no such file or directory");
+    hub.cli(&[
+        "cp",
+        tree.to_str().unwrap(),
+        &format!("{first}:/workspace/no/dir/x"),
+    ])
+    .await
+    .fails_with("no such directory");
+    let tasks = hub.cli(&["task", "list", first, "--json"]).await.json();
+    let archives = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["argv"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|w| w == "archive"))
+        })
+        .count();
+    assert!(archives >= 4, "cp went over the agent's link: {tasks}");
 
     // Node loss: a node other than the manager, cut under a running task.
     let (victim, node) = nodes

@@ -1,6 +1,10 @@
-//! JSON tasks: exec and script forms, env/cwd/timeout, detach and fetch later, listing.
+//! JSON tasks: exec and script forms, env/cwd/timeout, detach and fetch later, listing, and
+//! retention: ended tasks pruned on demand and by the hub, running ones never.
 
-use crate::support::Hub;
+use std::time::Duration;
+
+use crate::support::web::Api;
+use crate::support::{Hub, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_tasks_run_and_can_be_fetched_later() {
@@ -72,4 +76,83 @@ async fn json_tasks_run_and_can_be_fetched_later() {
         .collect();
     assert!(ids.contains(&id.as_str()));
     assert!(ids.len() >= 5);
+}
+
+/// Submits `command` as a detached exec task and returns its id.
+async fn submit(hub: &Hub, name: &str, command: &str) -> String {
+    let spec = serde_json::json!({"type": "exec", "command": command}).to_string();
+    hub.cli(&["task", name, &spec, "--detach"])
+        .await
+        .ok()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ended_tasks_are_pruned_on_demand_and_by_retention_and_running_ones_never() {
+    let mut hub = Hub::builder().start().await;
+    let name = hub.name("prune");
+    hub.create(&name).await;
+    let done = submit(&hub, &name, "echo kept until pruned").await;
+    hub.cli(&["task", "logs", &done, "--follow"]).await.ok();
+    let running = submit(&hub, &name, "sleep 600").await;
+
+    // Counted, not deleted, without --force; the running task is never among them.
+    let dry = hub.cli(&["prune", "--tasks", "--json"]).await.json();
+    assert_eq!(dry["tasks"], 1, "{dry}");
+    assert!(dry["output_bytes"].as_u64().unwrap() > 0, "{dry}");
+    hub.cli(&["task", "get", &done]).await.ok();
+    // Nothing ended an hour ago.
+    let recent = hub
+        .cli(&[
+            "prune",
+            "--tasks",
+            "--older-than",
+            "1h",
+            "--force",
+            "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(recent["tasks"], 0, "{recent}");
+    let out = hub.cli(&["prune", "--tasks", "--force"]).await;
+    assert!(
+        out.ok().starts_with("deleted 1 ended task(s)"),
+        "{}",
+        out.stdout
+    );
+    hub.cli(&["task", "get", &done])
+        .await
+        .fails_with("not found");
+    let still = hub.cli(&["task", "get", &running, "--json"]).await.json();
+    assert_eq!(still["state"], "running", "{still}");
+    // The hub says how big its store is.
+    let api = Api::new(&hub);
+    let ready = api
+        .client
+        .get(api.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ready.contains("store open (tasks: 1, task output: "),
+        "{ready}"
+    );
+
+    // The hub's own retention, applied as it starts: an ended task goes, the running one stays.
+    let second = submit(&hub, &name, "echo also ended").await;
+    hub.cli(&["task", "logs", &second, "--follow"]).await.ok();
+    hub.restart_with(&["--retain-tasks", "1ms"]).await;
+    wait_for(
+        "retention to delete the ended task",
+        Duration::from_secs(30),
+        || async { (!hub.cli(&["task", "get", &second]).await.status.success()).then_some(()) },
+    )
+    .await;
+    let still = hub.cli(&["task", "get", &running, "--json"]).await.json();
+    assert_eq!(still["state"], "running", "{still}");
+    hub.cli(&["task", "cancel", &running]).await.ok();
 }

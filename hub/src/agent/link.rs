@@ -113,6 +113,9 @@ impl Core {
                             },
                         )?;
                     }
+                    if t.spec.stdin {
+                        self.stdin.resume(&agent.id, &t.id, report.stdin_taken);
+                    }
                     welcome.resend.push(ResendFrom {
                         task_id: t.id.clone(),
                         stdout_offset: t.stdout_len,
@@ -292,6 +295,8 @@ impl Core {
             }
             Some(AgentMsg::Result(result)) => return self.on_result(agent, result, acks).await,
             Some(AgentMsg::Setup(status)) => self.apply_setup_status(&agent.id, Some(&status))?,
+            // Checked against the task's agent inside: another agent's acknowledgement changes nothing.
+            Some(AgentMsg::StdinAck(ack)) => self.stdin.ack(&agent.id, &ack.task_id, ack.consumed),
             Some(AgentMsg::Hello(_)) => {
                 tracing::warn!(agent = %agent.name, "ignoring a second hello");
                 return Ok(Some(Violation::Malformed));
@@ -402,7 +407,7 @@ impl Core {
             crate::metrics::metrics().task_finished(&result);
             tracing::debug!(task = %task_id, outcome = ?result.outcome, "task finished");
         }
-        self.bus.publish_end(&task_id);
+        self.task_ended(&task_id);
         let stored = self.task(&task_id)?;
         acks.remove(&task_id);
         let ack = Ack {

@@ -3,6 +3,7 @@
 //! the agents' networks, their names, orphans, and the watch on Docker that keeps state true.
 
 pub mod conduct;
+pub mod files;
 pub mod fleet;
 pub mod link;
 pub mod names;

@@ -30,6 +30,8 @@ pub struct Operator {
     pub xterm_lib_dir: PathBuf,
     /// Connections each of the port and the socket may hold.
     pub connections: usize,
+    /// How long a dashboard login lives unused; zero: no bound.
+    pub web_idle: Duration,
 }
 
 impl Operator {
@@ -53,6 +55,7 @@ impl Operator {
                 &self.admin_token,
                 &self.hub_id,
                 self.core.store.clone(),
+                self.web_idle,
             )),
             creates: Default::default(),
             shutdown: shutdown.clone(),

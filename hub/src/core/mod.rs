@@ -45,6 +45,8 @@ pub struct Settings {
     pub engine_cpus: u32,
     /// How long a terminal session lives with nobody attached.
     pub session_timeout: Duration,
+    /// How long ended tasks are kept, and how much of their output (`hub --retain-*`).
+    pub retention: crate::store::Retention,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,8 @@ pub struct Core {
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken whenever tasks leave the queue, for senders waiting to follow a task.
     pub(crate) dispatched: tokio::sync::Notify,
+    /// Per task with stdin: what the agent has not acknowledged yet (see `task::stdin`).
+    pub stdin: crate::task::stdin::StdinWindows,
     /// Per terminal task: how many clients are attached (see `sessions.rs`).
     pub(crate) attached: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -101,6 +105,7 @@ impl Core {
                 profiles_dir: None,
                 engine_cpus: 2,
                 session_timeout: Duration::from_secs(1),
+                retention: Default::default(),
             },
             store: Store::open_in_memory().unwrap(),
             images: ImageBuilder::new(
@@ -117,6 +122,7 @@ impl Core {
             transitions: Default::default(),
             stream_locks: Default::default(),
             dispatched: Default::default(),
+            stdin: Default::default(),
             attached: Default::default(),
         })
     }

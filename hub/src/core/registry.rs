@@ -19,6 +19,8 @@ struct Link {
     instance_id: String,
     tx: Outbound,
     last_seen: Instant,
+    /// The agent acknowledges stdin (`task::stdin`): senders keep to its window.
+    acks_stdin: bool,
     /// Told when this link is replaced or removed, so its loop ends at once even if its stream stays
     /// open and silent (a permit is stored if the loop is not waiting yet).
     ended: Arc<Notify>,
@@ -75,6 +77,7 @@ impl Registry {
                 instance_id: instance_id.to_string(),
                 tx,
                 last_seen: Instant::now(),
+                acks_stdin: false,
                 ended: Arc::new(Notify::new()),
             },
         );
@@ -115,6 +118,23 @@ impl Registry {
 
     pub fn is_current(&self, agent_id: &str, generation: u64) -> bool {
         self.lock().get(agent_id).map(|s| s.generation) == Some(generation)
+    }
+
+    /// The link of `generation` acknowledges stdin (its hello announced it).
+    pub fn set_acks_stdin(&self, agent_id: &str, generation: u64) {
+        if let Some(link) = self
+            .lock()
+            .get_mut(agent_id)
+            .filter(|l| l.generation == generation)
+        {
+            link.acks_stdin = true;
+        }
+    }
+
+    /// Whether stdin to this agent keeps to a window: its link acknowledges stdin, or it has no link
+    /// now (the agents the hub makes do; the window waits for it to come back).
+    pub fn acks_stdin(&self, agent_id: &str) -> bool {
+        self.lock().get(agent_id).is_none_or(|l| l.acks_stdin)
     }
 
     pub fn is_connected(&self, agent_id: &str) -> bool {

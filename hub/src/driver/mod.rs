@@ -256,6 +256,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         labels: HashMap<String, String>,
         changes: &str,
     ) -> Result<String>;
+    /// Whether the hub's engine connection reaches every container's files (the archive calls below).
+    /// On Swarm only the container's node's engine does, so `cp` goes over the agent's own link.
+    fn archives_through_engine(&self) -> bool {
+        true
+    }
     /// A tar stream of `path` in a container (running or not; volumes included).
     fn download_archive(&self, container: &str, path: &str) -> ByteStream;
     /// What is at `path` in a container (None: nothing).

@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 
 use super::raw::{RawFile, RawMount, RawProfile, RawResources, RawSetupTask, Scalar, parse_size};
 use super::{FileOwner, MountKind, Profile, ProfileFile, ProfileMount, SetupTask};
+use crate::image::AGENT_BINARY;
 
 /// Paths the hub and the agent own inside every container.
 const RESERVED_TARGETS: &[&str] = &[
     "/etc/docker-agent",
     "/var/lib/docker-agent",
     "/workspace",
+    // The agent itself: no file may replace it and no mount may hide it.
     AGENT_BINARY,
 ];
-/// The agent itself: no file may replace it and no mount may hide it.
-const AGENT_BINARY: &str = "/usr/local/bin/docker-agent-agent";
 
 pub(super) fn validate(raw: RawProfile) -> Result<Profile, String> {
     let name = raw

@@ -6,6 +6,7 @@ mod events;
 mod logins;
 mod output;
 mod quota;
+mod retention;
 mod schema;
 mod tasks;
 
@@ -19,6 +20,7 @@ pub use events::EventRecord;
 pub use logins::Login;
 pub use output::StoredChunk;
 pub use quota::{OutputCap, OutputLimits};
+pub use retention::{Pruned, Retention, StoreSize};
 pub use tasks::{NewTask, OutputAppend, TaskRecord, TaskState};
 
 #[derive(Debug, thiserror::Error)]

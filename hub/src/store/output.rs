@@ -206,6 +206,17 @@ impl OutputFiles {
         Ok(end)
     }
 
+    /// Deletes the task's output file (its row is gone). Best effort: a file that stays is only
+    /// space, and the next pass does not see it again.
+    pub(super) fn remove(&self, task_id: &str) {
+        self.close(task_id);
+        if let Err(e) = std::fs::remove_file(self.path(task_id))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(task = task_id, error = %e, "cannot delete a pruned task's output file");
+        }
+    }
+
     /// Closes the task's handle; its output is complete.
     pub(super) fn close(&self, task_id: &str) {
         self.handles

@@ -93,6 +93,11 @@ ALTER TABLE web_sessions RENAME TO logins;
 -- Whether the lifecycle state is the setup's doing: '' (no), 'running' or 'failed'.
 ALTER TABLE agents ADD COLUMN setup_phase TEXT NOT NULL DEFAULT '';
 "#,
+    r#"
+-- When a login was last used, unix ms: one idle longer than `hub --web-idle` has ended.
+ALTER TABLE logins ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+UPDATE logins SET last_used = created_at;
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

@@ -33,6 +33,9 @@ impl Core {
             agent_id: agent.id.clone(),
             spec,
         })?;
+        if task.spec.stdin {
+            self.stdin.open(&agent.id, &task.id);
+        }
         self.dispatch(&task).await?;
         Ok(task)
     }
@@ -184,7 +187,7 @@ impl Core {
             self.store.cancel_queued(&task.id, NEVER_STARTED)?
         };
         if ended {
-            self.bus.publish_end(&task.id);
+            self.task_ended(&task.id);
             return self.task(task_id);
         }
         let core = self.clone();
@@ -203,9 +206,15 @@ impl Core {
     pub fn end_task(&self, task_id: &str, state: TaskState, why: &str) -> Result<()> {
         if self.store.end_task(task_id, state, why)? {
             crate::metrics::metrics().task_ended(state.as_str());
-            self.bus.publish_end(task_id);
+            self.task_ended(task_id);
         }
         Ok(())
+    }
+
+    /// Every way a task ends comes here: its watchers are woken, and its stdin goes nowhere now.
+    pub fn task_ended(&self, task_id: &str) {
+        self.stdin.forget(task_id);
+        self.bus.publish_end(task_id);
     }
 
     /// Ends every unfinished task of an agent (it is being destroyed).

@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use rand::Rng;
 
 pub mod cluster;
+pub mod term;
 pub mod web;
 
 pub const CLI: &str = env!("CARGO_BIN_EXE_docker-agent");
@@ -442,11 +443,16 @@ impl Hub {
     /// Starts a CLI process without waiting for it (stdout and stderr piped), for tests that interact
     /// with it while it runs.
     pub fn spawn_cli(&self, args: &[&str]) -> Child {
+        self.spawn_cli_with(args, Stdio::null())
+    }
+
+    /// `spawn_cli` with the given stdin (`Stdio::piped()` to feed it from the test).
+    pub fn spawn_cli_with(&self, args: &[&str], stdin: Stdio) -> Child {
         Command::new(CLI)
             .arg("--home")
             .arg(self.home())
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -536,6 +542,12 @@ impl Hub {
     pub async fn restart(&mut self) {
         self.kill();
         self.launch().await;
+    }
+
+    /// `restart`, with these flags added for this run and every later one.
+    pub async fn restart_with(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| (*a).to_string()));
+        self.restart().await;
     }
 
     /// The default profile's image, for tests that make containers of their own.

@@ -22,6 +22,7 @@ use crate::core::registry::RegistryError;
 use crate::credentials;
 use crate::lifecycle::Lifecycle;
 use crate::store::AgentRecord;
+use crate::task::stdin::STDIN_ACK_CAPABILITY;
 
 /// The connection's own deadline (`agent_guard::Limits::hello_deadline`) usually ends a silent stream
 /// first; this bounds one on a connection that has authenticated before.
@@ -120,8 +121,7 @@ impl AgentService for AgentSvc {
         }
         // From the duplicate check to registration, nothing else may put anything on this agent's stream
         // or race a second hello: the welcome, then its queued tasks, must be the first things sent.
-        let lock = self.core.stream_lock(&agent.id);
-        let _order = lock.lock().await;
+        let order = self.core.stream_lock(&agent.id).lock_owned().await;
         // Refuse a second process before its hello changes anything (it would mark the live one's tasks lost).
         if let Some(other) = self
             .core
@@ -186,7 +186,22 @@ impl AgentService for AgentSvc {
                 return Err(Status::internal("registration failed"));
             }
         };
-        drop(_order);
+        if hello.capabilities.iter().any(|c| c == STDIN_ACK_CAPABILITY) {
+            self.core.registry.set_acks_stdin(&agent.id, generation);
+        }
+        // Stdin the agent may lack goes again behind the welcome and the queued tasks, before anything
+        // else for its tasks: the stream lock is held until it is queued. From a task of its own, as
+        // the stream is not read until this call returns.
+        let resend = self.core.stdin.resend(&agent.id);
+        if resend.is_empty() {
+            drop(order);
+        } else {
+            let (core, id) = (self.core.clone(), agent.id.clone());
+            tokio::spawn(async move {
+                core.resend_stdin(&id, resend).await;
+                drop(order);
+            });
+        }
         tracing::info!(agent = %agent.name, generation, instance = %hello.instance_id, tasks = hello.tasks.len(), "agent connected");
         let core = self.core.clone();
         tokio::spawn(async move {

@@ -81,6 +81,20 @@ impl ControlSvc {
         &self,
         req: pb::PruneRequest,
     ) -> Result<pb::PruneResponse, Status> {
+        if req.tasks {
+            let retention = crate::store::Retention {
+                // Every ended task: one that ended this millisecond is older than zero.
+                max_age_ms: i64::try_from(req.older_than_ms).unwrap_or(i64::MAX).max(1),
+                max_output_bytes: 0,
+            };
+            let pruned = self.core.prune_tasks(retention, !req.remove).await?;
+            return Ok(pb::PruneResponse {
+                removed: req.remove,
+                tasks: pruned.tasks,
+                task_output_bytes: pruned.output_bytes,
+                ..Default::default()
+            });
+        }
         let orphans = if req.remove {
             self.core.remove_orphans().await?
         } else {
@@ -101,6 +115,7 @@ impl ControlSvc {
                 })
                 .collect(),
             removed: req.remove,
+            ..Default::default()
         })
     }
 

@@ -1,4 +1,4 @@
-//! `docker-agent cp` on the hub: files in and out of an agent's container as tar streams, passed through chunk by chunk (never held whole) between the CLI and the engine's archive API.
+//! `docker-agent cp` on the hub: files in and out of an agent's container as tar streams, passed through chunk by chunk (never held whole) between the CLI and the engine's archive API, or the agent's own link where the engine cannot reach the container (`agent::files`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +9,7 @@ use futures::StreamExt;
 use tonic::{Response, Status, Streaming};
 
 use super::service::{BoxStream, ControlSvc};
+use crate::driver::PathStat;
 use crate::error::HubError;
 use crate::lifecycle::Lifecycle;
 
@@ -28,19 +29,27 @@ impl ControlSvc {
         Ok(agent.container_id.unwrap_or(agent.container_name))
     }
 
+    /// What is at `path` in agent `name`'s container, through whichever way reaches it.
+    async fn stat(&self, name: &str, path: &str) -> Result<Option<PathStat>, Status> {
+        let container = self.container_of(name)?;
+        let stat = if self.core.driver.archives_through_engine() {
+            self.core
+                .driver
+                .path_stat(&container, path)
+                .await
+                .map_err(HubError::from)?
+        } else {
+            self.core.stat_over_link(name, path).await?
+        };
+        Ok(stat)
+    }
+
     pub(super) async fn stat_path_impl(
         &self,
         req: pb::PathRequest,
     ) -> Result<pb::PathStat, Status> {
-        let container = self.container_of(&req.name)?;
         let path = container_path(&req.path)?;
-        let stat = self
-            .core
-            .driver
-            .path_stat(&container, &path)
-            .await
-            .map_err(HubError::from)?;
-        Ok(match stat {
+        Ok(match self.stat(&req.name, &path).await? {
             Some(s) => pb::PathStat {
                 exists: true,
                 is_dir: s.is_dir,
@@ -55,30 +64,24 @@ impl ControlSvc {
         &self,
         req: pb::PathRequest,
     ) -> Result<Response<BoxStream<pb::CopyChunk>>, Status> {
-        let container = self.container_of(&req.name)?;
         let path = container_path(&req.path)?;
-        if self
-            .core
-            .driver
-            .path_stat(&container, &path)
-            .await
-            .map_err(HubError::from)?
-            .is_none()
-        {
+        if self.stat(&req.name, &path).await?.is_none() {
             return Err(Status::not_found(format!(
                 "{}:{path}: no such file or directory",
                 req.name
             )));
         }
-        let stream = self
-            .core
-            .driver
-            .download_archive(&container, &path)
-            .map(|chunk| {
-                chunk
-                    .map(|data| pb::CopyChunk { data })
-                    .map_err(|e| Status::internal(format!("copy failed: {e}")))
-            });
+        let tar = if self.core.driver.archives_through_engine() {
+            let container = self.container_of(&req.name)?;
+            self.core.driver.download_archive(&container, &path)
+        } else {
+            self.core.download_over_link(&req.name, &path).await?
+        };
+        let stream = tar.map(|chunk| {
+            chunk
+                .map(|data| pb::CopyChunk { data })
+                .map_err(|e| Status::internal(format!("copy failed: {e}")))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -92,15 +95,8 @@ impl ControlSvc {
             }) => start,
             _ => return Err(Status::invalid_argument("the first message must be start")),
         };
-        let container = self.container_of(&start.name)?;
         let path = container_path(&start.path)?;
-        match self
-            .core
-            .driver
-            .path_stat(&container, &path)
-            .await
-            .map_err(HubError::from)?
-        {
+        match self.stat(&start.name, &path).await? {
             Some(s) if s.is_dir => {}
             _ => {
                 return Err(Status::failed_precondition(format!(
@@ -121,11 +117,18 @@ impl ControlSvc {
             Ok(_) => Err(std::io::Error::other("a second start in one copy")),
             Err(status) => Err(std::io::Error::other(status.message().to_string())),
         });
-        self.core
-            .driver
-            .upload_archive(&container, &path, Box::pin(body))
-            .await
-            .map_err(HubError::from)?;
+        if self.core.driver.archives_through_engine() {
+            let container = self.container_of(&start.name)?;
+            self.core
+                .driver
+                .upload_archive(&container, &path, Box::pin(body))
+                .await
+                .map_err(HubError::from)?;
+        } else {
+            self.core
+                .upload_over_link(&start.name, &path, Box::pin(body))
+                .await?;
+        }
         Ok(pb::CopyToResponse {
             bytes: bytes.load(Ordering::Relaxed),
         })

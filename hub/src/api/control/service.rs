@@ -8,7 +8,6 @@ use std::time::Duration;
 use docker_agent_proto::v1 as pb;
 use docker_agent_proto::v1::control_service_server::ControlService;
 use docker_agent_proto::v1::exec_request::Msg as ExecMsg;
-use docker_agent_proto::v1::hub_message::Msg;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -429,13 +428,10 @@ impl ControlService for ControlSvc {
                 task.id
             )));
         }
-        let core = self.core.clone();
-        let msg = Msg::Signal(pb::SignalTask {
-            task_id: task.id.clone(),
-            signal: req.signal,
-        });
-        let id = task.id.clone();
-        tokio::spawn(async move { core.send_for_task(&id, msg).await });
+        // As a signal on an exec: a task still queued is cancelled, since nothing has run yet.
+        let inputs = self.core.exec_inputs(&task.id);
+        let signal = req.signal;
+        tokio::spawn(async move { inputs.send(ExecInput::Signal(signal)).await });
         Ok(Response::new(self.task_message(task)?))
     }
 

@@ -27,10 +27,12 @@ pub struct Auth {
     /// Per hub, so two hubs on one host (different ports, same cookie jar) do not log each other out.
     cookie: String,
     store: Store,
+    /// A login unused this long has ended (`hub --web-idle`); zero: no bound.
+    idle: Duration,
 }
 
 impl Auth {
-    pub fn new(admin_token: &str, hub_id: &str, store: Store) -> Self {
+    pub fn new(admin_token: &str, hub_id: &str, store: Store, idle: Duration) -> Self {
         let short: String = hub_id
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
@@ -40,6 +42,7 @@ impl Auth {
             admin_hash: credentials::hash_token(admin_token),
             cookie: format!("docker_agent_{short}"),
             store,
+            idle,
         }
     }
 
@@ -75,7 +78,11 @@ impl Auth {
 
     fn user(&self, headers: &HeaderMap) -> Option<WebUser> {
         let id = cookie_value(headers, &self.cookie)?;
-        let login = self.store.login(&credentials::hash_token(id)).ok()??;
+        let idle_ms = i64::try_from(self.idle.as_millis()).unwrap_or(i64::MAX);
+        let login = self
+            .store
+            .login(&credentials::hash_token(id), idle_ms)
+            .ok()??;
         Some(WebUser {
             login: id.to_string(),
             csrf: login.csrf,
@@ -263,7 +270,7 @@ mod tests {
     #[test]
     fn logins_and_csrf() {
         let store = Store::open_in_memory().unwrap();
-        let auth = Auth::new("admintoken", "hub-1234", store);
+        let auth = Auth::new("admintoken", "hub-1234", store, Duration::ZERO);
         assert!(auth.is_admin_token("admintoken"));
         assert!(!auth.is_admin_token("admintokem"));
         let id = auth.open_login().unwrap();

@@ -1,4 +1,5 @@
-//! Operations endpoints: `/healthz` (the process answers), `/readyz` (store open and Docker reachable)
+//! Operations endpoints: `/healthz` (the process answers), `/readyz` (store open, with its size, and
+//! Docker reachable)
 //! and Prometheus `/metrics`. None needs a token: they say nothing about what the agents run, and the
 //! operator listener is on loopback unless the operator chose otherwise.
 
@@ -42,10 +43,16 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         Err(_) => failures.push("docker: no answer within 2s"),
     }
     if failures.is_empty() {
-        (
-            StatusCode::OK,
-            "ok: store open, docker reachable\n".to_string(),
-        )
+        let store = match state.core.store.size() {
+            Ok(size) => format!(
+                "store open (tasks: {}, task output: {}, database: {})",
+                size.tasks,
+                super::ui::view::bytes(size.output_bytes),
+                super::ui::view::bytes(size.database_bytes)
+            ),
+            Err(_) => "store open".to_string(),
+        };
+        (StatusCode::OK, format!("ok: {store}, docker reachable\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

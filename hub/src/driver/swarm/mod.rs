@@ -312,6 +312,12 @@ impl Driver for SwarmDriver {
         node.commit_container(&id, repo, tag, labels, changes).await
     }
 
+    /// A manager cannot archive a container on another node; `cp` goes over the agent's link. The
+    /// calls below (through the node's own engine, where the hub can reach it) serve snapshots.
+    fn archives_through_engine(&self) -> bool {
+        false
+    }
+
     fn download_archive(&self, container: &str, path: &str) -> ByteStream {
         let (nodes, container, path) =
             (self.nodes.clone(), container.to_string(), path.to_string());

@@ -103,6 +103,7 @@ pub async fn task_live(
         let (wtx, mut wrx) = tokio::sync::mpsc::channel(16);
         let watched = id.clone();
         let after = q.after.unwrap_or(0).max(0);
+        let mut plain = super::task_page::plain_text_after(&core, &id, after);
         tokio::spawn(async move { core.watch_task_after(&watched, after, true, wtx).await });
         loop {
             let item = tokio::select! {
@@ -112,7 +113,7 @@ pub async fn task_live(
             let Some(item) = item else { return };
             let event = match item {
                 WatchItem::Output(chunk) => {
-                    let view = super::task_page::chunk_view(&chunk);
+                    let view = super::task_page::chunk_view(&mut plain, &chunk);
                     let data = serde_json::json!({ "class": view.class, "text": view.text });
                     Event::default().event("output").data(data.to_string())
                 }

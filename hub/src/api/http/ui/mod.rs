@@ -9,7 +9,7 @@ mod live;
 mod pages;
 mod task_page;
 mod terminal;
-mod view;
+pub(super) mod view;
 mod xterm_bundle;
 
 use std::path::PathBuf;

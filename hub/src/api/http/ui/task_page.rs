@@ -8,9 +8,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::pages::{Page, error_page};
-use super::view::{self, Badge};
+use super::view::{self, Badge, PlainText};
 use crate::api::http::HttpState;
 use crate::api::http::auth::WebUser;
+use crate::core::Core;
 use crate::store::{StoredChunk, TaskRecord, TaskState};
 
 #[derive(Debug, Clone)]
@@ -118,15 +119,31 @@ pub struct TaskPage {
 /// How much output a task page shows; the raw output has all of it.
 const SHOWN_OUTPUT: u64 = 1 << 20;
 
-pub fn chunk_view(c: &StoredChunk) -> ChunkView {
+pub fn chunk_view(plain: &mut PlainText, c: &StoredChunk) -> ChunkView {
     ChunkView {
         class: if c.stream == docker_agent_proto::v1::Stream::Stderr {
             "err"
         } else {
             "out"
         },
-        text: view::plain_text(&c.data),
+        text: plain.text(c.stream, &c.data),
     }
+}
+
+/// A parser for output shown after chunk `seq` of task `id`: it has read that chunk, so a sequence
+/// or character begun there is finished in the first chunk shown, not left as a fragment.
+pub fn plain_text_after(core: &Core, id: &str, seq: i64) -> PlainText {
+    let mut plain = PlainText::default();
+    if seq > 0
+        && let Some(chunk) = core
+            .output_after(id, seq - 1)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .filter(|c| c.seq == seq)
+    {
+        plain.text(chunk.stream, &chunk.data);
+    }
+    plain
 }
 
 pub async fn task(
@@ -151,6 +168,7 @@ pub async fn task(
     let agent = state.core.agent_name(&t.agent_id).unwrap_or_default();
     let from = state.core.output_tail_seq(&t.id, SHOWN_OUTPUT).unwrap_or(0);
     let stored = state.core.output_after(&t.id, from).unwrap_or_default();
+    let mut plain = plain_text_after(&state.core, &t.id, from);
     let shown: u64 = stored.iter().map(|c| c.data.len() as u64).sum();
     let last_seq = stored.last().map_or(from, |c| c.seq);
     let (failed, outcome_text, _) = outcome(&t);
@@ -182,7 +200,7 @@ pub async fn task(
     };
     TaskPage {
         page,
-        chunks: stored.iter().map(chunk_view).collect(),
+        chunks: stored.iter().map(|c| chunk_view(&mut plain, c)).collect(),
         t: view,
     }
     .into_response()

@@ -1,6 +1,8 @@
 //! How values read on the dashboard: sizes, ages, durations, state badges, and terminal output made
 //! safe to show as text.
 
+use docker_agent_proto::v1::Stream;
+
 use crate::lifecycle::{Connection, Lifecycle};
 use crate::store::now_ms;
 
@@ -121,8 +123,43 @@ pub fn task_badge(state: &str, failed: bool) -> Badge {
 /// Terminal output as plain text: escape sequences (colours, cursor moves, titles) removed, invalid
 /// UTF-8 replaced. HTML escaping is the template's job.
 pub fn plain_text(bytes: &[u8]) -> String {
-    let stripped = strip_ansi_escapes::strip(bytes);
-    String::from_utf8_lossy(&stripped).into_owned()
+    PlainText::default().text(Stream::Stdout, bytes)
+}
+
+/// A task's output as plain text, chunk after chunk, as `plain_text` makes it. An escape sequence or
+/// a character split between two chunks comes out whole: each stream has its own parser, which
+/// carries what it has begun into that stream's next chunk.
+#[derive(Default)]
+pub struct PlainText {
+    stdout: vte::Parser,
+    stderr: vte::Parser,
+}
+
+impl PlainText {
+    pub fn text(&mut self, stream: Stream, bytes: &[u8]) -> String {
+        let parser = match stream {
+            Stream::Stderr => &mut self.stderr,
+            _ => &mut self.stdout,
+        };
+        let mut printed = Printed(String::with_capacity(bytes.len()));
+        parser.advance(&mut printed, bytes);
+        printed.0
+    }
+}
+
+/// What a terminal would print: characters, line feeds and tabs; every other control is dropped.
+struct Printed(String);
+
+impl vte::Perform for Printed {
+    fn print(&mut self, c: char) {
+        self.0.push(c);
+    }
+
+    fn execute(&mut self, byte: u8) {
+        if byte == b'\n' || byte == b'\t' {
+            self.0.push(char::from(byte));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +186,19 @@ mod tests {
             "red <b>x</b>"
         );
         assert_eq!(plain_text(b"bad \xff utf8"), "bad \u{fffd} utf8");
+    }
+
+    #[test]
+    fn sequences_and_characters_split_between_chunks_leave_no_fragments() {
+        let whole = "\x1b[1;31mred\x1b[0m é\x1b]0;a title\x07 done\n".as_bytes();
+        for cut in 1..whole.len() {
+            let mut plain = PlainText::default();
+            // Stderr in between has its own parser and does not disturb stdout's.
+            let mut text = plain.text(Stream::Stdout, &whole[..cut]);
+            assert_eq!(plain.text(Stream::Stderr, b"\x1b[3"), "");
+            text += &plain.text(Stream::Stdout, &whole[cut..]);
+            assert_eq!(text, "red é done\n", "cut at {cut}");
+        }
     }
 
     #[test]
