@@ -1,5 +1,6 @@
 //! The dashboard in a real headless Chromium over WebDriver: log in, create an agent from the form and
-//! watch it turn ready without a reload, run a command, type into the web terminal, stop and destroy.
+//! watch it turn ready without a reload, run a command, type into the web terminal, leave it and
+//! re-attach from the agent's page, stop and destroy.
 //! Also the refusals: a wrong token, and forms without their CSRF token.
 
 use std::time::Duration;
@@ -216,26 +217,70 @@ async fn a_browser_drives_an_agent_through_its_life() {
     .await;
     c.set_window_size(1366, 900).await.unwrap();
 
-    // Leaving the page hangs the shell up, as closing a terminal window does.
-    c.goto(&format!("{base}/agents/{name}")).await.unwrap();
-    let api = Api::new(&hub);
-    let shell = wait_for(
-        "the shell to end with its page",
-        Duration::from_secs(20),
-        || async {
-            let (_, tasks) = api.get(&format!("/api/v1/agents/{name}/tasks")).await;
-            let shell = tasks
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|t| t["terminal"] == true)
-                .expect("the terminal's task")
-                .clone();
-            (shell["state"] == "finished").then_some(shell)
-        },
+    // Leaving the page detaches: the shell keeps running, the agent's page lists it, and attaching
+    // from there replays what it showed before.
+    input.send_keys("echo before-$((6*7))\n").await.unwrap();
+    wait_text(
+        c,
+        ".xterm-rows",
+        |t| t.lines().any(|l| l.trim() == "before-42"),
+        "the first page's output",
     )
     .await;
-    assert_eq!(shell["signal"], 1, "hung up: {shell}");
+    c.goto(&format!("{base}/agents/{name}")).await.unwrap();
+    let attach = wait_text(
+        c,
+        "[data-region=sessions]",
+        |t| t.contains("Attach"),
+        "the running session on the agent's page",
+    )
+    .await;
+    assert!(attach.contains("started"), "{attach}");
+    c.find(Locator::Css("[data-region=sessions] a.button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        c,
+        ".xterm-rows",
+        |t| t.lines().any(|l| l.trim() == "before-42"),
+        "the earlier output, replayed",
+    )
+    .await;
+    let input = c
+        .find(Locator::Css(".xterm-helper-textarea"))
+        .await
+        .unwrap();
+    input.send_keys("echo after-$((6*7))\n").await.unwrap();
+    wait_text(
+        c,
+        ".xterm-rows",
+        |t| t.lines().any(|l| l.trim() == "after-42"),
+        "the same shell answering",
+    )
+    .await;
+    // The shell ends when it exits, not before.
+    input.send_keys("exit 7\n").await.unwrap();
+    let api = Api::new(&hub);
+    let shell = wait_for("the shell to end", Duration::from_secs(20), || async {
+        let (_, tasks) = api.get(&format!("/api/v1/agents/{name}/tasks")).await;
+        let shell = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["terminal"] == true)
+            .expect("the terminal's task")
+            .clone();
+        (shell["state"] == "finished").then_some(shell)
+    })
+    .await;
+    assert_eq!(
+        shell["exit_code"], 7,
+        "one shell, across both pages: {shell}"
+    );
+    c.goto(&format!("{base}/agents/{name}")).await.unwrap();
 
     // Screenshots for people (and the README).
     wait_text(

@@ -41,6 +41,9 @@ async fn builder_has_its_tools_environment_files_resources_and_setup() {
         ("make --version", "GNU Make"),
         ("git --version", "git version"),
         ("cmake --version", "cmake version"),
+        ("node --version", "v"),
+        ("npm --version", "."),
+        ("yarn --version", "1."),
     ] {
         let argv: Vec<&str> = cmd.split(' ').collect();
         let mut args = vec!["exec", name.as_str(), "--"];
@@ -601,4 +604,71 @@ async fn a_profile_names_the_workspace_volume_driver() {
     );
     hub.cli(&["destroy", &name, "--purge"]).await.ok();
     hub.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tester_screenshots_a_page_with_headless_chromium_under_the_default_hardening() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("t1");
+    hub.cli(&["create", &name, "--profile", "tester"])
+        .await
+        .ok();
+    // A page served inside the same container, then a screenshot of it as the task user, with every
+    // capability dropped and no-new-privileges; the flags come from the profile's /etc/chromium.d file.
+    let script = r#"set -e
+mkdir -p /workspace/site
+printf '<html><body style="background:#c00"><h1>served in the tester</h1></body></html>' > /workspace/site/index.html
+cd /workspace/site
+python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 &
+until curl -sf http://127.0.0.1:8000/ >/dev/null; do sleep 0.1; done
+chromium --headless --screenshot=/workspace/shot.png --window-size=640,480 http://127.0.0.1:8000/ 2>/tmp/chromium.log || { tail -5 /tmp/chromium.log >&2; exit 1; }
+kill $!
+chromedriver --version
+grep CapEff /proc/self/status
+"#;
+    let out = hub.sh(&name, script).await;
+    assert!(out.contains("ChromeDriver"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    let local = tempfile::tempdir().unwrap();
+    let shot = local.path().join("shot.png");
+    hub.cli(&[
+        "cp",
+        &format!("{name}:/workspace/shot.png"),
+        shot.to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // The IHDR chunk's width and height: the window asked for.
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (640, 480));
+    std::fs::copy(
+        &shot,
+        crate::support::web::artifacts_dir().join("tester-screenshot.png"),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployer_has_the_aws_cli_and_its_deployment_tools() {
+    let hub = Hub::builder().start().await;
+    let name = hub.name("d1");
+    hub.cli(&["create", &name, "--profile", "deployer"])
+        .await
+        .ok();
+    for (cmd, expect) in [
+        ("aws --version", "aws-cli/"),
+        ("ansible --version", "ansible"),
+        ("rsync --version", "rsync"),
+        ("ssh -V", "OpenSSH"),
+    ] {
+        let out = hub.cli(&["exec", &name, cmd]).await;
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            out.status.success() && text.contains(expect),
+            "{cmd}: {text}"
+        );
+    }
 }

@@ -80,14 +80,26 @@ impl Core {
 
     /// At start nobody is attached to anything: every running session starts its idle countdown.
     pub fn expire_unattached_sessions(self: &Arc<Self>) -> Result<()> {
-        let open = [TaskState::Queued, TaskState::Dispatched, TaskState::Running];
         for agent in self.store.list_agents()? {
-            for task in self.store.tasks_in_states(&agent.id, &open)? {
-                if task.spec.pty.is_some() && self.attached_count(&task.id) == 0 {
+            for task in self.terminal_sessions(&agent.id)? {
+                if self.attached_count(&task.id) == 0 {
                     self.clone().expire_later(task.id);
                 }
             }
         }
         Ok(())
+    }
+
+    /// An agent's terminal sessions that have not ended, oldest first.
+    pub fn terminal_sessions(&self, agent_id: &str) -> Result<Vec<crate::store::TaskRecord>> {
+        let open = [TaskState::Queued, TaskState::Dispatched, TaskState::Running];
+        let mut sessions: Vec<_> = self
+            .store
+            .tasks_in_states(agent_id, &open)?
+            .into_iter()
+            .filter(|t| t.spec.pty.is_some())
+            .collect();
+        sessions.sort_by_key(|t| t.created_at);
+        Ok(sessions)
     }
 }

@@ -119,6 +119,8 @@ pub struct AgentPage {
     cpu_chart: String,
     memory_chart: String,
     tasks: Vec<TaskRow>,
+    /// Its running terminal sessions, to re-attach to.
+    sessions: Vec<TaskRow>,
     logs: String,
     log_lines: usize,
 }
@@ -178,6 +180,13 @@ pub async fn agent(
         }
     };
     let tasks = state.core.tasks(Some(&record.id), 20).unwrap_or_default();
+    let sessions = state
+        .core
+        .terminal_sessions(&record.id)
+        .unwrap_or_default()
+        .iter()
+        .map(task_row)
+        .collect();
     let samples = state.core.health.samples(&record.id);
     let container = record
         .container_id
@@ -213,6 +222,7 @@ pub async fn agent(
             .filter(|n| matches!(n.as_str(), "started" | "stopped" | "restarted"))
             .map(|n| format!("{} {n}", record.name)),
         tasks: tasks.iter().map(task_row).collect(),
+        sessions,
         logs,
         log_lines: LOG_LINES,
     }

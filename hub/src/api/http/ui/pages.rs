@@ -385,6 +385,13 @@ pub struct TerminalPage {
     page: Page,
     name: String,
     xterm_missing: bool,
+    /// The session to re-attach to; None: a new shell.
+    session: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TerminalQuery {
+    session: Option<String>,
 }
 
 pub async fn terminal(
@@ -392,6 +399,7 @@ pub async fn terminal(
     headers: HeaderMap,
     State(state): State<HttpState>,
     Path(name): Path<String>,
+    Query(q): Query<TerminalQuery>,
 ) -> Response {
     let page = Page::new(&headers, &user, format!("{name} terminal"), "fleet");
     if let Err(e) = state.core.agent(&name) {
@@ -401,6 +409,10 @@ pub async fn terminal(
         page,
         name,
         xterm_missing: !state.ui.xterm_available(),
+        // Task ids are hex; anything else is not a session and would only go into the page's URL.
+        session: q
+            .session
+            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit())),
     }
     .into_response()
 }

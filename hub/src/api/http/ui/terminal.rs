@@ -1,7 +1,8 @@
-//! The web terminal's WebSocket: a login shell on a PTY in the agent, like `docker-agent shell`.
-//! Binary frames carry keystrokes in and terminal output out; text frames carry control messages
-//! (`{"resize":[cols,rows]}` in, `{"exit":"…"}` out). Closing the page hangs the shell up (SIGHUP),
-//! as closing a terminal window does.
+//! The web terminal's WebSocket: a login shell on a PTY in the agent, like `docker-agent shell`, or
+//! (`attach=ID`) a running session with its last 64 KiB replayed, like `shell --attach`. Binary
+//! frames carry keystrokes in and terminal output out; text frames carry control messages
+//! (`{"resize":[cols,rows]}` in, `{"exit":"…"}` out). Closing the page detaches: the shell keeps
+//! running until the hub's session timeout, listed on the agent's page to come back to.
 
 use std::collections::HashMap;
 
@@ -27,6 +28,8 @@ pub struct WsQuery {
     csrf: Option<String>,
     cols: Option<u32>,
     rows: Option<u32>,
+    /// A running session of this agent to attach to, instead of a new shell.
+    attach: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,27 +73,42 @@ pub async fn ws(
         )
             .into_response();
     }
-    let spec = pb::TaskSpec {
-        argv: vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()],
-        stdin: true,
-        kind: "exec".into(),
-        pty: Some(pb::PtySize {
-            cols: size(q.cols, 80),
-            rows: size(q.rows, 24),
-        }),
-        env: HashMap::new(),
-        ..Default::default()
+    let page_size = pb::PtySize {
+        cols: size(q.cols, 80),
+        rows: size(q.rows, 24),
     };
+    let start = match q.attach.filter(|id| !id.is_empty()) {
+        Some(task_id) => ExecStart::Attach {
+            task_id,
+            replay_bytes: 0,
+        },
+        None => ExecStart::Run(pb::TaskSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()],
+            stdin: true,
+            kind: "exec".into(),
+            pty: Some(page_size),
+            env: HashMap::new(),
+            ..Default::default()
+        }),
+    };
+    let attaching = matches!(start, ExecStart::Attach { .. });
     // Attached from here, so a handshake that never completes still leaves a session the idle
     // timeout ends, not a shell nobody can reach.
-    let exec = match state.core.open_exec(&name, ExecStart::Run(spec)).await {
+    let exec = match state.core.open_exec(&name, start).await {
         Ok(exec) => exec,
         Err(e @ crate::error::HubError::AgentNotFound(_)) => {
             return (StatusCode::NOT_FOUND, e.public().1).into_response();
         }
+        Err(e @ crate::error::HubError::TaskNotFound(_)) => {
+            return (StatusCode::NOT_FOUND, e.public().1).into_response();
+        }
         Err(e) => return (StatusCode::CONFLICT, e.public().1).into_response(),
     };
-    tracing::info!(agent = %name, task = %exec.task.id, "web terminal opened");
+    if attaching {
+        // The session takes this page's size, as `shell --attach` gives it the terminal's.
+        exec.inputs().send(ExecInput::Resize(page_size)).await;
+    }
+    tracing::info!(agent = %name, task = %exec.task.id, attaching, "web terminal opened");
     upgrade
         .max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
@@ -102,7 +120,7 @@ pub async fn ws(
         })
 }
 
-/// Terminal output to the page, keystrokes and resizes to the task; closing the page hangs the shell up.
+/// Terminal output to the page, keystrokes and resizes to the task; closing the page detaches.
 async fn bridge(mut exec: Exec, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
     let task_id = exec.task.id.clone();
@@ -160,8 +178,9 @@ async fn bridge(mut exec: Exec, socket: WebSocket) {
         () = output => {}
         () = input => {}
     }
-    // The page went away (or the shell ended): hang up a shell that is still running.
-    exec.leave(Leave::HangUp);
+    // The page went away (or the shell ended): a shell still running carries on, for the session
+    // timeout, to be re-attached from the agent's page.
+    exec.leave(Leave::Detach);
     tracing::info!(task = %task_id, "web terminal closed");
 }
 
