@@ -379,8 +379,9 @@ fn default_agent_binary_candidates() -> Vec<PathBuf> {
     };
     let cross = Path::new("x86_64-unknown-linux-gnu/agent/docker-agent-agent");
     vec![
-        // An installed layout: both binaries side by side.
+        // An installed layout: both binaries side by side, or the Debian package's.
         dir.join("docker-agent-agent"),
+        dir.join("../lib/docker-agent/docker-agent-agent"),
         // target/{debug,release}/docker-agent → target/x86_64-unknown-linux-gnu/agent/…
         dir.join("..").join(cross),
     ]
