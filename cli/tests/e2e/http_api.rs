@@ -270,15 +270,7 @@ async fn agents_tasks_output_and_events_over_http() {
     );
 
     // Metrics, read by a Prometheus text-format parser.
-    let text = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.text("/metrics").await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("unparseable metrics ({e}):\n{text}"));
     let value = |metric: &str, label: Option<(&str, &str)>| -> f64 {

@@ -51,6 +51,9 @@ async fn builder_has_its_tools_environment_files_resources_and_setup() {
         let out = hub.cli(&args).await;
         assert!(out.ok().contains(expect), "{cmd}: {}", out.stdout);
     }
+    // The original system's walkthrough, as written there: one quoted command line.
+    let npm = hub.cli(&["exec", &name, "npm --version"]).await;
+    assert!(npm.ok().trim().split('.').count() == 3, "{}", npm.stdout);
     // The profile's environment reaches tasks.
     assert_eq!(hub.sh(&name, "echo $CI $LANG").await, "true C.UTF-8\n");
     // Its file, with its mode, owned by the task user, in a directory the user owns too.

@@ -128,15 +128,7 @@ async fn ended_tasks_are_pruned_on_demand_and_by_retention_and_running_ones_neve
     assert_eq!(still["state"], "running", "{still}");
     // The hub says how big its store is.
     let api = Api::new(&hub);
-    let ready = api
-        .client
-        .get(api.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ready = api.text("/readyz").await;
     assert!(
         ready.contains("store open (tasks: 1, task output: "),
         "{ready}"

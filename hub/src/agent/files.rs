@@ -15,7 +15,7 @@ use crate::core::Core;
 use crate::driver::{ByteStream, PathStat};
 use crate::error::{HubError, Result};
 use crate::exec::{Exec, ExecEvent, ExecInput, ExecStart};
-use crate::image::AGENT_BINARY;
+use crate::profile::AGENT_BINARY;
 use crate::store::TaskRecord;
 
 /// `archive stat`'s exit code when nothing is at the path.

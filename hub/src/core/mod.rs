@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod health;
 pub mod registry;
+pub mod stdin;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,8 +68,8 @@ pub struct Core {
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken whenever tasks leave the queue, for senders waiting to follow a task.
     pub(crate) dispatched: tokio::sync::Notify,
-    /// Per task with stdin: what the agent has not acknowledged yet (see `task::stdin`).
-    pub stdin: crate::task::stdin::StdinWindows,
+    /// Per task with stdin: what the agent has not acknowledged yet (see `core::stdin`).
+    pub stdin: stdin::StdinWindows,
     /// Per terminal task: how many clients are attached (see `sessions.rs`).
     pub(crate) attached: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }

@@ -19,7 +19,7 @@ struct Link {
     instance_id: String,
     tx: Outbound,
     last_seen: Instant,
-    /// The agent acknowledges stdin (`task::stdin`): senders keep to its window.
+    /// The agent acknowledges stdin (`core::stdin`): senders keep to its window.
     acks_stdin: bool,
     /// Told when this link is replaced or removed, so its loop ends at once even if its stream stays
     /// open and silent (a permit is stored if the loop is not waiting yet).

@@ -16,9 +16,6 @@ use crate::profile::Profile;
 const ROOTFS_SCRIPT: &str = include_str!("../../../images/rootfs.sh");
 const AGENT_DOCKERFILE: &str = include_str!("../../../images/agent.Dockerfile");
 
-/// Where `AGENT_DOCKERFILE` puts the agent binary in every image the hub makes.
-pub const AGENT_BINARY: &str = "/usr/local/bin/docker-agent-agent";
-
 /// The label every profile image carries: the profile's name.
 const IMAGE_OF_LABEL: &str = "dev.docker-agent.image-of";
 

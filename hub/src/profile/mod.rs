@@ -14,6 +14,10 @@ pub use raw::parse_size;
 pub use render::format_size;
 pub use validate::{validate_abs_path, validate_group, validate_profile_name};
 
+/// Where every image the hub makes has the agent binary (images/agent.Dockerfile puts it there): no
+/// profile file may replace it and no mount may hide it, and `cp` over the link runs it.
+pub const AGENT_BINARY: &str = "/usr/local/bin/docker-agent-agent";
+
 /// The profile used when `create` names none.
 pub const DEFAULT_PROFILE: &str = "minimal";
 /// The task user every image has unless its profile names another.

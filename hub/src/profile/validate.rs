@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::raw::{RawFile, RawMount, RawProfile, RawResources, RawSetupTask, Scalar, parse_size};
-use super::{FileOwner, MountKind, Profile, ProfileFile, ProfileMount, SetupTask};
-use crate::image::AGENT_BINARY;
+use super::{AGENT_BINARY, FileOwner, MountKind, Profile, ProfileFile, ProfileMount, SetupTask};
 
 /// Paths the hub and the agent own inside every container.
 const RESERVED_TARGETS: &[&str] = &[

@@ -1,11 +1,12 @@
 //! Tasks from store to agent: stored before dispatch, dispatched at most once, queued while the agent is away, and everything that follows a task to its agent (stdin, signals, cancel) or ends it.
 
 use crate::core::Core;
+use crate::core::stdin::Resend;
 use crate::error::{HubError, Result};
 use crate::store::{AgentRecord, NewTask, TaskRecord, TaskState};
 use crate::task::spec::normalise_spec;
 use docker_agent_proto::v1::hub_message::Msg;
-use docker_agent_proto::v1::{RunTask, TaskSpec};
+use docker_agent_proto::v1::{CloseStdin, RunTask, StdinData, TaskSpec};
 
 /// Why a task ended without running.
 pub const NEVER_STARTED: &str = "cancelled before it started";
@@ -209,6 +210,36 @@ impl Core {
             self.task_ended(task_id);
         }
         Ok(())
+    }
+
+    /// Sends agent `agent_id` the stdin it lacks (`StdinWindows::resend`), until its link goes.
+    pub async fn resend_stdin(&self, agent_id: &str, resend: Vec<Resend>) {
+        let mut sent = 0usize;
+        for task in resend {
+            let pieces = task.pieces.into_iter().map(|(offset, data)| {
+                Msg::Stdin(StdinData {
+                    task_id: task.task_id.clone(),
+                    data,
+                    offset,
+                })
+            });
+            let close = task.closed.then(|| {
+                Msg::CloseStdin(CloseStdin {
+                    task_id: task.task_id.clone(),
+                })
+            });
+            for msg in pieces.chain(close) {
+                if self.registry.send(agent_id, msg).await.is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+        }
+        tracing::debug!(
+            agent = agent_id,
+            messages = sent,
+            "stdin sent again after a link drop"
+        );
     }
 
     /// Every way a task ends comes here: its watchers are woken, and its stdin goes nowhere now.

@@ -39,6 +39,18 @@ impl Api {
         (status, value)
     }
 
+    /// An unauthenticated page's text (`/readyz`, `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let r = self
             .client

@@ -19,10 +19,10 @@ use crate::api::agents::guard::{ConnState, Refused};
 use crate::api::agents::listener::AgentConnInfo;
 use crate::core::Core;
 use crate::core::registry::RegistryError;
+use crate::core::stdin::STDIN_ACK_CAPABILITY;
 use crate::credentials;
 use crate::lifecycle::Lifecycle;
 use crate::store::AgentRecord;
-use crate::task::stdin::STDIN_ACK_CAPABILITY;
 
 /// The connection's own deadline (`agent_guard::Limits::hello_deadline`) usually ends a silent stream
 /// first; this bounds one on a connection that has authenticated before.

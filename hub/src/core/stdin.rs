@@ -8,11 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use docker_agent_proto::v1::hub_message::Msg;
-use docker_agent_proto::v1::{CloseStdin, StdinData};
 use tokio::sync::Notify;
-
-use crate::core::Core;
 
 /// Unacknowledged stdin a task may have: what may wait in its agent for the process to read it.
 pub const WINDOW: u64 = 2 << 20;
@@ -182,38 +178,6 @@ impl StdinWindows {
         if self.lock().remove(task_id).is_some() {
             self.room.notify_waiters();
         }
-    }
-}
-
-impl Core {
-    /// Sends agent `agent_id` the stdin it lacks (`StdinWindows::resend`), until its link goes.
-    pub async fn resend_stdin(&self, agent_id: &str, resend: Vec<Resend>) {
-        let mut sent = 0usize;
-        for task in resend {
-            let pieces = task.pieces.into_iter().map(|(offset, data)| {
-                Msg::Stdin(StdinData {
-                    task_id: task.task_id.clone(),
-                    data,
-                    offset,
-                })
-            });
-            let close = task.closed.then(|| {
-                Msg::CloseStdin(CloseStdin {
-                    task_id: task.task_id.clone(),
-                })
-            });
-            for msg in pieces.chain(close) {
-                if self.registry.send(agent_id, msg).await.is_err() {
-                    return;
-                }
-                sent += 1;
-            }
-        }
-        tracing::debug!(
-            agent = agent_id,
-            messages = sent,
-            "stdin sent again after a link drop"
-        );
     }
 }
 
