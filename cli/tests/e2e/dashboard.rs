@@ -22,30 +22,65 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
-/// Waits (in the page, no reloads) until the element's text satisfies `want`.
+/// Chromium abandons a page load with ERR_NETWORK_CHANGED whenever the host's interfaces change, and
+/// other tests' containers add and remove veth interfaces all the time. A person would press Reload,
+/// and so does the test; any other error page stays and fails the wait.
+async fn reload_after_a_network_change(c: &Client) {
+    let Ok(body) = c.find(Locator::Css("body")).await else {
+        return;
+    };
+    if body
+        .text()
+        .await
+        .is_ok_and(|t| t.contains("ERR_NETWORK_CHANGED"))
+    {
+        eprintln!(
+            "dashboard: the browser saw a network change (another test's container); reloading"
+        );
+        let _ = c.refresh().await;
+    }
+}
+
+/// Waits (in the page, no reloads but after a network change) until the element's text satisfies
+/// `want`.
 async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool, what: &str) -> String {
     // The outer bound comes first, so a timeout shows the page.
     let seen = tokio::time::timeout(
         WAIT,
         wait_for(&format!("{what} in {css}"), WAIT * 2, || async {
-            match c.find(Locator::Css(css)).await {
-                Ok(e) => e.text().await.ok().filter(|t| want(t)),
+            let text = match c.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.ok(),
                 Err(_) => None,
+            };
+            match text {
+                Some(t) if want(&t) => Some(t),
+                _ => {
+                    reload_after_a_network_change(c).await;
+                    None
+                }
             }
         }),
     )
     .await;
     match seen {
         Ok(text) => text,
-        Err(_) => panic!(
-            "timed out waiting for {what} in {css}; page: {}",
-            c.source()
+        Err(_) => {
+            // What a person would see: the address and the page's text (a browser's own error page
+            // names its error code there, far below its style sheet).
+            let url = c
+                .current_url()
                 .await
-                .unwrap_or_default()
-                .chars()
-                .take(3000)
-                .collect::<String>()
-        ),
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let body = match c.find(Locator::Css("body")).await {
+                Ok(b) => b.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            panic!(
+                "timed out waiting for {what} in {css}; at {url}, the page says: {}",
+                body.chars().take(3000).collect::<String>()
+            )
+        }
     }
 }
 
