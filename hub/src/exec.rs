@@ -125,7 +125,7 @@ impl ExecInputs {
                 let Ok(task) = self.core.task(task_id) else {
                     return false;
                 };
-                let bounded = self.core.registry.acks_stdin(&task.agent_id);
+                let bounded = || self.core.registry.acks_stdin(&task.agent_id);
                 let ended = || {
                     self.core
                         .task(task_id)
@@ -137,7 +137,7 @@ impl ExecInputs {
                     let Some(offset) = self
                         .core
                         .stdin
-                        .push(task_id, piece.clone(), bounded, ended)
+                        .push(task_id, piece.clone(), &bounded, &ended)
                         .await
                     else {
                         return false;

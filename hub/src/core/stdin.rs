@@ -80,19 +80,21 @@ impl StdinWindows {
     }
 
     /// Records `data` as the task's next stdin and returns its offset, once the task has a window and
-    /// fewer than `WINDOW` bytes in it are unacknowledged (no bound when `bounded` is false: an agent
-    /// that never acknowledges). None once `ended` says the task is over.
+    /// fewer than `WINDOW` bytes in it are unacknowledged (no bound while `bounded` says no: an agent
+    /// that never acknowledges; asked again at every wake-up, since it can connect meanwhile). None
+    /// once `ended` says the task is over.
     pub async fn push(
         &self,
         task_id: &str,
         data: Bytes,
-        bounded: bool,
+        bounded: impl Fn() -> bool,
         ended: impl Fn() -> bool,
     ) -> Option<u64> {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
+            let bounded = bounded();
             if let Some(window) = self.lock().get_mut(task_id)
                 && (!bounded || window.end - window.acked < WINDOW)
             {
@@ -169,6 +171,12 @@ impl StdinWindows {
             .clone()
     }
 
+    /// Wakes every sender waiting for room, to look again (an agent that never acknowledges stdin
+    /// has connected).
+    pub fn wake(&self) {
+        self.room.notify_waiters();
+    }
+
     /// The task ended: its stdin goes nowhere now, and whoever waits for room stops waiting.
     pub fn forget(&self, task_id: &str) {
         self.senders
@@ -190,17 +198,18 @@ mod tests {
         let windows = std::sync::Arc::new(StdinWindows::default());
         let half = Bytes::from(vec![b'a'; (WINDOW / 2) as usize]);
         let live = || false;
+        let acks = || true;
         windows.open("ag", "t");
-        assert_eq!(windows.push("t", half.clone(), true, live).await, Some(0));
+        assert_eq!(windows.push("t", half.clone(), acks, live).await, Some(0));
         assert_eq!(
-            windows.push("t", half.clone(), true, live).await,
+            windows.push("t", half.clone(), acks, live).await,
             Some(WINDOW / 2)
         );
         // A third half must wait for an acknowledgement.
         let blocked = {
             let windows = windows.clone();
             let half = half.clone();
-            tokio::spawn(async move { windows.push("t", half, true, || false).await })
+            tokio::spawn(async move { windows.push("t", half, || true, || false).await })
         };
         tokio::task::yield_now().await;
         assert!(!blocked.is_finished());
@@ -229,7 +238,32 @@ mod tests {
         windows.forget("t");
         assert!(windows.resend("ag").is_empty());
         // Stdin for a task with no window (ended) goes nowhere.
-        assert_eq!(windows.push("t", half, true, || true).await, None);
+        assert_eq!(windows.push("t", half, || true, || true).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_on_an_agent_that_never_acknowledges_goes_on_when_it_connects() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let windows = std::sync::Arc::new(StdinWindows::default());
+        let acks = std::sync::Arc::new(AtomicBool::new(true));
+        windows.open("ag", "t");
+        let full = Bytes::from(vec![b'a'; WINDOW as usize]);
+        assert_eq!(windows.push("t", full, || true, || false).await, Some(0));
+        let waiting = {
+            let (windows, acks) = (windows.clone(), acks.clone());
+            tokio::spawn(async move {
+                let bounded = || acks.load(Ordering::Relaxed);
+                windows
+                    .push("t", Bytes::from_static(b"x"), bounded, || false)
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        // The agent that connected announced no acknowledgements.
+        acks.store(false, Ordering::Relaxed);
+        windows.wake();
+        assert_eq!(waiting.await.unwrap(), Some(WINDOW));
     }
 
     #[tokio::test]
@@ -239,7 +273,7 @@ mod tests {
             let windows = windows.clone();
             tokio::spawn(async move {
                 windows
-                    .push("t", Bytes::from_static(b"more"), true, || false)
+                    .push("t", Bytes::from_static(b"more"), || true, || false)
                     .await
             })
         };

@@ -188,6 +188,10 @@ impl AgentService for AgentSvc {
         };
         if hello.capabilities.iter().any(|c| c == STDIN_ACK_CAPABILITY) {
             self.core.registry.set_acks_stdin(&agent.id, generation);
+        } else {
+            // An agent from before acknowledgements: stdin that waited for room while it was away
+            // goes unbounded now, as it always did to such agents.
+            self.core.stdin.wake();
         }
         // Stdin the agent may lack goes again behind the welcome and the queued tasks, before anything
         // else for its tasks: the stream lock is held until it is queued. From a task of its own, as
