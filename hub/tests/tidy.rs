@@ -9,8 +9,9 @@ const ROOMS: &[&str] = &[
     "server",
     "api",
     "create",
-    "exec",
+    // Above exec: cp over an agent's link (`agent/files.rs`) runs as an exec.
     "agent",
+    "exec",
     "task",
     "config",
     "core",
