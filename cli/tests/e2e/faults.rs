@@ -23,12 +23,11 @@ fn streaming(k: usize, lines: usize) -> (String, Vec<u8>) {
 }
 
 async fn submit(hub: &Hub, agent: &str, command: &str) -> String {
-    let task = serde_json::json!({ "type": "exec", "command": command }).to_string();
-    hub.cli(&["task", agent, &task, "--detach"])
-        .await
-        .ok()
-        .trim()
-        .to_string()
+    hub.detach(
+        agent,
+        &serde_json::json!({ "type": "exec", "command": command }),
+    )
+    .await
 }
 
 /// Waits until every agent is connected; returns how long that took.

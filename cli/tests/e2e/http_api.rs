@@ -405,13 +405,9 @@ async fn an_escape_sequence_split_between_output_chunks_leaves_no_fragment_on_th
     // reach the hub in separate chunks.
     let script =
         r"printf 'x\033[3'; sleep 0.5; printf '1mred\033[0m \303'; sleep 0.5; printf '\251 done\n'";
-    let spec = json!({"type": "script", "script": script}).to_string();
     let task = hub
-        .cli(&["task", &name, &spec, "--detach"])
-        .await
-        .ok()
-        .trim()
-        .to_string();
+        .detach(&name, &json!({"type": "script", "script": script}))
+        .await;
     let stored = hub.cli(&["task", "logs", &task, "--follow"]).await;
     assert_eq!(stored.raw_stdout, b"x\x1b[31mred\x1b[0m \xc3\xa9 done\n");
     let cookie = api.dashboard_session().await;

@@ -80,12 +80,11 @@ async fn json_tasks_run_and_can_be_fetched_later() {
 
 /// Submits `command` as a detached exec task and returns its id.
 async fn submit(hub: &Hub, name: &str, command: &str) -> String {
-    let spec = serde_json::json!({"type": "exec", "command": command}).to_string();
-    hub.cli(&["task", name, &spec, "--detach"])
-        .await
-        .ok()
-        .trim()
-        .to_string()
+    hub.detach(
+        name,
+        &serde_json::json!({"type": "exec", "command": command}),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -459,6 +459,15 @@ impl Hub {
             .expect("spawn docker-agent")
     }
 
+    /// Submits a task (`spec`, the JSON task form) to `agent` detached, and returns its id.
+    pub async fn detach(&self, agent: &str, spec: &serde_json::Value) -> String {
+        self.cli(&["task", agent, &spec.to_string(), "--detach"])
+            .await
+            .ok()
+            .trim()
+            .to_string()
+    }
+
     /// Creates an agent and asserts it came up ready.
     pub async fn create(&self, name: &str) {
         let out = self.cli(&["create", name]).await;
